@@ -1,0 +1,543 @@
+//! The TOML config, validated into a [`Config`] before any work starts.
+//!
+//! Every error names the key that is wrong and how to fix it: users edit this
+//! file by hand on a server, often under time pressure.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// S3 refuses parts under 5 MiB (all but the last) and over 5 GiB.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// S3 allows at most 10,000 parts in one upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}. Pass the right file with --config PATH")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: `{key}` {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+/// A secret read from the environment. Its Debug and Display never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Static keys for one store, read from the env vars the config names.
+#[derive(Clone, Debug)]
+pub struct StaticKeys {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub region: String,
+    /// None means AWS itself.
+    pub endpoint: Option<String>,
+    pub profile: Option<String>,
+    pub keys: Option<StaticKeys>,
+    pub path_style: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct TransferConfig {
+    pub concurrency: usize,
+    pub part_size: u64,
+    pub multipart_threshold: u64,
+    /// Cap on object bytes held in memory at once, across all workers.
+    pub max_bytes_in_flight: u64,
+    pub connect_timeout: Duration,
+    /// A stream that sends no byte for this long is dropped and retried.
+    pub read_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketPair {
+    pub source: String,
+    pub destination: String,
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub ledger: PathBuf,
+    pub source: StoreConfig,
+    pub destination: StoreConfig,
+    pub transfer: TransferConfig,
+    pub buckets: Vec<BucketPair>,
+    /// Pause between passes of `ferry run` without `--once`.
+    pub interval: Duration,
+}
+
+// ---- the file as written -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    ledger: Option<PathBuf>,
+    interval: Option<String>,
+    source: Option<RawStore>,
+    destination: Option<RawStore>,
+    #[serde(default)]
+    transfer: RawTransfer,
+    #[serde(default)]
+    buckets: Vec<RawBucket>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    region: Option<String>,
+    endpoint: Option<String>,
+    profile: Option<String>,
+    access_key_id_env: Option<String>,
+    secret_access_key_env: Option<String>,
+    path_style: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTransfer {
+    concurrency: Option<i64>,
+    part_size: Option<String>,
+    multipart_threshold: Option<String>,
+    max_bytes_in_flight: Option<String>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBucket {
+    source: String,
+    destination: Option<String>,
+    #[serde(default)]
+    prefix: String,
+}
+
+impl Config {
+    /// Reads and validates the file; env vars named in it are read now, so a
+    /// missing key is reported before anything moves.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` as if read from `path`, looking env vars up with `env`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: parse_message(&e),
+        })?;
+        let v = Validator { path, env };
+        v.build(raw)
+    }
+}
+
+/// toml's own message names the key and the line; add the fix for unknown keys.
+fn parse_message(e: &toml::de::Error) -> String {
+    let mut msg = e.message().to_string();
+    if let Some(span) = e.span() {
+        msg = format!("{msg} (at byte {}..{})", span.start, span.end);
+    }
+    if msg.contains("unknown field") {
+        msg.push_str(". Remove the key or fix its spelling; README.md lists every key");
+    }
+    msg
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let ledger = raw.ledger.ok_or_else(|| {
+            self.invalid(
+                "ledger",
+                "is missing: set it to the SQLite file ferry keeps its state in, e.g. ledger = \"state/ferry.sqlite\"",
+            )
+        })?;
+        if ledger.as_os_str().is_empty() {
+            return Err(self.invalid("ledger", "is empty: give a file path"));
+        }
+        let source = self.store("source", raw.source, "eu-central-1")?;
+        let destination = self.store("destination", raw.destination, "")?;
+        if destination.endpoint.is_none() {
+            return Err(self.invalid(
+                "destination.endpoint",
+                "is missing: set the destination's URL, e.g. https://fsn1.your-objectstorage.com",
+            ));
+        }
+        let transfer = self.transfer(raw.transfer)?;
+        let interval = match raw.interval {
+            None => Duration::from_secs(15 * 60),
+            Some(s) => self.duration("interval", &s)?,
+        };
+        if raw.buckets.is_empty() {
+            return Err(self.invalid(
+                "buckets",
+                "is empty: add at least one [[buckets]] table with source = \"…\" and destination = \"…\"",
+            ));
+        }
+        let mut buckets = Vec::new();
+        for (i, b) in raw.buckets.into_iter().enumerate() {
+            let key = |k: &str| format!("buckets[{i}].{k}");
+            check_bucket_name(&b.source).map_err(|p| self.invalid(&key("source"), p))?;
+            let destination = b.destination.unwrap_or_else(|| b.source.clone());
+            check_bucket_name(&destination).map_err(|p| self.invalid(&key("destination"), p))?;
+            let pair = BucketPair {
+                source: b.source,
+                destination,
+                prefix: b.prefix,
+            };
+            if buckets.contains(&pair) {
+                return Err(self.invalid(&key("source"), "repeats an earlier [[buckets]] table: remove one"));
+            }
+            buckets.push(pair);
+        }
+        Ok(Config {
+            path: self.path.to_owned(),
+            ledger,
+            source,
+            destination,
+            transfer,
+            buckets,
+            interval,
+        })
+    }
+
+    fn store(
+        &self,
+        table: &str,
+        raw: Option<RawStore>,
+        default_region: &str,
+    ) -> Result<StoreConfig, ConfigError> {
+        let raw = raw.ok_or_else(|| self.invalid(table, format!("is missing: add a [{table}] table")))?;
+        let region = match raw.region {
+            Some(r) if !r.trim().is_empty() => r,
+            _ if !default_region.is_empty() => default_region.to_owned(),
+            _ => {
+                return Err(self.invalid(
+                    &format!("{table}.region"),
+                    "is missing: set the store's region, e.g. region = \"fsn1\" for Hetzner Falkenstein",
+                ))
+            }
+        };
+        if let Some(endpoint) = &raw.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(self.invalid(
+                    &format!("{table}.endpoint"),
+                    format!("is {endpoint:?}: it must be a URL starting with https:// or http://"),
+                ));
+            }
+        }
+        let keys = match (&raw.access_key_id_env, &raw.secret_access_key_env) {
+            (None, None) => None,
+            (Some(id_var), Some(secret_var)) => Some(StaticKeys {
+                access_key_id: self.env_var(table, "access_key_id_env", id_var)?,
+                secret_access_key: Secret(self.env_var(table, "secret_access_key_env", secret_var)?),
+            }),
+            (Some(_), None) => {
+                return Err(self.invalid(
+                    &format!("{table}.secret_access_key_env"),
+                    "is missing: name the env var that holds the secret key too",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.invalid(
+                    &format!("{table}.access_key_id_env"),
+                    "is missing: name the env var that holds the access key id too",
+                ))
+            }
+        };
+        if keys.is_some() && raw.profile.is_some() {
+            return Err(self.invalid(
+                &format!("{table}.profile"),
+                "is set together with access_key_id_env: keep one way of giving credentials",
+            ));
+        }
+        Ok(StoreConfig {
+            region,
+            endpoint: raw.endpoint.map(|e| e.trim_end_matches('/').to_owned()),
+            profile: raw.profile,
+            keys,
+            // Custom endpoints are mostly path-style (Hetzner takes both).
+            path_style: raw.path_style.unwrap_or(false),
+        })
+    }
+
+    fn env_var(&self, table: &str, key: &str, var: &str) -> Result<String, ConfigError> {
+        match (self.env)(var) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(self.invalid(
+                &format!("{table}.{key}"),
+                format!("names the env var {var}, which is not set: export {var}=… (or fix the name)"),
+            )),
+        }
+    }
+
+    fn transfer(&self, raw: RawTransfer) -> Result<TransferConfig, ConfigError> {
+        let concurrency = match raw.concurrency {
+            None => 16,
+            Some(n) if (1..=1024).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(self.invalid(
+                    "transfer.concurrency",
+                    format!("is {n}: use a number from 1 to 1024"),
+                ))
+            }
+        };
+        let size = |key: &str, value: Option<String>, default: u64| -> Result<u64, ConfigError> {
+            match value {
+                None => Ok(default),
+                Some(s) => self.size(&format!("transfer.{key}"), &s),
+            }
+        };
+        let part_size = size("part_size", raw.part_size, 16 << 20)?;
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+            return Err(self.invalid(
+                "transfer.part_size",
+                format!(
+                    "is {}: S3 needs parts from 5MiB to 5GiB",
+                    ByteSize(part_size).display().iec()
+                ),
+            ));
+        }
+        let multipart_threshold = size("multipart_threshold", raw.multipart_threshold, 16 << 20)?;
+        if multipart_threshold > MAX_PART_SIZE {
+            return Err(self.invalid(
+                "transfer.multipart_threshold",
+                "is over 5GiB, the largest single PUT S3 takes: lower it",
+            ));
+        }
+        let default_budget = (concurrency as u64 * part_size).max(64 << 20);
+        let max_bytes_in_flight = size("max_bytes_in_flight", raw.max_bytes_in_flight, default_budget)?;
+        if max_bytes_in_flight < multipart_threshold.max(1 << 20) {
+            return Err(self.invalid(
+                "transfer.max_bytes_in_flight",
+                "is smaller than multipart_threshold: raise it, or a small object could never fit",
+            ));
+        }
+        let duration = |key: &str, value: Option<String>, default: u64| -> Result<Duration, ConfigError> {
+            match value {
+                None => Ok(Duration::from_secs(default)),
+                Some(s) => self.duration(&format!("transfer.{key}"), &s),
+            }
+        };
+        Ok(TransferConfig {
+            concurrency,
+            part_size,
+            multipart_threshold,
+            max_bytes_in_flight,
+            connect_timeout: duration("connect_timeout", raw.connect_timeout, 10)?,
+            read_timeout: duration("read_timeout", raw.read_timeout, 60)?,
+        })
+    }
+
+    fn size(&self, key: &str, value: &str) -> Result<u64, ConfigError> {
+        value.trim().parse::<ByteSize>().map(|b| b.as_u64()).map_err(|_| {
+            self.invalid(
+                key,
+                format!("is {value:?}, which is not a size: write it like \"16MiB\", \"512KiB\" or \"1GiB\""),
+            )
+        })
+    }
+
+    fn duration(&self, key: &str, value: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(value.trim()).map_err(|_| {
+            self.invalid(
+                key,
+                format!("is {value:?}, which is not a duration: write it like \"30s\", \"15m\" or \"1h\""),
+            )
+        })
+    }
+}
+
+/// The S3 naming rules that matter for a typo: length and characters.
+fn check_bucket_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if (3..=63).contains(&name.len()) && ok_chars {
+        Ok(())
+    } else {
+        Err(format!(
+            "is {name:?}, which is not a bucket name: use 3 to 63 characters of a-z, 0-9, '-' and '.'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        ledger = "state/ferry.sqlite"
+        [source]
+        region = "eu-central-1"
+        endpoint = "http://127.0.0.1:9000"
+        access_key_id_env = "SRC_ID"
+        secret_access_key_env = "SRC_SECRET"
+        path_style = true
+        [destination]
+        endpoint = "http://127.0.0.1:9100/"
+        region = "fsn1"
+        access_key_id_env = "DST_ID"
+        secret_access_key_env = "DST_SECRET"
+        [transfer]
+        concurrency = 8
+        part_size = "8MiB"
+        multipart_threshold = "32MiB"
+        [[buckets]]
+        source = "audio"
+        destination = "hub-audio"
+        prefix = "books/"
+        [[buckets]]
+        source = "onix"
+    "#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SRC_ID" => Some("GKsource".into()),
+            "SRC_SECRET" => Some("very-secret-source".into()),
+            "DST_ID" => Some("GKdest".into()),
+            "DST_SECRET" => Some("very-secret-dest".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("ferry.toml"), text, &env)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("config should be rejected").to_string()
+    }
+
+    #[test]
+    fn a_full_config_is_read_with_its_values() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.ledger, PathBuf::from("state/ferry.sqlite"));
+        assert_eq!(c.source.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.destination.endpoint.as_deref(), Some("http://127.0.0.1:9100"));
+        assert_eq!(c.destination.region, "fsn1");
+        assert!(c.source.path_style);
+        assert_eq!(c.source.keys.as_ref().unwrap().access_key_id, "GKsource");
+        assert_eq!(c.transfer.concurrency, 8);
+        assert_eq!(c.transfer.part_size, 8 << 20);
+        assert_eq!(c.transfer.multipart_threshold, 32 << 20);
+        assert_eq!(c.transfer.max_bytes_in_flight, 64 << 20);
+        assert_eq!(c.interval, Duration::from_secs(900));
+        assert_eq!(
+            c.buckets,
+            vec![
+                BucketPair { source: "audio".into(), destination: "hub-audio".into(), prefix: "books/".into() },
+                BucketPair { source: "onix".into(), destination: "onix".into(), prefix: "".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = parse(GOOD).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("GKsource"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_the_fix() {
+        let e = error(&GOOD.replace("concurrency = 8", "concurency = 8"));
+        assert!(e.contains("concurency"), "{e}");
+        assert!(e.contains("Remove the key or fix its spelling"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_env_var_is_named() {
+        let e = error(&GOOD.replace("\"DST_SECRET\"", "\"NOT_SET_ANYWHERE\""));
+        assert!(e.contains("destination.secret_access_key_env"), "{e}");
+        assert!(e.contains("NOT_SET_ANYWHERE"), "{e}");
+        assert!(!e.contains("very-secret"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_size_is_named_with_an_example() {
+        let e = error(&GOOD.replace("\"8MiB\"", "\"eight megs\""));
+        assert!(e.contains("transfer.part_size"), "{e}");
+        assert!(e.contains("16MiB"), "{e}");
+        let e = error(&GOOD.replace("\"8MiB\"", "\"1MiB\""));
+        assert!(e.contains("5MiB to 5GiB"), "{e}");
+    }
+
+    #[test]
+    fn empty_buckets_are_refused() {
+        let text = GOOD.split("[[buckets]]").next().unwrap();
+        let e = error(text);
+        assert!(e.contains("`buckets` is empty"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = error(&GOOD.replace("concurrency = 8", "concurrency = 0"));
+        assert!(e.contains("transfer.concurrency"), "{e}");
+        let e = error(&GOOD.replace("source = \"onix\"", "source = \"Onix Feeds\""));
+        assert!(e.contains("buckets[1].source"), "{e}");
+        let e = error(&GOOD.replace("http://127.0.0.1:9100/", "127.0.0.1:9100"));
+        assert!(e.contains("destination.endpoint"), "{e}");
+        let e = error(&GOOD.replace("ledger = \"state/ferry.sqlite\"", ""));
+        assert!(e.contains("`ledger` is missing"), "{e}");
+        let e = error(&GOOD.replace("access_key_id_env = \"DST_ID\"", ""));
+        assert!(e.contains("destination.access_key_id_env"), "{e}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_say_where() {
+        let e = error("ledger = \n");
+        assert!(e.contains("ferry.toml"), "{e}");
+    }
+}

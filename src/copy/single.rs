@@ -1,0 +1,68 @@
+//! Objects below the multipart threshold: one GET, one PUT with Content-MD5.
+//!
+//! The body is held in memory, which is bounded: the object is smaller than
+//! the threshold, and its bytes are admitted against the budget first.
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use super::hashing::Digests;
+use super::metadata::Metadata;
+use super::{check_etag, copy_record, with_retries, CopyError, Engine};
+use crate::ledger::{CopyRecord, WorkItem};
+use crate::store::{FailureKind, Side, StoreError};
+
+pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
+    let _ticket = engine.budget.admit(item.size).await;
+    with_retries(&item.key, || attempt(engine, item)).await
+}
+
+async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
+    let what = format!("GetObject {}/{}", item.source_bucket, item.key);
+    let got = engine
+        .source
+        .get_object()
+        .bucket(&item.source_bucket)
+        .key(&item.key)
+        .if_match(quoted(&item.source_etag))
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+    let metadata = Metadata::from_get(&got);
+    let body = got
+        .body
+        .collect()
+        .await
+        .map_err(|e| StoreError::new(Side::Source, FailureKind::Unreachable, &what, format!("body cut off: {e}")))?
+        .into_bytes();
+    if body.len() as u64 != item.size {
+        return Err(StoreError::new(
+            Side::Source,
+            FailureKind::Corrupt,
+            &what,
+            format!("read {} bytes, the listing said {}", body.len(), item.size),
+        )
+        .into());
+    }
+    let digests = Digests::of(&body);
+    let what = format!("PutObject {}/{}", item.dest_bucket, item.key);
+    let request = engine
+        .destination
+        .put_object()
+        .bucket(&item.dest_bucket)
+        .key(&item.key)
+        .content_length(body.len() as i64)
+        .content_md5(digests.md5_base64())
+        .body(ByteStream::from(body));
+    let put = metadata
+        .onto_put(request)
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
+    let etag = check_etag(&what, &digests.md5_hex(), put.e_tag())?;
+    Ok(copy_record(item, etag, &digests, None, 1))
+}
+
+/// If-Match takes the ETag in quotes, as S3 sends it.
+pub(super) fn quoted(etag: &str) -> String {
+    format!("\"{etag}\"")
+}

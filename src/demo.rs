@@ -1,0 +1,367 @@
+//! The demo data set, shaped like the audiobook platform's buckets, and a
+//! byte-for-byte comparison of source and destination.
+//!
+//! Used by `ferry-demo` (the README's first command) and by the end-to-end
+//! tests, so both show the same shapes arriving intact.
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use crate::copy::hashing::{bare_etag, Hasher};
+use crate::store::{chain, Side, StoreError};
+
+/// Source multipart uploads use 8 MiB parts, as the AWS CLI does.
+pub const SOURCE_PART_SIZE: u64 = 8 << 20;
+
+/// One object the demo puts at the source.
+#[derive(Clone, Debug)]
+pub struct DemoObject {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    /// Uploaded at the source as a multipart upload with 8 MiB parts.
+    pub multipart: bool,
+    pub content_type: &'static str,
+    pub cache_control: Option<&'static str>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<&'static str>,
+    pub content_encoding: Option<&'static str>,
+    pub expires: Option<&'static str>,
+    pub user: Vec<(&'static str, String)>,
+    pub seed: u64,
+}
+
+impl DemoObject {
+    fn new(bucket: &str, key: String, size: u64, content_type: &'static str) -> DemoObject {
+        let seed = fnv(bucket.as_bytes()) ^ fnv(key.as_bytes());
+        DemoObject {
+            bucket: bucket.into(),
+            key,
+            size,
+            multipart: false,
+            content_type,
+            cache_control: None,
+            content_disposition: None,
+            content_language: None,
+            content_encoding: None,
+            expires: None,
+            user: Vec::new(),
+            seed,
+        }
+    }
+}
+
+/// How big the data set is: `full` for the demo, `small` for the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scale {
+    Full,
+    Small,
+}
+
+/// The four buckets of the platform, with `suffix` appended to each name
+/// (tests use a unique suffix so they can run side by side).
+pub fn bucket_names(suffix: &str) -> [String; 4] {
+    ["audio", "mediafiles", "onix", "packages"].map(|b| format!("{b}{suffix}"))
+}
+
+/// The demo's objects. Every shape the platform holds is here: large audio
+/// (single and multipart at the source), hundreds of small ONIX files, zip
+/// packages, an empty object, and keys that break naive tools.
+pub fn data_set(scale: Scale, suffix: &str) -> Vec<DemoObject> {
+    let [audio, media, onix, packages] = bucket_names(suffix);
+    let mib = 1u64 << 20;
+    let (audio_sizes, onix_count, package_count): (&[(u64, bool)], usize, usize) = match scale {
+        // 50 to 300 MiB, the middle one uploaded in one PUT at the source.
+        Scale::Full => (&[(300 * mib + 12_345, true), (64 * mib + 3, false), (120 * mib, true)], 400, 12),
+        Scale::Small => (&[(40 * mib + 12_345, true), (20 * mib + 3, false)], 120, 4),
+    };
+    let mut set = Vec::new();
+    for (i, &(size, multipart)) in audio_sizes.iter().enumerate() {
+        let mut o = DemoObject::new(&audio, format!("books/978316148410{i}/chapter-{:02}.mp3", i + 1), size, "audio/mpeg");
+        o.multipart = multipart;
+        o.cache_control = Some("private, max-age=86400");
+        o.content_disposition = Some(format!("attachment; filename=\"chapter-{:02}.mp3\"", i + 1));
+        o.content_language = Some("de-DE");
+        o.user = vec![("isbn", format!("978316148410{i}")), ("narrator", "Jürgen Müller".into())];
+        set.push(o);
+    }
+    for i in 0..onix_count {
+        let size = 2_000 + (fnv(&i.to_le_bytes()) % 30_000);
+        let mut o = DemoObject::new(&onix, format!("feeds/2026-11-{:02}/onix-{i:05}.xml", 1 + i % 28), size, "application/xml");
+        o.user = vec![("onix-release", "3.0".into())];
+        if i % 50 == 0 {
+            o.content_encoding = Some("gzip");
+        }
+        set.push(o);
+    }
+    for i in 0..package_count {
+        let size = mib + fnv(&(i as u64 * 7).to_le_bytes()) % (5 * mib);
+        let mut o = DemoObject::new(&packages, format!("deliveries/retailer-{}/package-{i:04}.zip", i % 3), size, "application/zip");
+        o.expires = Some("Thu, 01 Jan 2037 00:00:00 GMT");
+        set.push(o);
+    }
+    // A multipart source object below the multipart threshold: its ETag ends
+    // in -2, and ferry must still keep its part layout.
+    let mut bundle = DemoObject::new(&packages, "deliveries/bundle-small-multipart.zip".into(), 10 * mib + 77, "application/zip");
+    bundle.multipart = true;
+    set.push(bundle);
+
+    let long_key = {
+        let head = "covers/very-long/";
+        let mut k = String::from(head);
+        while k.len() < 1020 {
+            k.push_str("abcdefghij/");
+        }
+        k.truncate(1020);
+        k.push_str(".jpg");
+        k
+    };
+    let odd_keys = [
+        "covers/with space/cover art.jpg".to_owned(),
+        "covers/hörbuch – Ünïcödé 日本語.jpg".to_owned(),
+        "covers/a+b=c.jpg".to_owned(),
+        "covers/100% pure.jpg".to_owned(),
+        "covers/%2F not a slash.jpg".to_owned(),
+        long_key,
+    ];
+    for (i, key) in odd_keys.into_iter().enumerate() {
+        set.push(DemoObject::new(&media, key, 100_000 + i as u64 * 1_111, "image/jpeg"));
+    }
+    for i in 0..20 {
+        set.push(DemoObject::new(&media, format!("covers/isbn-{i:04}.jpg"), 50_000 + i * 10_000, "image/jpeg"));
+    }
+    set.push(DemoObject::new(&media, "placeholders/empty.txt".into(), 0, "text/plain"));
+    set
+}
+
+/// Deterministic bytes that do not repeat: stores that deduplicate blocks
+/// (Garage does) get no help.
+pub fn content(seed: u64, offset: u64, len: usize) -> Bytes {
+    let mut rng = fastrand::Rng::with_seed(seed ^ offset.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut buf = vec![0u8; len];
+    rng.fill(&mut buf);
+    Bytes::from(buf)
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DemoError(String);
+
+impl From<StoreError> for DemoError {
+    fn from(e: StoreError) -> Self {
+        DemoError(e.to_string())
+    }
+}
+
+fn sdk_err<E, R>(side: Side, action: String) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, R>) -> DemoError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: crate::store::HttpStatus + std::fmt::Debug + 'static,
+{
+    move |e| StoreError::from_sdk(side, action, e).into()
+}
+
+/// Creates a bucket unless it is there already.
+pub async fn ensure_bucket(client: &Client, side: Side, bucket: &str) -> Result<(), DemoError> {
+    if client.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(());
+    }
+    match client.create_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.as_service_error().map(|s| s.is_bucket_already_owned_by_you()), Some(true)) => Ok(()),
+        Err(e) => Err(sdk_err(side, format!("CreateBucket {bucket}"))(e)),
+    }
+}
+
+/// Puts one demo object at the source, as a single PUT or a multipart upload.
+pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
+    let what = format!("upload {}/{}", o.bucket, o.key);
+    let user: HashMap<String, String> = o.user.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let expires = o
+        .expires
+        .map(|e| aws_smithy_types::DateTime::from_str(e, aws_smithy_types::date_time::Format::HttpDate).expect("demo date"));
+    if !o.multipart {
+        client
+            .put_object()
+            .bucket(&o.bucket)
+            .key(&o.key)
+            .content_type(o.content_type)
+            .set_cache_control(o.cache_control.map(Into::into))
+            .set_content_disposition(o.content_disposition.clone())
+            .set_content_language(o.content_language.map(Into::into))
+            .set_content_encoding(o.content_encoding.map(Into::into))
+            .set_expires(expires)
+            .set_metadata(Some(user).filter(|u| !u.is_empty()))
+            .body(ByteStream::from(content(o.seed, 0, o.size as usize)))
+            .send()
+            .await
+            .map_err(sdk_err(Side::Source, what))?;
+        return Ok(());
+    }
+    let created = client
+        .create_multipart_upload()
+        .bucket(&o.bucket)
+        .key(&o.key)
+        .content_type(o.content_type)
+        .set_cache_control(o.cache_control.map(Into::into))
+        .set_content_disposition(o.content_disposition.clone())
+        .set_content_language(o.content_language.map(Into::into))
+        .set_content_encoding(o.content_encoding.map(Into::into))
+        .set_expires(expires)
+        .set_metadata(Some(user).filter(|u| !u.is_empty()))
+        .send()
+        .await
+        .map_err(sdk_err(Side::Source, what.clone()))?;
+    let upload_id = created.upload_id().unwrap_or_default();
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    let mut number = 1;
+    while offset < o.size {
+        let len = SOURCE_PART_SIZE.min(o.size - offset);
+        let part = client
+            .upload_part()
+            .bucket(&o.bucket)
+            .key(&o.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(content(o.seed, offset, len as usize)))
+            .send()
+            .await
+            .map_err(sdk_err(Side::Source, what.clone()))?;
+        parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(Into::into)).build());
+        offset += len;
+        number += 1;
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(&o.bucket)
+        .key(&o.key)
+        .upload_id(upload_id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .map_err(sdk_err(Side::Source, what))?;
+    Ok(())
+}
+
+/// Creates every bucket pair, then puts the whole data set at the source.
+pub async fn fill(
+    source: &Client,
+    destination: &Client,
+    pairs: &[(String, String)],
+    set: &[DemoObject],
+    concurrency: usize,
+) -> Result<(), DemoError> {
+    use futures::stream::{StreamExt, TryStreamExt};
+    for (src, dst) in pairs {
+        ensure_bucket(source, Side::Source, src).await?;
+        ensure_bucket(destination, Side::Destination, dst).await?;
+    }
+    futures::stream::iter(set)
+        .map(|o| put(source, o))
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await
+}
+
+/// What one object looks like from one store, read in full.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub size: u64,
+    pub etag: String,
+    pub sha256: String,
+    pub md5: String,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+    pub user: Vec<(String, String)>,
+}
+
+/// Streams an object and hashes it; never holds it whole.
+pub async fn observe(client: &Client, side: Side, bucket: &str, key: &str) -> Result<Observed, DemoError> {
+    let got = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(sdk_err(side, format!("GetObject {bucket}/{key}")))?;
+    let mut user: Vec<(String, String)> = got.metadata().cloned().unwrap_or_default().into_iter().collect();
+    user.sort();
+    let mut observed = Observed {
+        size: 0,
+        etag: bare_etag(got.e_tag().unwrap_or_default()).to_owned(),
+        sha256: String::new(),
+        md5: String::new(),
+        content_type: got.content_type().map(Into::into),
+        content_encoding: got.content_encoding().map(Into::into),
+        content_disposition: got.content_disposition().map(Into::into),
+        content_language: got.content_language().map(Into::into),
+        cache_control: got.cache_control().map(Into::into),
+        expires: got.expires_string().map(Into::into),
+        user,
+    };
+    let mut body = got.body;
+    let mut hasher = Hasher::default();
+    while let Some(chunk) = body.try_next().await.map_err(|e| DemoError(format!("reading {bucket}/{key}: {}", chain(&e))))? {
+        hasher.update(&chunk);
+    }
+    let d = hasher.finish();
+    observed.size = d.len;
+    observed.sha256 = d.sha256_hex();
+    observed.md5 = d.md5_hex();
+    Ok(observed)
+}
+
+/// The result of comparing every source object with its copy.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    pub objects: u64,
+    pub bytes: u64,
+    pub etags_equal: u64,
+    pub differences: Vec<String>,
+}
+
+/// Reads every object of `pairs` (source bucket, destination bucket) on both
+/// sides and compares bytes, size and metadata.
+pub async fn compare(source: &Client, destination: &Client, pairs: &[(String, String)]) -> Result<Comparison, DemoError> {
+    let mut result = Comparison::default();
+    for (src_bucket, dst_bucket) in pairs {
+        let mut pages = source.list_objects_v2().bucket(src_bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk_err(Side::Source, format!("ListObjectsV2 {src_bucket}")))?;
+            for o in page.contents() {
+                let key = o.key().unwrap_or_default();
+                let want = observe(source, Side::Source, src_bucket, key).await?;
+                match observe(destination, Side::Destination, dst_bucket, key).await {
+                    Ok(got) => {
+                        result.objects += 1;
+                        result.bytes += got.size;
+                        if got.etag == want.etag {
+                            result.etags_equal += 1;
+                        }
+                        let (mut a, mut b) = (want.clone(), got.clone());
+                        a.etag.clear();
+                        b.etag.clear();
+                        if a != b {
+                            result.differences.push(format!("{src_bucket}/{key}: source {want:?} destination {got:?}"));
+                        }
+                    }
+                    Err(e) => result.differences.push(format!("{src_bucket}/{key}: {e}")),
+                }
+            }
+        }
+    }
+    Ok(result)
+}

@@ -1,0 +1,62 @@
+//! Schema versions. The version lives in SQLite's `user_version`; each entry
+//! of [`MIGRATIONS`] takes the ledger from version `i` to `i + 1`.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::LedgerError;
+
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// The version this ferry writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn version(conn: &Connection, path: &Path) -> Result<i64, LedgerError> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| LedgerError::Open {
+            path: path.to_owned(),
+            message: super::describe_open_error(&e),
+        })
+}
+
+/// Applies every migration the ledger lacks, each in its own transaction.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
+    let found = version(conn, path)?;
+    if found > SCHEMA_VERSION {
+        return Err(LedgerError::TooNew {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(path = %path.display(), version = i + 1, "ledger schema migrated");
+    }
+    Ok(())
+}
+
+/// Readers never migrate; they refuse a ledger they cannot understand.
+pub(super) fn check_readable(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let found = version(conn, path)?;
+    if found > SCHEMA_VERSION {
+        return Err(LedgerError::TooNew {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found < SCHEMA_VERSION {
+        return Err(LedgerError::Open {
+            path: path.to_owned(),
+            message: format!(
+                "it has schema version {found}, older than this ferry's {SCHEMA_VERSION}: run `ferry run` once to migrate it"
+            ),
+        });
+    }
+    Ok(())
+}

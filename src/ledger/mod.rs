@@ -1,0 +1,475 @@
+//! The ledger: one SQLite file (WAL) that is both the work queue and the
+//! record of what was meant and what arrived.
+//!
+//! The schema lives in `schema.sql` and `migrations.rs`; every typed query
+//! lives here. Writes go through the one [`Writer`] thread; `status` and the
+//! other readers open their own read-only connections with [`open_reader`].
+
+mod migrations;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+pub use migrations::SCHEMA_VERSION;
+pub use writer::Writer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot create the ledger's folder {path}: {source}. Check that the path in `ledger` is writable")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the ledger {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("the ledger {path} was written by a newer ferry (schema version {found}, this ferry knows up to {known}). Use the newer ferry, or point `ledger` at another file")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("no ledger at {path}: run `ferry run` first to list and copy")]
+    Missing { path: PathBuf },
+    #[error("ledger write failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the ledger writer has stopped")]
+    WriterGone,
+}
+
+impl LedgerError {
+    /// SQLITE_FULL: the disk under the ledger is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, LedgerError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
+/// Opens (creating if needed) the ledger for writing and brings its schema up to date.
+pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, LedgerError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| LedgerError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    create_private(path).map_err(|e| LedgerError::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let open_err = |e: rusqlite::Error| LedgerError::Open {
+        path: path.to_owned(),
+        message: describe_open_error(&e),
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    // WAL keeps readers (status) unblocked by the writer; NORMAL syncs at
+    // checkpoints only. A kill -9 loses nothing committed; a power cut may
+    // lose the last commits, which resume reconciles against the destination.
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+    migrations::migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Opens an existing ledger read-only, for `status`, `report` and `plan`.
+pub fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
+    if !path.exists() {
+        return Err(LedgerError::Missing { path: path.to_owned() });
+    }
+    let open_err = |e: rusqlite::Error| LedgerError::Open {
+        path: path.to_owned(),
+        message: describe_open_error(&e),
+    };
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+    migrations::check_readable(&conn, path)?;
+    Ok(conn)
+}
+
+/// The ledger holds key names and sizes of a company's data: owner-only.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+fn describe_open_error(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => {
+            "it is not a SQLite file. Point `ledger` at a new path, or move this file away".to_owned()
+        }
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            "the file is corrupt. Move it away and start a new ledger; the destination keeps what arrived".to_owned()
+        }
+        _ => e.to_string(),
+    }
+}
+
+// ---- typed rows ----------------------------------------------------------
+
+/// An object as a listing page reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: Option<String>,
+    pub storage_class: Option<String>,
+}
+
+/// Storage classes whose objects must be restored before they can be read.
+pub fn is_archived(storage_class: Option<&str>) -> bool {
+    matches!(storage_class, Some("GLACIER" | "DEEP_ARCHIVE"))
+}
+
+/// An object waiting to be copied, with everything a worker needs.
+#[derive(Clone, Debug)]
+pub struct WorkItem {
+    pub object_id: i64,
+    pub source_bucket: String,
+    pub dest_bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub source_etag: String,
+}
+
+/// The multipart upload ferry started for an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub object_id: i64,
+    pub upload_id: String,
+    pub dest_bucket: String,
+    pub key: String,
+    pub source_etag: String,
+    pub part_size: u64,
+}
+
+/// A part the destination acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartRecord {
+    pub object_id: i64,
+    pub upload_id: String,
+    pub part_number: u32,
+    pub offset: u64,
+    pub length: u64,
+    pub etag: String,
+    pub md5: String,
+    pub sha256: String,
+}
+
+/// What a finished copy proved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyRecord {
+    pub object_id: i64,
+    pub source_etag: String,
+    pub dest_etag: String,
+    pub size: u64,
+    pub sha256: String,
+    pub md5: String,
+    pub part_size: Option<u64>,
+    pub part_count: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassSummary {
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    pub objects_failed: u64,
+}
+
+// ---- writes (called on the writer thread) --------------------------------
+
+pub fn ensure_bucket(conn: &Connection, source: &str, destination: &str, prefix: &str) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO buckets (source, destination, prefix) VALUES (?1, ?2, ?3)
+         ON CONFLICT (source, prefix, destination) DO NOTHING",
+        params![source, destination, prefix],
+    )?;
+    conn.query_row(
+        "SELECT id FROM buckets WHERE source = ?1 AND prefix = ?2 AND destination = ?3",
+        params![source, prefix, destination],
+        |r| r.get(0),
+    )
+}
+
+pub fn start_pass(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.execute("INSERT INTO passes (started_at) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'))", [])?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn finish_pass(conn: &Connection, pass_id: i64, s: &PassSummary) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE passes SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+            objects_copied = ?2, bytes_copied = ?3, objects_failed = ?4 WHERE id = ?1",
+        params![pass_id, s.objects_copied as i64, s.bytes_copied as i64, s.objects_failed as i64],
+    )?;
+    Ok(())
+}
+
+/// Where the listing of a bucket stopped, if it was interrupted.
+pub fn list_cursor(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT list_cursor FROM buckets WHERE id = ?1", [bucket_id], |r| r.get(0))
+}
+
+/// Records one listing page and the cursor after it in one transaction, so a
+/// listing resumes exactly after the last page that was committed.
+///
+/// A key seen with the same size and ETag keeps its state; a key whose size or
+/// ETag changed goes back to `listed` (its old copy is no longer the source's).
+pub fn record_listing_page(
+    conn: &mut Connection,
+    bucket_id: i64,
+    pass_id: i64,
+    objects: &[ListedObject],
+    cursor: &str,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO objects (bucket_id, key, size, source_etag, last_modified, storage_class, state, last_error, seen_pass)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (bucket_id, key) DO UPDATE SET
+                seen_pass = excluded.seen_pass,
+                last_modified = excluded.last_modified,
+                storage_class = excluded.storage_class,
+                state = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                             THEN objects.state ELSE excluded.state END,
+                attempts = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                             THEN objects.attempts ELSE 0 END,
+                last_error = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                             THEN objects.last_error ELSE excluded.last_error END,
+                size = excluded.size,
+                source_etag = excluded.source_etag",
+        )?;
+        for o in objects {
+            let archived = is_archived(o.storage_class.as_deref());
+            let (state, reason) = if archived {
+                (
+                    "skipped",
+                    Some(format!(
+                        "archived in {}: restore it at the source, then run again",
+                        o.storage_class.as_deref().unwrap_or("?")
+                    )),
+                )
+            } else {
+                ("listed", None)
+            };
+            upsert.execute(params![
+                bucket_id,
+                o.key,
+                o.size as i64,
+                o.etag,
+                o.last_modified,
+                o.storage_class,
+                state,
+                reason,
+                pass_id
+            ])?;
+        }
+    }
+    tx.execute(
+        "UPDATE buckets SET list_cursor = ?2 WHERE id = ?1",
+        params![bucket_id, cursor],
+    )?;
+    tx.commit()
+}
+
+/// Marks a bucket's listing complete for this pass; the next pass starts from the top.
+pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2 WHERE id = ?1",
+        params![bucket_id, pass_id],
+    )?;
+    Ok(())
+}
+
+/// Failed objects get another chance in each new pass.
+pub fn requeue_failed(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute("UPDATE objects SET state = 'listed' WHERE state = 'failed'", [])
+}
+
+/// The next objects to copy, in id order after `after_id`.
+pub fn pending_batch(conn: &Connection, bucket_ids: &[i64], after_id: i64, limit: usize) -> rusqlite::Result<Vec<WorkItem>> {
+    let ids = bucket_ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT o.id, b.source, b.destination, o.key, o.size, o.source_etag
+         FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         WHERE o.state IN ('listed', 'copying') AND o.id > ?1 AND o.bucket_id IN ({ids})
+         ORDER BY o.id LIMIT ?2"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![after_id, limit as i64], |r| {
+        Ok(WorkItem {
+            object_id: r.get(0)?,
+            source_bucket: r.get(1)?,
+            dest_bucket: r.get(2)?,
+            key: r.get(3)?,
+            size: r.get::<_, i64>(4)? as u64,
+            source_etag: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn upload_of(conn: &Connection, object_id: i64) -> rusqlite::Result<Option<UploadRecord>> {
+    conn.query_row(
+        "SELECT object_id, upload_id, dest_bucket, key, source_etag, part_size FROM uploads WHERE object_id = ?1",
+        [object_id],
+        |r| {
+            Ok(UploadRecord {
+                object_id: r.get(0)?,
+                upload_id: r.get(1)?,
+                dest_bucket: r.get(2)?,
+                key: r.get(3)?,
+                source_etag: r.get(4)?,
+                part_size: r.get::<_, i64>(5)? as u64,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Intent before action: the upload id is stored before any part is sent.
+pub fn record_upload_started(conn: &mut Connection, u: &UploadRecord) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO uploads (object_id, upload_id, dest_bucket, key, source_etag, part_size, started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+        params![u.object_id, u.upload_id, u.dest_bucket, u.key, u.source_etag, u.part_size as i64],
+    )?;
+    tx.execute("DELETE FROM parts WHERE object_id = ?1", [u.object_id])?;
+    tx.execute(
+        "UPDATE objects SET state = 'copying', attempts = attempts + 1 WHERE id = ?1",
+        [u.object_id],
+    )?;
+    tx.commit()
+}
+
+/// The upload is gone (completed elsewhere or aborted): forget it.
+pub fn forget_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM uploads WHERE object_id = ?1", [object_id])?;
+    Ok(())
+}
+
+/// Completion after acknowledgement: called only once the store took the part.
+pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO parts (object_id, upload_id, part_number, offset, length, etag, md5, sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            p.object_id,
+            p.upload_id,
+            p.part_number,
+            p.offset as i64,
+            p.length as i64,
+            p.etag,
+            p.md5,
+            p.sha256
+        ],
+    )?;
+    Ok(())
+}
+
+/// Called only after PutObject or CompleteMultipartUpload succeeded.
+pub fn record_copied(conn: &mut Connection, c: &CopyRecord) -> rusqlite::Result<()> {
+    let tx: Transaction = conn.transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO copies (object_id, source_etag, dest_etag, etag_matches, size, sha256, md5, part_size, part_count, copied_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+        params![
+            c.object_id,
+            c.source_etag,
+            c.dest_etag,
+            c.source_etag == c.dest_etag,
+            c.size as i64,
+            c.sha256,
+            c.md5,
+            c.part_size.map(|s| s as i64),
+            c.part_count
+        ],
+    )?;
+    tx.execute("DELETE FROM uploads WHERE object_id = ?1", [c.object_id])?;
+    if c.part_count <= 1 && c.part_size.is_none() {
+        tx.execute("DELETE FROM parts WHERE object_id = ?1", [c.object_id])?;
+    }
+    tx.execute(
+        "UPDATE objects SET state = 'copied', last_error = NULL,
+            attempts = CASE WHEN attempts = 0 THEN 1 ELSE attempts END
+         WHERE id = ?1 AND source_etag = ?2",
+        params![c.object_id, c.source_etag],
+    )?;
+    tx.commit()
+}
+
+pub fn record_failed(conn: &Connection, object_id: i64, error: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE objects SET state = 'failed', last_error = ?2, attempts = MAX(attempts, 1) WHERE id = ?1",
+        params![object_id, error],
+    )?;
+    Ok(())
+}
+
+/// A source object that changed while it was copied goes back to `listed`.
+pub fn record_changed_at_source(conn: &Connection, object_id: i64, error: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE objects SET state = 'listed', last_error = ?2 WHERE id = ?1",
+        params![object_id, error],
+    )?;
+    Ok(())
+}
+
+// ---- reads ----------------------------------------------------------------
+
+/// Per-bucket counts for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketStatus {
+    pub source: String,
+    pub destination: String,
+    pub prefix: String,
+    pub listed: u64,
+    pub copied: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub pending: u64,
+    pub bytes_listed: u64,
+    pub bytes_copied: u64,
+}
+
+pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
+    let mut stmt = conn.prepare(
+        "SELECT b.source, b.destination, b.prefix,
+                COUNT(o.id),
+                COUNT(o.id) FILTER (WHERE o.state = 'copied'),
+                COUNT(o.id) FILTER (WHERE o.state = 'failed'),
+                COUNT(o.id) FILTER (WHERE o.state = 'skipped'),
+                COUNT(o.id) FILTER (WHERE o.state IN ('listed', 'copying')),
+                COALESCE(SUM(o.size), 0),
+                COALESCE(SUM(o.size) FILTER (WHERE o.state = 'copied'), 0)
+         FROM buckets b LEFT JOIN objects o ON o.bucket_id = b.id
+         GROUP BY b.id ORDER BY b.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(BucketStatus {
+            source: r.get(0)?,
+            destination: r.get(1)?,
+            prefix: r.get(2)?,
+            listed: r.get::<_, i64>(3)? as u64,
+            copied: r.get::<_, i64>(4)? as u64,
+            failed: r.get::<_, i64>(5)? as u64,
+            skipped: r.get::<_, i64>(6)? as u64,
+            pending: r.get::<_, i64>(7)? as u64,
+            bytes_listed: r.get::<_, i64>(8)? as u64,
+            bytes_copied: r.get::<_, i64>(9)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Objects that failed, with their reasons, for the end of a run.
+pub fn failed_objects(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT b.source, o.key, COALESCE(o.last_error, '') FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         WHERE o.state = 'failed' ORDER BY o.id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests;

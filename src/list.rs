@@ -1,0 +1,101 @@
+//! Listing a source bucket into the ledger, page by page.
+//!
+//! Each page is committed with the key it ended on, so a listing that is cut
+//! off resumes after the last committed page and memory never holds more than
+//! one page.
+
+use aws_sdk_s3::types::EncodingType;
+use aws_sdk_s3::Client;
+
+use crate::copy::hashing::bare_etag;
+use crate::ledger::{self, ListedObject, Writer};
+use crate::store::{Side, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+}
+
+/// Lists `bucket` under `prefix` into the ledger. Returns how many keys were seen.
+pub async fn list_bucket(
+    client: &Client,
+    writer: &Writer,
+    bucket_id: i64,
+    pass_id: i64,
+    bucket: &str,
+    prefix: &str,
+) -> Result<u64, ListError> {
+    let mut cursor = writer.call(move |c| ledger::list_cursor(c, bucket_id)).await?;
+    if let Some(after) = &cursor {
+        tracing::info!(bucket, after = %after, "resuming an interrupted listing");
+    }
+    let mut seen = 0u64;
+    loop {
+        let mut request = client
+            .list_objects_v2()
+            .bucket(bucket)
+            // Keys may hold characters XML cannot carry; ask for them encoded.
+            .encoding_type(EncodingType::Url)
+            .max_keys(1000);
+        if !prefix.is_empty() {
+            request = request.prefix(prefix);
+        }
+        if let Some(after) = &cursor {
+            request = request.start_after(after);
+        }
+        let page = request
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk(Side::Source, format!("ListObjectsV2 {bucket}"), e))?;
+        let objects: Vec<ListedObject> = page
+            .contents()
+            .iter()
+            .map(|o| ListedObject {
+                key: decode_key(o.key().unwrap_or_default()),
+                size: o.size().unwrap_or(0).max(0) as u64,
+                etag: bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
+                last_modified: o.last_modified().map(|t| t.to_string()),
+                storage_class: o.storage_class().map(|s| s.as_str().to_owned()),
+            })
+            .collect();
+        let Some(last) = objects.last().map(|o| o.key.clone()) else {
+            break;
+        };
+        seen += objects.len() as u64;
+        let page_cursor = last.clone();
+        writer
+            .call(move |c| ledger::record_listing_page(c, bucket_id, pass_id, &objects, &page_cursor))
+            .await?;
+        tracing::debug!(bucket, seen, "listing page committed");
+        cursor = Some(last);
+        if !page.is_truncated().unwrap_or(false) {
+            break;
+        }
+    }
+    writer.call(move |c| ledger::finish_listing(c, bucket_id, pass_id)).await?;
+    Ok(seen)
+}
+
+/// Decodes a key listed with `EncodingType=url`. AWS writes a space as `+`
+/// and a literal `+` as `%2B`, as HTML forms do.
+pub fn decode_key(encoded: &str) -> String {
+    let spaced = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_key;
+
+    #[test]
+    fn keys_listed_url_encoded_decode_to_the_original() {
+        assert_eq!(decode_key("a+b%2Bc%25d"), "a b+c%d");
+        assert_eq!(decode_key("h%C3%B6rbuch%2F1.mp3"), "hörbuch/1.mp3");
+        assert_eq!(decode_key("plain/key.xml"), "plain/key.xml");
+    }
+}

@@ -1,0 +1,4 @@
+//! Reports read from the ledger. They open their own read-only connection
+//! and never write, so they can run beside `ferry run`.
+
+pub mod status;

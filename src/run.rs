@@ -1,0 +1,176 @@
+//! `ferry run`: passes of list → copy, each recorded in the ledger.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use bytesize::ByteSize;
+
+use crate::config::Config;
+use crate::copy::Engine;
+use crate::ledger::{self, LedgerError, PassSummary, Writer};
+use crate::list::{self, ListError};
+use crate::store::{self, Side, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Buckets(Vec<StoreError>),
+}
+
+/// What one pass did, for the closing lines and the exit code.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub pass_id: i64,
+    pub listed: u64,
+    pub copy: PassSummary,
+    /// Buckets whose listing failed, with why.
+    pub list_failures: Vec<String>,
+    /// Up to [`FAILED_SHOWN`] failed objects: bucket, key, reason.
+    pub failed: Vec<(String, String, String)>,
+    pub took: Duration,
+}
+
+pub const FAILED_SHOWN: usize = 100;
+
+impl PassReport {
+    pub fn succeeded(&self) -> bool {
+        self.copy.objects_failed == 0 && self.list_failures.is_empty() && self.failed.is_empty()
+    }
+
+    /// The lines a person reads at the end of a pass.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let secs = self.took.as_secs_f64().max(1e-3);
+        if self.copy.objects_copied == 0 && self.succeeded() {
+            out.push_str(&format!(
+                "pass {}: listed {} objects; nothing to copy, every listed object is already at the destination\n",
+                self.pass_id, self.listed
+            ));
+        } else {
+            out.push_str(&format!(
+                "pass {}: listed {} objects; copied {} objects ({}) in {:.1}s, {}/s; {} failed\n",
+                self.pass_id,
+                self.listed,
+                self.copy.objects_copied,
+                ByteSize(self.copy.bytes_copied).display().iec(),
+                secs,
+                ByteSize((self.copy.bytes_copied as f64 / secs) as u64).display().iec(),
+                self.copy.objects_failed,
+            ));
+        }
+        for f in &self.list_failures {
+            out.push_str(&format!("listing failed: {f}\n"));
+        }
+        for (bucket, key, reason) in &self.failed {
+            out.push_str(&format!("failed: {bucket}/{key}: {reason}\n"));
+        }
+        if self.copy.objects_failed as usize > self.failed.len() && self.failed.len() == FAILED_SHOWN {
+            out.push_str("… more failed objects: see `ferry status`\n");
+        }
+        out
+    }
+}
+
+pub struct Runner {
+    config: Config,
+    engine: Arc<Engine>,
+    bucket_ids: Vec<i64>,
+}
+
+impl Runner {
+    /// Opens the ledger, builds both clients and checks that every configured
+    /// bucket can be reached before anything is written.
+    pub async fn start(config: Config) -> Result<Runner, RunError> {
+        let source = store::client(Side::Source, &config.source, &config.transfer).await;
+        let destination = store::client(Side::Destination, &config.destination, &config.transfer).await;
+        check_buckets(&config, &source, &destination).await?;
+        let writer = Writer::open(&config.ledger)?;
+        let mut bucket_ids = Vec::new();
+        for b in &config.buckets {
+            let (s, d, p) = (b.source.clone(), b.destination.clone(), b.prefix.clone());
+            bucket_ids.push(writer.call(move |c| ledger::ensure_bucket(c, &s, &d, &p)).await?);
+        }
+        let engine = Arc::new(Engine::new(source, destination, writer, config.transfer.clone()));
+        Ok(Runner {
+            config,
+            engine,
+            bucket_ids,
+        })
+    }
+
+    /// One pass: list every bucket into the ledger, then copy what is pending.
+    pub async fn pass(&self) -> Result<PassReport, RunError> {
+        let started = Instant::now();
+        let writer = &self.engine.writer;
+        let pass_id = writer.call(|c| ledger::start_pass(c)).await?;
+        writer.call(|c| ledger::requeue_failed(c)).await?;
+        let mut report = PassReport {
+            pass_id,
+            ..PassReport::default()
+        };
+        let mut listed_ids = Vec::new();
+        for (pair, &bucket_id) in self.config.buckets.iter().zip(&self.bucket_ids) {
+            match list::list_bucket(&self.engine.source, writer, bucket_id, pass_id, &pair.source, &pair.prefix).await {
+                Ok(n) => {
+                    tracing::info!(bucket = %pair.source, prefix = %pair.prefix, objects = n, "listed");
+                    report.listed += n;
+                    listed_ids.push(bucket_id);
+                }
+                Err(ListError::Ledger(e)) => return Err(e.into()),
+                Err(ListError::Store(e)) => {
+                    tracing::error!(bucket = %pair.source, error = %e, "listing failed");
+                    report.list_failures.push(e.to_string());
+                }
+            }
+        }
+        report.copy = self.engine.copy_pending(listed_ids).await?;
+        let summary = report.copy.clone();
+        writer.call(move |c| ledger::finish_pass(c, pass_id, &summary)).await?;
+        report.failed = writer.call(|c| ledger::failed_objects(c, FAILED_SHOWN)).await?;
+        report.took = started.elapsed();
+        tracing::info!(
+            pass = pass_id,
+            objects_copied = report.copy.objects_copied,
+            bytes_copied = report.copy.bytes_copied,
+            objects_failed = report.copy.objects_failed,
+            took = ?report.took,
+            "pass finished"
+        );
+        Ok(report)
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.config.interval
+    }
+}
+
+/// Every bucket is checked up front, so a typo is reported at once, all
+/// together, and not as a thousand failed objects.
+async fn check_buckets(config: &Config, source: &Client, destination: &Client) -> Result<(), RunError> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for b in &config.buckets {
+        for (side, client, name) in [(Side::Source, source, &b.source), (Side::Destination, destination, &b.destination)] {
+            if !seen.insert((side == Side::Source, name.clone())) {
+                continue;
+            }
+            if let Err(e) = client.head_bucket().bucket(name).send().await {
+                let mut e = StoreError::from_sdk(side, format!("bucket {name}"), e);
+                if e.kind == store::FailureKind::NoSuchKey {
+                    // HEAD has no body, so a missing bucket is a bare 404.
+                    e.kind = store::FailureKind::NoSuchBucket;
+                    e.message = format!("does not exist. Create it at the {side}, or fix the bucket name in the config");
+                }
+                problems.push(e);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::Buckets(problems))
+    }
+}

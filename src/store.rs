@@ -1,0 +1,210 @@
+//! Building the source and destination S3 clients, and turning their errors
+//! into something a worker can act on and a person can read.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::Client;
+
+use crate::config::{StoreConfig, TransferConfig};
+
+/// Which side of the copy a client or an error belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        })
+    }
+}
+
+/// Builds a client for one store.
+///
+/// For any store that is not AWS itself (an endpoint is set), request checksums
+/// and response validation are "when required": the SDK's default CRC32 and
+/// aws-chunked bodies are refused by Ceph (Hetzner) and other S3-compatible
+/// stores. ferry computes and checks MD5 and SHA-256 itself in any case.
+pub async fn client(side: Side, store: &StoreConfig, transfer: &TransferConfig) -> Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(store.region.clone()))
+        // The SDK retries calls whose body it can replay (HEAD, List, Create,
+        // Complete). Streamed part bodies cannot be replayed; ferry retries
+        // those itself by fetching the range again.
+        .retry_config(RetryConfig::standard().with_max_attempts(4))
+        // No overall operation timeout: a 5 GiB part legitimately takes
+        // minutes. A stream that stalls is caught by the read timeout.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(transfer.connect_timeout)
+                .read_timeout(transfer.read_timeout)
+                .build(),
+        );
+    if let Some(profile) = &store.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(keys) = &store.keys {
+        loader = loader.credentials_provider(Credentials::new(
+            keys.access_key_id.clone(),
+            keys.secret_access_key.expose().to_owned(),
+            None,
+            None,
+            "ferry-config",
+        ));
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(store.path_style);
+    if let Some(endpoint) = &store.endpoint {
+        builder = builder
+            .endpoint_url(endpoint)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    }
+    tracing::debug!(%side, region = %store.region, endpoint = ?store.endpoint, "client ready");
+    Client::from_conf(builder.build())
+}
+
+/// What went wrong with a store call, sorted by what a worker should do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Credentials refused or missing: retrying will not help.
+    AccessDenied,
+    NoSuchBucket,
+    NoSuchKey,
+    /// If-Match failed: the source object changed since it was listed.
+    SourceChanged,
+    /// The object is archived (Glacier) and must be restored first.
+    Archived,
+    /// Network trouble or a timeout: worth retrying.
+    Unreachable,
+    /// 5xx or SlowDown: worth retrying, later.
+    Throttled,
+    /// Bytes did not arrive as sent (ETag/MD5 mismatch, short body).
+    Corrupt,
+    Other,
+}
+
+impl FailureKind {
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Unreachable | FailureKind::Throttled | FailureKind::Corrupt | FailureKind::Other
+        )
+    }
+}
+
+/// A failed store call, as a sentence that names the store, the call and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{side} {action}: {message}")]
+pub struct StoreError {
+    pub side: Side,
+    pub kind: FailureKind,
+    pub action: String,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(side: Side, kind: FailureKind, action: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError {
+            side,
+            kind,
+            action: action.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an SDK error. `action` says what was attempted, e.g.
+    /// "GetObject audio/book.mp3"; no credentials ever reach the message.
+    pub fn from_sdk<E, R>(side: Side, action: impl Into<String>, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + 'static,
+        R: HttpStatus + fmt::Debug + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status_code());
+        let code = err.code().map(str::to_owned);
+        let (kind, message) = match &err {
+            SdkError::TimeoutError(_) => (FailureKind::Unreachable, "timed out".to_owned()),
+            SdkError::DispatchFailure(_) => (
+                FailureKind::Unreachable,
+                format!(
+                    "could not reach the {side} endpoint ({}); check the endpoint URL and the network",
+                    chain(&err)
+                ),
+            ),
+            SdkError::ResponseError(_) => (FailureKind::Unreachable, format!("bad response: {}", chain(&err))),
+            _ => classify(side, status, code.as_deref(), err.message()),
+        };
+        StoreError::new(side, kind, action, message)
+    }
+}
+
+fn classify(side: Side, status: Option<u16>, code: Option<&str>, message: Option<&str>) -> (FailureKind, String) {
+    let detail = match (code, message, status) {
+        (Some(c), Some(m), _) => format!("{c}: {m}"),
+        (Some(c), None, _) => c.to_owned(),
+        (None, _, Some(s)) => format!("HTTP {s}"),
+        _ => "unknown error".to_owned(),
+    };
+    match (code, status) {
+        (Some("NoSuchBucket"), _) => (
+            FailureKind::NoSuchBucket,
+            format!("{detail}. Create the bucket at the {side}, or fix the bucket name in the config"),
+        ),
+        (Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
+        | (_, Some(401 | 403)) => (
+            FailureKind::AccessDenied,
+            format!("{detail}. Check the {side} credentials (the env vars named in the config) and their permissions"),
+        ),
+        (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => (FailureKind::NoSuchKey, detail),
+        (Some("PreconditionFailed"), _) | (_, Some(412)) => (
+            FailureKind::SourceChanged,
+            "the source object changed since it was listed; it will be listed and copied again".to_owned(),
+        ),
+        (Some("InvalidObjectState"), _) => (
+            FailureKind::Archived,
+            format!("{detail}. The object is archived: restore it at the source first"),
+        ),
+        (Some("BadDigest" | "InvalidDigest" | "IncompleteBody"), _) => (FailureKind::Corrupt, detail),
+        (Some("SlowDown" | "ServiceUnavailable" | "RequestTimeout" | "InternalError"), _) => {
+            (FailureKind::Throttled, detail)
+        }
+        (_, Some(s)) if s >= 500 => (FailureKind::Throttled, detail),
+        _ => (FailureKind::Other, detail),
+    }
+}
+
+/// The status code of a raw response, whatever its type.
+pub trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// An error and its causes in one line.
+pub fn chain(err: &dyn StdError) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
+}
