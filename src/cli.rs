@@ -7,10 +7,20 @@ use clap::{Parser, Subcommand};
 use crate::progress::LogFormat;
 
 #[derive(Parser, Debug)]
-#[command(name = "ferry", version, about = "Moves object storage from AWS S3 to Hetzner Object Storage and proves every byte arrived")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Moves object storage from AWS S3 to Hetzner Object Storage and proves every byte arrived"
+)]
 pub struct Cli {
     /// The TOML config file.
-    #[arg(long, short, global = true, default_value = "ferry.toml", env = "FERRY_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "ferry.toml",
+        env = "FERRY_CONFIG"
+    )]
     pub config: PathBuf,
 
     /// Log lines as human-readable text or as JSON for log shippers.

@@ -236,7 +236,10 @@ impl Validator<'_> {
                 prefix: b.prefix,
             };
             if buckets.contains(&pair) {
-                return Err(self.invalid(&key("source"), "repeats an earlier [[buckets]] table: remove one"));
+                return Err(self.invalid(
+                    &key("source"),
+                    "repeats an earlier [[buckets]] table: remove one",
+                ));
             }
             buckets.push(pair);
         }
@@ -257,7 +260,8 @@ impl Validator<'_> {
         raw: Option<RawStore>,
         default_region: &str,
     ) -> Result<StoreConfig, ConfigError> {
-        let raw = raw.ok_or_else(|| self.invalid(table, format!("is missing: add a [{table}] table")))?;
+        let raw =
+            raw.ok_or_else(|| self.invalid(table, format!("is missing: add a [{table}] table")))?;
         let region = match raw.region {
             Some(r) if !r.trim().is_empty() => r,
             _ if !default_region.is_empty() => default_region.to_owned(),
@@ -280,7 +284,11 @@ impl Validator<'_> {
             (None, None) => None,
             (Some(id_var), Some(secret_var)) => Some(StaticKeys {
                 access_key_id: self.env_var(table, "access_key_id_env", id_var)?,
-                secret_access_key: Secret(self.env_var(table, "secret_access_key_env", secret_var)?),
+                secret_access_key: Secret(self.env_var(
+                    table,
+                    "secret_access_key_env",
+                    secret_var,
+                )?),
             }),
             (Some(_), None) => {
                 return Err(self.invalid(
@@ -316,7 +324,9 @@ impl Validator<'_> {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(self.invalid(
                 &format!("{table}.{key}"),
-                format!("names the env var {var}, which is not set: export {var}=… (or fix the name)"),
+                format!(
+                    "names the env var {var}, which is not set: export {var}=… (or fix the name)"
+                ),
             )),
         }
     }
@@ -356,19 +366,24 @@ impl Validator<'_> {
             ));
         }
         let default_budget = (concurrency as u64 * part_size).max(64 << 20);
-        let max_bytes_in_flight = size("max_bytes_in_flight", raw.max_bytes_in_flight, default_budget)?;
+        let max_bytes_in_flight = size(
+            "max_bytes_in_flight",
+            raw.max_bytes_in_flight,
+            default_budget,
+        )?;
         if max_bytes_in_flight < multipart_threshold.max(1 << 20) {
             return Err(self.invalid(
                 "transfer.max_bytes_in_flight",
                 "is smaller than multipart_threshold: raise it, or a small object could never fit",
             ));
         }
-        let duration = |key: &str, value: Option<String>, default: u64| -> Result<Duration, ConfigError> {
-            match value {
-                None => Ok(Duration::from_secs(default)),
-                Some(s) => self.duration(&format!("transfer.{key}"), &s),
-            }
-        };
+        let duration =
+            |key: &str, value: Option<String>, default: u64| -> Result<Duration, ConfigError> {
+                match value {
+                    None => Ok(Duration::from_secs(default)),
+                    Some(s) => self.duration(&format!("transfer.{key}"), &s),
+                }
+            };
         Ok(TransferConfig {
             concurrency,
             part_size,
@@ -456,7 +471,9 @@ mod tests {
     }
 
     fn error(text: &str) -> String {
-        parse(text).expect_err("config should be rejected").to_string()
+        parse(text)
+            .expect_err("config should be rejected")
+            .to_string()
     }
 
     #[test]
@@ -464,7 +481,10 @@ mod tests {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.ledger, PathBuf::from("state/ferry.sqlite"));
         assert_eq!(c.source.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
-        assert_eq!(c.destination.endpoint.as_deref(), Some("http://127.0.0.1:9100"));
+        assert_eq!(
+            c.destination.endpoint.as_deref(),
+            Some("http://127.0.0.1:9100")
+        );
         assert_eq!(c.destination.region, "fsn1");
         assert!(c.source.path_style);
         assert_eq!(c.source.keys.as_ref().unwrap().access_key_id, "GKsource");
@@ -476,8 +496,16 @@ mod tests {
         assert_eq!(
             c.buckets,
             vec![
-                BucketPair { source: "audio".into(), destination: "hub-audio".into(), prefix: "books/".into() },
-                BucketPair { source: "onix".into(), destination: "onix".into(), prefix: "".into() },
+                BucketPair {
+                    source: "audio".into(),
+                    destination: "hub-audio".into(),
+                    prefix: "books/".into()
+                },
+                BucketPair {
+                    source: "onix".into(),
+                    destination: "onix".into(),
+                    prefix: "".into()
+                },
             ]
         );
     }

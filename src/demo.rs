@@ -76,22 +76,43 @@ pub fn data_set(scale: Scale, suffix: &str) -> Vec<DemoObject> {
     let mib = 1u64 << 20;
     let (audio_sizes, onix_count, package_count): (&[(u64, bool)], usize, usize) = match scale {
         // 50 to 300 MiB, the middle one uploaded in one PUT at the source.
-        Scale::Full => (&[(300 * mib + 12_345, true), (64 * mib + 3, false), (120 * mib, true)], 400, 12),
+        Scale::Full => (
+            &[
+                (300 * mib + 12_345, true),
+                (64 * mib + 3, false),
+                (120 * mib, true),
+            ],
+            400,
+            12,
+        ),
         Scale::Small => (&[(40 * mib + 12_345, true), (20 * mib + 3, false)], 120, 4),
     };
     let mut set = Vec::new();
     for (i, &(size, multipart)) in audio_sizes.iter().enumerate() {
-        let mut o = DemoObject::new(&audio, format!("books/978316148410{i}/chapter-{:02}.mp3", i + 1), size, "audio/mpeg");
+        let mut o = DemoObject::new(
+            &audio,
+            format!("books/978316148410{i}/chapter-{:02}.mp3", i + 1),
+            size,
+            "audio/mpeg",
+        );
         o.multipart = multipart;
         o.cache_control = Some("private, max-age=86400");
         o.content_disposition = Some(format!("attachment; filename=\"chapter-{:02}.mp3\"", i + 1));
         o.content_language = Some("de-DE");
-        o.user = vec![("isbn", format!("978316148410{i}")), ("narrator", "Jürgen Müller".into())];
+        o.user = vec![
+            ("isbn", format!("978316148410{i}")),
+            ("narrator", "Jürgen Müller".into()),
+        ];
         set.push(o);
     }
     for i in 0..onix_count {
         let size = 2_000 + (fnv(&i.to_le_bytes()) % 30_000);
-        let mut o = DemoObject::new(&onix, format!("feeds/2026-11-{:02}/onix-{i:05}.xml", 1 + i % 28), size, "application/xml");
+        let mut o = DemoObject::new(
+            &onix,
+            format!("feeds/2026-11-{:02}/onix-{i:05}.xml", 1 + i % 28),
+            size,
+            "application/xml",
+        );
         o.user = vec![("onix-release", "3.0".into())];
         if i % 50 == 0 {
             o.content_encoding = Some("gzip");
@@ -100,13 +121,23 @@ pub fn data_set(scale: Scale, suffix: &str) -> Vec<DemoObject> {
     }
     for i in 0..package_count {
         let size = mib + fnv(&(i as u64 * 7).to_le_bytes()) % (5 * mib);
-        let mut o = DemoObject::new(&packages, format!("deliveries/retailer-{}/package-{i:04}.zip", i % 3), size, "application/zip");
+        let mut o = DemoObject::new(
+            &packages,
+            format!("deliveries/retailer-{}/package-{i:04}.zip", i % 3),
+            size,
+            "application/zip",
+        );
         o.expires = Some("Thu, 01 Jan 2037 00:00:00 GMT");
         set.push(o);
     }
     // A multipart source object below the multipart threshold: its ETag ends
     // in -2, and ferry must still keep its part layout.
-    let mut bundle = DemoObject::new(&packages, "deliveries/bundle-small-multipart.zip".into(), 10 * mib + 77, "application/zip");
+    let mut bundle = DemoObject::new(
+        &packages,
+        "deliveries/bundle-small-multipart.zip".into(),
+        10 * mib + 77,
+        "application/zip",
+    );
     bundle.multipart = true;
     set.push(bundle);
 
@@ -129,12 +160,27 @@ pub fn data_set(scale: Scale, suffix: &str) -> Vec<DemoObject> {
         long_key,
     ];
     for (i, key) in odd_keys.into_iter().enumerate() {
-        set.push(DemoObject::new(&media, key, 100_000 + i as u64 * 1_111, "image/jpeg"));
+        set.push(DemoObject::new(
+            &media,
+            key,
+            100_000 + i as u64 * 1_111,
+            "image/jpeg",
+        ));
     }
     for i in 0..20 {
-        set.push(DemoObject::new(&media, format!("covers/isbn-{i:04}.jpg"), 50_000 + i * 10_000, "image/jpeg"));
+        set.push(DemoObject::new(
+            &media,
+            format!("covers/isbn-{i:04}.jpg"),
+            50_000 + i * 10_000,
+            "image/jpeg",
+        ));
     }
-    set.push(DemoObject::new(&media, "placeholders/empty.txt".into(), 0, "text/plain"));
+    set.push(DemoObject::new(
+        &media,
+        "placeholders/empty.txt".into(),
+        0,
+        "text/plain",
+    ));
     set
 }
 
@@ -148,7 +194,9 @@ pub fn content(seed: u64, offset: u64, len: usize) -> Bytes {
 }
 
 fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +209,10 @@ impl From<StoreError> for DemoError {
     }
 }
 
-fn sdk_err<E, R>(side: Side, action: String) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, R>) -> DemoError
+fn sdk_err<E, R>(
+    side: Side,
+    action: String,
+) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, R>) -> DemoError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: crate::store::HttpStatus + std::fmt::Debug + 'static,
@@ -176,7 +227,15 @@ pub async fn ensure_bucket(client: &Client, side: Side, bucket: &str) -> Result<
     }
     match client.create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.as_service_error().map(|s| s.is_bucket_already_owned_by_you()), Some(true)) => Ok(()),
+        Err(e)
+            if matches!(
+                e.as_service_error()
+                    .map(|s| s.is_bucket_already_owned_by_you()),
+                Some(true)
+            ) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(sdk_err(side, format!("CreateBucket {bucket}"))(e)),
     }
 }
@@ -184,10 +243,15 @@ pub async fn ensure_bucket(client: &Client, side: Side, bucket: &str) -> Result<
 /// Puts one demo object at the source, as a single PUT or a multipart upload.
 pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
     let what = format!("upload {}/{}", o.bucket, o.key);
-    let user: HashMap<String, String> = o.user.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let expires = o
-        .expires
-        .map(|e| aws_smithy_types::DateTime::from_str(e, aws_smithy_types::date_time::Format::HttpDate).expect("demo date"));
+    let user: HashMap<String, String> = o
+        .user
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let expires = o.expires.map(|e| {
+        aws_smithy_types::DateTime::from_str(e, aws_smithy_types::date_time::Format::HttpDate)
+            .expect("demo date")
+    });
     if !o.multipart {
         client
             .put_object()
@@ -236,7 +300,12 @@ pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
             .send()
             .await
             .map_err(sdk_err(Side::Source, what.clone()))?;
-        parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(Into::into)).build());
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(part.e_tag().map(Into::into))
+                .build(),
+        );
         offset += len;
         number += 1;
     }
@@ -245,7 +314,11 @@ pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
         .bucket(&o.bucket)
         .key(&o.key)
         .upload_id(upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await
         .map_err(sdk_err(Side::Source, what))?;
@@ -289,7 +362,12 @@ pub struct Observed {
 }
 
 /// Streams an object and hashes it; never holds it whole.
-pub async fn observe(client: &Client, side: Side, bucket: &str, key: &str) -> Result<Observed, DemoError> {
+pub async fn observe(
+    client: &Client,
+    side: Side,
+    bucket: &str,
+    key: &str,
+) -> Result<Observed, DemoError> {
     let got = client
         .get_object()
         .bucket(bucket)
@@ -297,7 +375,12 @@ pub async fn observe(client: &Client, side: Side, bucket: &str, key: &str) -> Re
         .send()
         .await
         .map_err(sdk_err(side, format!("GetObject {bucket}/{key}")))?;
-    let mut user: Vec<(String, String)> = got.metadata().cloned().unwrap_or_default().into_iter().collect();
+    let mut user: Vec<(String, String)> = got
+        .metadata()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     user.sort();
     let mut observed = Observed {
         size: 0,
@@ -314,7 +397,11 @@ pub async fn observe(client: &Client, side: Side, bucket: &str, key: &str) -> Re
     };
     let mut body = got.body;
     let mut hasher = Hasher::default();
-    while let Some(chunk) = body.try_next().await.map_err(|e| DemoError(format!("reading {bucket}/{key}: {}", chain(&e))))? {
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| DemoError(format!("reading {bucket}/{key}: {}", chain(&e))))?
+    {
         hasher.update(&chunk);
     }
     let d = hasher.finish();
@@ -335,12 +422,21 @@ pub struct Comparison {
 
 /// Reads every object of `pairs` (source bucket, destination bucket) on both
 /// sides and compares bytes, size and metadata.
-pub async fn compare(source: &Client, destination: &Client, pairs: &[(String, String)]) -> Result<Comparison, DemoError> {
+pub async fn compare(
+    source: &Client,
+    destination: &Client,
+    pairs: &[(String, String)],
+) -> Result<Comparison, DemoError> {
     let mut result = Comparison::default();
     for (src_bucket, dst_bucket) in pairs {
-        let mut pages = source.list_objects_v2().bucket(src_bucket).into_paginator().send();
+        let mut pages = source
+            .list_objects_v2()
+            .bucket(src_bucket)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(sdk_err(Side::Source, format!("ListObjectsV2 {src_bucket}")))?;
+            let page =
+                page.map_err(sdk_err(Side::Source, format!("ListObjectsV2 {src_bucket}")))?;
             for o in page.contents() {
                 let key = o.key().unwrap_or_default();
                 let want = observe(source, Side::Source, src_bucket, key).await?;
@@ -355,7 +451,9 @@ pub async fn compare(source: &Client, destination: &Client, pairs: &[(String, St
                         a.etag.clear();
                         b.etag.clear();
                         if a != b {
-                            result.differences.push(format!("{src_bucket}/{key}: source {want:?} destination {got:?}"));
+                            result.differences.push(format!(
+                                "{src_bucket}/{key}: source {want:?} destination {got:?}"
+                            ));
                         }
                     }
                     Err(e) => result.differences.push(format!("{src_bucket}/{key}: {e}")),

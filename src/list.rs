@@ -28,7 +28,9 @@ pub async fn list_bucket(
     bucket: &str,
     prefix: &str,
 ) -> Result<u64, ListError> {
-    let mut cursor = writer.call(move |c| ledger::list_cursor(c, bucket_id)).await?;
+    let mut cursor = writer
+        .call(move |c| ledger::list_cursor(c, bucket_id))
+        .await?;
     if let Some(after) = &cursor {
         tracing::info!(bucket, after = %after, "resuming an interrupted listing");
     }
@@ -46,10 +48,9 @@ pub async fn list_bucket(
         if let Some(after) = &cursor {
             request = request.start_after(after);
         }
-        let page = request
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(Side::Source, format!("ListObjectsV2 {bucket}"), e))?;
+        let page = request.send().await.map_err(|e| {
+            StoreError::from_sdk(Side::Source, format!("ListObjectsV2 {bucket}"), e)
+        })?;
         let objects: Vec<ListedObject> = page
             .contents()
             .iter()
@@ -67,7 +68,9 @@ pub async fn list_bucket(
         seen += objects.len() as u64;
         let page_cursor = last.clone();
         writer
-            .call(move |c| ledger::record_listing_page(c, bucket_id, pass_id, &objects, &page_cursor))
+            .call(move |c| {
+                ledger::record_listing_page(c, bucket_id, pass_id, &objects, &page_cursor)
+            })
             .await?;
         tracing::debug!(bucket, seen, "listing page committed");
         cursor = Some(last);
@@ -75,7 +78,9 @@ pub async fn list_bucket(
             break;
         }
     }
-    writer.call(move |c| ledger::finish_listing(c, bucket_id, pass_id)).await?;
+    writer
+        .call(move |c| ledger::finish_listing(c, bucket_id, pass_id))
+        .await?;
     Ok(seen)
 }
 

@@ -57,7 +57,9 @@ impl PassReport {
                 self.copy.objects_copied,
                 ByteSize(self.copy.bytes_copied).display().iec(),
                 secs,
-                ByteSize((self.copy.bytes_copied as f64 / secs) as u64).display().iec(),
+                ByteSize((self.copy.bytes_copied as f64 / secs) as u64)
+                    .display()
+                    .iec(),
                 self.copy.objects_failed,
             ));
         }
@@ -67,7 +69,9 @@ impl PassReport {
         for (bucket, key, reason) in &self.failed {
             out.push_str(&format!("failed: {bucket}/{key}: {reason}\n"));
         }
-        if self.copy.objects_failed as usize > self.failed.len() && self.failed.len() == FAILED_SHOWN {
+        if self.copy.objects_failed as usize > self.failed.len()
+            && self.failed.len() == FAILED_SHOWN
+        {
             out.push_str("… more failed objects: see `ferry status`\n");
         }
         out
@@ -85,15 +89,25 @@ impl Runner {
     /// bucket can be reached before anything is written.
     pub async fn start(config: Config) -> Result<Runner, RunError> {
         let source = store::client(Side::Source, &config.source, &config.transfer).await;
-        let destination = store::client(Side::Destination, &config.destination, &config.transfer).await;
+        let destination =
+            store::client(Side::Destination, &config.destination, &config.transfer).await;
         check_buckets(&config, &source, &destination).await?;
         let writer = Writer::open(&config.ledger)?;
         let mut bucket_ids = Vec::new();
         for b in &config.buckets {
             let (s, d, p) = (b.source.clone(), b.destination.clone(), b.prefix.clone());
-            bucket_ids.push(writer.call(move |c| ledger::ensure_bucket(c, &s, &d, &p)).await?);
+            bucket_ids.push(
+                writer
+                    .call(move |c| ledger::ensure_bucket(c, &s, &d, &p))
+                    .await?,
+            );
         }
-        let engine = Arc::new(Engine::new(source, destination, writer, config.transfer.clone()));
+        let engine = Arc::new(Engine::new(
+            source,
+            destination,
+            writer,
+            config.transfer.clone(),
+        ));
         Ok(Runner {
             config,
             engine,
@@ -113,7 +127,16 @@ impl Runner {
         };
         let mut listed_ids = Vec::new();
         for (pair, &bucket_id) in self.config.buckets.iter().zip(&self.bucket_ids) {
-            match list::list_bucket(&self.engine.source, writer, bucket_id, pass_id, &pair.source, &pair.prefix).await {
+            match list::list_bucket(
+                &self.engine.source,
+                writer,
+                bucket_id,
+                pass_id,
+                &pair.source,
+                &pair.prefix,
+            )
+            .await
+            {
                 Ok(n) => {
                     tracing::info!(bucket = %pair.source, prefix = %pair.prefix, objects = n, "listed");
                     report.listed += n;
@@ -128,8 +151,12 @@ impl Runner {
         }
         report.copy = self.engine.copy_pending(listed_ids).await?;
         let summary = report.copy.clone();
-        writer.call(move |c| ledger::finish_pass(c, pass_id, &summary)).await?;
-        report.failed = writer.call(|c| ledger::failed_objects(c, FAILED_SHOWN)).await?;
+        writer
+            .call(move |c| ledger::finish_pass(c, pass_id, &summary))
+            .await?;
+        report.failed = writer
+            .call(|c| ledger::failed_objects(c, FAILED_SHOWN))
+            .await?;
         report.took = started.elapsed();
         tracing::info!(
             pass = pass_id,
@@ -149,11 +176,18 @@ impl Runner {
 
 /// Every bucket is checked up front, so a typo is reported at once, all
 /// together, and not as a thousand failed objects.
-async fn check_buckets(config: &Config, source: &Client, destination: &Client) -> Result<(), RunError> {
+async fn check_buckets(
+    config: &Config,
+    source: &Client,
+    destination: &Client,
+) -> Result<(), RunError> {
     let mut problems = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for b in &config.buckets {
-        for (side, client, name) in [(Side::Source, source, &b.source), (Side::Destination, destination, &b.destination)] {
+        for (side, client, name) in [
+            (Side::Source, source, &b.source),
+            (Side::Destination, destination, &b.destination),
+        ] {
             if !seen.insert((side == Side::Source, name.clone())) {
                 continue;
             }

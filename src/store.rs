@@ -7,7 +7,9 @@ use std::fmt;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 
@@ -98,7 +100,10 @@ impl FailureKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            FailureKind::Unreachable | FailureKind::Throttled | FailureKind::Corrupt | FailureKind::Other
+            FailureKind::Unreachable
+                | FailureKind::Throttled
+                | FailureKind::Corrupt
+                | FailureKind::Other
         )
     }
 }
@@ -114,7 +119,12 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    pub fn new(side: Side, kind: FailureKind, action: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        side: Side,
+        kind: FailureKind,
+        action: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         StoreError {
             side,
             kind,
@@ -148,7 +158,12 @@ impl StoreError {
     }
 }
 
-fn classify(side: Side, status: Option<u16>, code: Option<&str>, message: Option<&str>) -> (FailureKind, String) {
+fn classify(
+    side: Side,
+    status: Option<u16>,
+    code: Option<&str>,
+    message: Option<&str>,
+) -> (FailureKind, String) {
     let detail = match (code, message, status) {
         (Some(c), Some(m), _) => format!("{c}: {m}"),
         (Some(c), None, _) => c.to_owned(),

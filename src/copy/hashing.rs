@@ -122,7 +122,10 @@ impl http_body::Body for HashingBody {
     type Data = Bytes;
     type Error = aws_smithy_types::byte_stream::error::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 let mut tap = self.tap.lock().expect("tap lock");
@@ -193,7 +196,10 @@ mod tests {
     fn digests_match_known_values() {
         let d = Digests::of(b"abc");
         assert_eq!(d.md5_hex(), "900150983cd24fb0d6963f7d28e17f72");
-        assert_eq!(d.sha256_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.sha256_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(d.md5_base64(), "kAFQmDzST7DWlj99KOF/cg==");
         assert_eq!(d.len, 3);
     }
@@ -204,7 +210,10 @@ mod tests {
         let mut joined = Vec::new();
         joined.extend_from_slice(&parts[0]);
         joined.extend_from_slice(&parts[1]);
-        assert_eq!(multipart_etag(&parts), format!("{}-2", Digests::of(&joined).md5_hex()));
+        assert_eq!(
+            multipart_etag(&parts),
+            format!("{}-2", Digests::of(&joined).md5_hex())
+        );
     }
 
     #[tokio::test]
@@ -215,7 +224,8 @@ mod tests {
             tokio::spawn(async move { h.feed(2, vec![Bytes::from_static(b"world")]).await })
         };
         tokio::task::yield_now().await;
-        h.feed(1, vec![Bytes::from_static(b"hello "), Bytes::new()]).await;
+        h.feed(1, vec![Bytes::from_static(b"hello "), Bytes::new()])
+            .await;
         late.await.unwrap();
         let d = Arc::try_unwrap(h).ok().unwrap().finish();
         assert_eq!(d, Digests::of(b"hello world"));

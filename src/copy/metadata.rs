@@ -66,7 +66,10 @@ impl Metadata {
         metadata_onto!(self, r)
     }
 
-    pub fn onto_create(&self, r: CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder {
+    pub fn onto_create(
+        &self,
+        r: CreateMultipartUploadFluentBuilder,
+    ) -> CreateMultipartUploadFluentBuilder {
         metadata_onto!(self, r)
     }
 
@@ -75,7 +78,10 @@ impl Metadata {
         match DateTime::from_str(raw, Format::HttpDate) {
             Ok(d) => Some(d),
             Err(_) => {
-                tracing::warn!(expires = raw, "source Expires header is not an HTTP date; not copied");
+                tracing::warn!(
+                    expires = raw,
+                    "source Expires header is not an HTTP date; not copied"
+                );
                 None
             }
         }

@@ -45,7 +45,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(source: Client, destination: Client, writer: Writer, transfer: TransferConfig) -> Engine {
+    pub fn new(
+        source: Client,
+        destination: Client,
+        writer: Writer,
+        transfer: TransferConfig,
+    ) -> Engine {
         let budget = Budget::new(transfer.concurrency, transfer.max_bytes_in_flight);
         Engine {
             source,
@@ -58,7 +63,10 @@ impl Engine {
 
     /// Copies every pending object of `bucket_ids`. Objects that fail are
     /// recorded as failed and the pass goes on; only a ledger error stops it.
-    pub async fn copy_pending(self: &Arc<Self>, bucket_ids: Vec<i64>) -> Result<PassSummary, LedgerError> {
+    pub async fn copy_pending(
+        self: &Arc<Self>,
+        bucket_ids: Vec<i64>,
+    ) -> Result<PassSummary, LedgerError> {
         let mut summary = PassSummary::default();
         let mut workers = JoinSet::new();
         let mut after_id = 0;
@@ -87,16 +95,19 @@ impl Engine {
     /// Copies one object and writes the outcome to the ledger.
     async fn copy_and_record(&self, item: WorkItem) -> Result<Outcome, LedgerError> {
         let started = std::time::Instant::now();
-        let result = if item.source_etag.contains('-') || item.size >= self.transfer.multipart_threshold {
-            multipart::copy(self, &item).await
-        } else {
-            single::copy(self, &item).await
-        };
+        let result =
+            if item.source_etag.contains('-') || item.size >= self.transfer.multipart_threshold {
+                multipart::copy(self, &item).await
+            } else {
+                single::copy(self, &item).await
+            };
         let id = item.object_id;
         match result {
             Ok(record) => {
                 let bytes = record.size;
-                self.writer.call(move |c| ledger::record_copied(c, &record)).await?;
+                self.writer
+                    .call(move |c| ledger::record_copied(c, &record))
+                    .await?;
                 tracing::info!(bucket = %item.source_bucket, key = %item.key, bytes, took = ?started.elapsed(), "copied");
                 Ok(Outcome::Copied(bytes))
             }
@@ -104,13 +115,17 @@ impl Engine {
             Err(CopyError::Store(e)) if e.kind == FailureKind::SourceChanged => {
                 let text = e.to_string();
                 tracing::warn!(bucket = %item.source_bucket, key = %item.key, "{text}");
-                self.writer.call(move |c| ledger::record_changed_at_source(c, id, &text)).await?;
+                self.writer
+                    .call(move |c| ledger::record_changed_at_source(c, id, &text))
+                    .await?;
                 Ok(Outcome::Failed)
             }
             Err(CopyError::Store(e)) => {
                 let text = e.to_string();
                 tracing::warn!(bucket = %item.source_bucket, key = %item.key, error = %text, "copy failed");
-                self.writer.call(move |c| ledger::record_failed(c, id, &text)).await?;
+                self.writer
+                    .call(move |c| ledger::record_failed(c, id, &text))
+                    .await?;
                 Ok(Outcome::Failed)
             }
         }
@@ -156,7 +171,8 @@ where
         match attempt().await {
             Err(CopyError::Store(e)) if e.kind.is_retryable() && tries < ATTEMPTS => {
                 let backoff = Duration::from_millis(200 * 2u64.pow(tries - 1));
-                let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
+                let jitter =
+                    Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
                 tracing::debug!(what, tries, error = %e, "retrying");
                 tokio::time::sleep(backoff + jitter).await;
             }
@@ -167,7 +183,11 @@ where
 
 /// An ETag that does not match the MD5 of what was sent: the store holds
 /// something other than what ferry read.
-pub(crate) fn check_etag(action: &str, expected: &str, got: Option<&str>) -> Result<String, CopyError> {
+pub(crate) fn check_etag(
+    action: &str,
+    expected: &str,
+    got: Option<&str>,
+) -> Result<String, CopyError> {
     let got = hashing::bare_etag(got.unwrap_or_default()).to_owned();
     if got == expected {
         Ok(got)
@@ -182,7 +202,13 @@ pub(crate) fn check_etag(action: &str, expected: &str, got: Option<&str>) -> Res
     }
 }
 
-pub(crate) fn copy_record(item: &WorkItem, dest_etag: String, whole: &hashing::Digests, part_size: Option<u64>, part_count: u32) -> CopyRecord {
+pub(crate) fn copy_record(
+    item: &WorkItem,
+    dest_etag: String,
+    whole: &hashing::Digests,
+    part_size: Option<u64>,
+    part_count: u32,
+) -> CopyRecord {
     CopyRecord {
         object_id: item.object_id,
         source_etag: item.source_etag.clone(),

@@ -34,7 +34,11 @@ pub struct PartPlan {
 /// Splits `size` bytes into parts of `part_size`, the last one shorter.
 pub fn even_layout(size: u64, part_size: u64) -> Vec<PartPlan> {
     if size == 0 {
-        return vec![PartPlan { number: 1, offset: 0, length: 0 }];
+        return vec![PartPlan {
+            number: 1,
+            offset: 0,
+            length: 0,
+        }];
     }
     (0..size.div_ceil(part_size))
         .map(|i| {
@@ -70,7 +74,10 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
     let metadata = Metadata::from_head(&head);
     let layout = match source_parts {
         Some(count) => source_layout(engine, item, &head, count).await?,
-        None => even_layout(item.size, part_size_for(item.size, engine.transfer.part_size)),
+        None => even_layout(
+            item.size,
+            part_size_for(item.size, engine.transfer.part_size),
+        ),
     };
     let part_size = layout[0].length;
 
@@ -97,7 +104,10 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
     // Intent before action: the upload id is on disk before any part is sent.
     let recorded = {
         let upload = upload.clone();
-        engine.writer.call(move |c| ledger::record_upload_started(c, &upload)).await
+        engine
+            .writer
+            .call(move |c| ledger::record_upload_started(c, &upload))
+            .await
     };
     if let Err(e) = recorded {
         abort(engine, &upload).await;
@@ -110,7 +120,10 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
             // Never leave an upload behind: its parts are billed and invisible.
             abort(engine, &upload).await;
             let id = item.object_id;
-            engine.writer.call(move |c| ledger::forget_upload(c, id)).await?;
+            engine
+                .writer
+                .call(move |c| ledger::forget_upload(c, id))
+                .await?;
             Err(e)
         }
     }
@@ -141,7 +154,14 @@ async fn send_parts_and_complete(
                 ticket = engine.budget.admit(part.length) => break ticket,
             }
         };
-        running.push(send_part(engine, item, upload_id, part, ticket, hasher.clone()));
+        running.push(send_part(
+            engine,
+            item,
+            upload_id,
+            part,
+            ticket,
+            hasher.clone(),
+        ));
     }
     while let Some(finished) = running.next().await {
         done.push(finished?);
@@ -152,7 +172,12 @@ async fn send_parts_and_complete(
     let what = format!("CompleteMultipartUpload {}/{}", item.dest_bucket, item.key);
     let parts = done
         .iter()
-        .map(|p| CompletedPart::builder().part_number(p.number as i32).e_tag(quoted(&p.etag)).build())
+        .map(|p| {
+            CompletedPart::builder()
+                .part_number(p.number as i32)
+                .e_tag(quoted(&p.etag))
+                .build()
+        })
         .collect();
     let completed = engine
         .destination
@@ -160,14 +185,27 @@ async fn send_parts_and_complete(
         .bucket(&item.dest_bucket)
         .key(&item.key)
         .upload_id(upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
     let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
     let etag = check_etag(&what, &multipart_etag(&md5s), completed.e_tag())?;
-    let whole = Arc::try_unwrap(hasher).ok().expect("all parts finished").finish();
-    Ok(copy_record(item, etag, &whole, Some(layout[0].length), layout.len() as u32))
+    let whole = Arc::try_unwrap(hasher)
+        .ok()
+        .expect("all parts finished")
+        .finish();
+    Ok(copy_record(
+        item,
+        etag,
+        &whole,
+        Some(layout[0].length),
+        layout.len() as u32,
+    ))
 }
 
 async fn send_part(
@@ -178,8 +216,12 @@ async fn send_part(
     ticket: Ticket,
     hasher: Arc<OrderedHasher>,
 ) -> Result<PartDone, CopyError> {
-    let what = format!("part {} of {}/{}", part.number, item.source_bucket, item.key);
-    let (digests, chunks, etag) = with_retries(&what, || send_part_once(engine, item, upload_id, part)).await?;
+    let what = format!(
+        "part {} of {}/{}",
+        part.number, item.source_bucket, item.key
+    );
+    let (digests, chunks, etag) =
+        with_retries(&what, || send_part_once(engine, item, upload_id, part)).await?;
     let record = PartRecord {
         object_id: item.object_id,
         upload_id: upload_id.to_owned(),
@@ -191,7 +233,10 @@ async fn send_part(
         sha256: digests.sha256_hex(),
     };
     // Completion after acknowledgement: recorded only once the store took it.
-    engine.writer.call(move |c| ledger::record_part(c, &record)).await?;
+    engine
+        .writer
+        .call(move |c| ledger::record_part(c, &record))
+        .await?;
     hasher.feed(part.number, chunks).await;
     drop(ticket);
     Ok(PartDone {
@@ -210,13 +255,20 @@ async fn send_part_once(
     let source_body = if part.length == 0 {
         ByteStream::new(SdkBody::empty())
     } else {
-        let what = format!("GetObject {}/{} bytes {}+{}", item.source_bucket, item.key, part.offset, part.length);
+        let what = format!(
+            "GetObject {}/{} bytes {}+{}",
+            item.source_bucket, item.key, part.offset, part.length
+        );
         let got = engine
             .source
             .get_object()
             .bucket(&item.source_bucket)
             .key(&item.key)
-            .range(format!("bytes={}-{}", part.offset, part.offset + part.length - 1))
+            .range(format!(
+                "bytes={}-{}",
+                part.offset,
+                part.offset + part.length - 1
+            ))
             .if_match(quoted(&item.source_etag))
             .send()
             .await
@@ -233,7 +285,10 @@ async fn send_part_once(
         got.body
     };
     let (body, tap) = HashingBody::new(source_body, part.length, true);
-    let what = format!("UploadPart {} of {}/{}", part.number, item.dest_bucket, item.key);
+    let what = format!(
+        "UploadPart {} of {}/{}",
+        part.number, item.dest_bucket, item.key
+    );
     let put = engine
         .destination
         .upload_part()
@@ -260,7 +315,11 @@ async fn send_part_once(
     Ok((digests, chunks, etag))
 }
 
-async fn head_source(engine: &Engine, item: &WorkItem, part_number: Option<i32>) -> Result<HeadObjectOutput, CopyError> {
+async fn head_source(
+    engine: &Engine,
+    item: &WorkItem,
+    part_number: Option<i32>,
+) -> Result<HeadObjectOutput, CopyError> {
     let what = format!("HeadObject {}/{}", item.source_bucket, item.key);
     let head = engine
         .source
@@ -278,7 +337,12 @@ async fn head_source(engine: &Engine, item: &WorkItem, part_number: Option<i32>)
 /// The source's own part boundaries. Part 1's length (from HEAD ?partNumber=1)
 /// gives them all when parts are equal but the last, as every common tool
 /// uploads; otherwise each part is asked for its length.
-async fn source_layout(engine: &Engine, item: &WorkItem, head1: &HeadObjectOutput, count: u32) -> Result<Vec<PartPlan>, CopyError> {
+async fn source_layout(
+    engine: &Engine,
+    item: &WorkItem,
+    head1: &HeadObjectOutput,
+    count: u32,
+) -> Result<Vec<PartPlan>, CopyError> {
     let first = head1.content_length().unwrap_or(0).max(0) as u64;
     let count_at_source = head1.parts_count().map(|n| n as u32).unwrap_or(count);
     let uniform = first > 0
@@ -293,7 +357,11 @@ async fn source_layout(engine: &Engine, item: &WorkItem, head1: &HeadObjectOutpu
     for number in 1..=count {
         let head = head_source(engine, item, Some(number as i32)).await?;
         let length = head.content_length().unwrap_or(0).max(0) as u64;
-        layout.push(PartPlan { number, offset, length });
+        layout.push(PartPlan {
+            number,
+            offset,
+            length,
+        });
         offset += length;
     }
     if offset != item.size {
@@ -301,7 +369,10 @@ async fn source_layout(engine: &Engine, item: &WorkItem, head1: &HeadObjectOutpu
             Side::Source,
             FailureKind::Other,
             format!("HeadObject {}/{}", item.source_bucket, item.key),
-            format!("its {count} parts add up to {offset} bytes, not the listed {}", item.size),
+            format!(
+                "its {count} parts add up to {offset} bytes, not the listed {}",
+                item.size
+            ),
         )
         .into());
     }
@@ -311,10 +382,17 @@ async fn source_layout(engine: &Engine, item: &WorkItem, head1: &HeadObjectOutpu
 /// An upload left by an earlier attempt is aborted before a new one starts.
 async fn abandon_previous_upload(engine: &Engine, item: &WorkItem) -> Result<(), CopyError> {
     let id = item.object_id;
-    if let Some(previous) = engine.writer.call(move |c| ledger::upload_of(c, id)).await? {
+    if let Some(previous) = engine
+        .writer
+        .call(move |c| ledger::upload_of(c, id))
+        .await?
+    {
         tracing::info!(key = %item.key, upload_id = %previous.upload_id, "aborting the upload of an earlier attempt");
         abort(engine, &previous).await;
-        engine.writer.call(move |c| ledger::forget_upload(c, id)).await?;
+        engine
+            .writer
+            .call(move |c| ledger::forget_upload(c, id))
+            .await?;
     }
     Ok(())
 }
@@ -348,13 +426,32 @@ mod tests {
         assert_eq!(
             parts,
             vec![
-                PartPlan { number: 1, offset: 0, length: 8 },
-                PartPlan { number: 2, offset: 8, length: 8 },
-                PartPlan { number: 3, offset: 16, length: 4 },
+                PartPlan {
+                    number: 1,
+                    offset: 0,
+                    length: 8
+                },
+                PartPlan {
+                    number: 2,
+                    offset: 8,
+                    length: 8
+                },
+                PartPlan {
+                    number: 3,
+                    offset: 16,
+                    length: 4
+                },
             ]
         );
         assert_eq!(even_layout(16, 8).len(), 2);
-        assert_eq!(even_layout(0, 8), vec![PartPlan { number: 1, offset: 0, length: 0 }]);
+        assert_eq!(
+            even_layout(0, 8),
+            vec![PartPlan {
+                number: 1,
+                offset: 0,
+                length: 0
+            }]
+        );
     }
 
     #[test]
@@ -368,7 +465,10 @@ mod tests {
 
     #[test]
     fn source_part_count_reads_the_etag_suffix() {
-        assert_eq!(source_part_count("9b2cf535f27731c974343645a3985328-13"), Some(13));
+        assert_eq!(
+            source_part_count("9b2cf535f27731c974343645a3985328-13"),
+            Some(13)
+        );
         assert_eq!(source_part_count("9b2cf535f27731c974343645a3985328"), None);
     }
 }

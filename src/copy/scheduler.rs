@@ -36,9 +36,22 @@ impl Budget {
     pub async fn admit(&self, bytes: u64) -> Ticket {
         let units = bytes.div_ceil(UNIT).min(self.max_units as u64) as u32;
         // Semaphores are only closed on drop, and the budget outlives its users.
-        let bytes = self.bytes.clone().acquire_many_owned(units).await.expect("budget open");
-        let slot = self.slots.clone().acquire_owned().await.expect("budget open");
-        Ticket { _slot: slot, _bytes: bytes }
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .expect("budget open");
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("budget open");
+        Ticket {
+            _slot: slot,
+            _bytes: bytes,
+        }
     }
 }
 
@@ -65,7 +78,10 @@ mod tests {
         let big = tokio::time::timeout(Duration::from_millis(500), budget.admit(1 << 30)).await;
         assert!(big.is_ok(), "an oversized request must not wait forever");
         let small = tokio::time::timeout(Duration::from_millis(50), budget.admit(1)).await;
-        assert!(small.is_err(), "nothing else may run beside an oversized request");
+        assert!(
+            small.is_err(),
+            "nothing else may run beside an oversized request"
+        );
     }
 
     #[tokio::test]

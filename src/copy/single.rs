@@ -32,7 +32,14 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .body
         .collect()
         .await
-        .map_err(|e| StoreError::new(Side::Source, FailureKind::Unreachable, &what, format!("body cut off: {e}")))?
+        .map_err(|e| {
+            StoreError::new(
+                Side::Source,
+                FailureKind::Unreachable,
+                &what,
+                format!("body cut off: {e}"),
+            )
+        })?
         .into_bytes();
     if body.len() as u64 != item.size {
         return Err(StoreError::new(

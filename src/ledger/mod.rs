@@ -18,11 +18,18 @@ pub use writer::Writer;
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("cannot create the ledger's folder {path}: {source}. Check that the path in `ledger` is writable")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the ledger {path}: {message}")]
     Open { path: PathBuf, message: String },
     #[error("the ledger {path} was written by a newer ferry (schema version {found}, this ferry knows up to {known}). Use the newer ferry, or point `ledger` at another file")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("no ledger at {path}: run `ferry run` first to list and copy")]
     Missing { path: PathBuf },
     #[error("ledger write failed: {0}")]
@@ -58,10 +65,14 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, LedgerError> {
     // WAL keeps readers (status) unblocked by the writer; NORMAL syncs at
     // checkpoints only. A kill -9 loses nothing committed; a power cut may
     // lose the last commits, which resume reconciles against the destination.
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(open_err)?;
     migrations::migrate(&mut conn, path)?;
     Ok(conn)
 }
@@ -69,15 +80,21 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, LedgerError> {
 /// Opens an existing ledger read-only, for `status`, `report` and `plan`.
 pub fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
     if !path.exists() {
-        return Err(LedgerError::Missing { path: path.to_owned() });
+        return Err(LedgerError::Missing {
+            path: path.to_owned(),
+        });
     }
     let open_err = |e: rusqlite::Error| LedgerError::Open {
         path: path.to_owned(),
         message: describe_open_error(&e),
     };
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(open_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
     migrations::check_readable(&conn, path)?;
     Ok(conn)
 }
@@ -85,7 +102,11 @@ pub fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
 /// The ledger holds key names and sizes of a company's data: owner-only.
 fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
@@ -175,7 +196,12 @@ pub struct PassSummary {
 
 // ---- writes (called on the writer thread) --------------------------------
 
-pub fn ensure_bucket(conn: &Connection, source: &str, destination: &str, prefix: &str) -> rusqlite::Result<i64> {
+pub fn ensure_bucket(
+    conn: &Connection,
+    source: &str,
+    destination: &str,
+    prefix: &str,
+) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO buckets (source, destination, prefix) VALUES (?1, ?2, ?3)
          ON CONFLICT (source, prefix, destination) DO NOTHING",
@@ -189,7 +215,10 @@ pub fn ensure_bucket(conn: &Connection, source: &str, destination: &str, prefix:
 }
 
 pub fn start_pass(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.execute("INSERT INTO passes (started_at) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'))", [])?;
+    conn.execute(
+        "INSERT INTO passes (started_at) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+        [],
+    )?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -197,14 +226,23 @@ pub fn finish_pass(conn: &Connection, pass_id: i64, s: &PassSummary) -> rusqlite
     conn.execute(
         "UPDATE passes SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
             objects_copied = ?2, bytes_copied = ?3, objects_failed = ?4 WHERE id = ?1",
-        params![pass_id, s.objects_copied as i64, s.bytes_copied as i64, s.objects_failed as i64],
+        params![
+            pass_id,
+            s.objects_copied as i64,
+            s.bytes_copied as i64,
+            s.objects_failed as i64
+        ],
     )?;
     Ok(())
 }
 
 /// Where the listing of a bucket stopped, if it was interrupted.
 pub fn list_cursor(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT list_cursor FROM buckets WHERE id = ?1", [bucket_id], |r| r.get(0))
+    conn.query_row(
+        "SELECT list_cursor FROM buckets WHERE id = ?1",
+        [bucket_id],
+        |r| r.get(0),
+    )
 }
 
 /// Records one listing page and the cursor after it in one transaction, so a
@@ -281,12 +319,24 @@ pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqli
 
 /// Failed objects get another chance in each new pass.
 pub fn requeue_failed(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.execute("UPDATE objects SET state = 'listed' WHERE state = 'failed'", [])
+    conn.execute(
+        "UPDATE objects SET state = 'listed' WHERE state = 'failed'",
+        [],
+    )
 }
 
 /// The next objects to copy, in id order after `after_id`.
-pub fn pending_batch(conn: &Connection, bucket_ids: &[i64], after_id: i64, limit: usize) -> rusqlite::Result<Vec<WorkItem>> {
-    let ids = bucket_ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+pub fn pending_batch(
+    conn: &Connection,
+    bucket_ids: &[i64],
+    after_id: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<WorkItem>> {
+    let ids = bucket_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let sql = format!(
         "SELECT o.id, b.source, b.destination, o.key, o.size, o.source_etag
          FROM objects o JOIN buckets b ON b.id = o.bucket_id
@@ -406,7 +456,11 @@ pub fn record_failed(conn: &Connection, object_id: i64, error: &str) -> rusqlite
 }
 
 /// A source object that changed while it was copied goes back to `listed`.
-pub fn record_changed_at_source(conn: &Connection, object_id: i64, error: &str) -> rusqlite::Result<()> {
+pub fn record_changed_at_source(
+    conn: &Connection,
+    object_id: i64,
+    error: &str,
+) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE objects SET state = 'listed', last_error = ?2 WHERE id = ?1",
         params![object_id, error],
@@ -462,7 +516,10 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
 }
 
 /// Objects that failed, with their reasons, for the end of a run.
-pub fn failed_objects(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<(String, String, String)>> {
+pub fn failed_objects(
+    conn: &Connection,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, String, String)>> {
     let mut stmt = conn.prepare(
         "SELECT b.source, o.key, COALESCE(o.last_error, '') FROM objects o JOIN buckets b ON b.id = o.bucket_id
          WHERE o.state = 'failed' ORDER BY o.id LIMIT ?1",

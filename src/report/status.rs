@@ -15,7 +15,16 @@ pub fn read(path: &std::path::Path) -> Result<Vec<BucketStatus>, LedgerError> {
 pub fn render(rows: &[BucketStatus]) -> String {
     let mut table = Table::new();
     table.load_preset(ASCII_MARKDOWN).set_header(vec![
-        "source", "destination", "listed", "copied", "failed", "skipped", "pending", "bytes listed", "bytes copied", "done",
+        "source",
+        "destination",
+        "listed",
+        "copied",
+        "failed",
+        "skipped",
+        "pending",
+        "bytes listed",
+        "bytes copied",
+        "done",
     ]);
     let mut total = BucketStatus {
         source: "total".into(),
@@ -49,7 +58,11 @@ fn row(r: &BucketStatus) -> Vec<String> {
         format!("{}/{}", r.source, r.prefix)
     };
     let done = if r.bytes_listed == 0 {
-        if r.listed == r.copied { 100.0 } else { 0.0 }
+        if r.listed == r.copied {
+            100.0
+        } else {
+            0.0
+        }
     } else {
         r.bytes_copied as f64 * 100.0 / r.bytes_listed as f64
     };

@@ -1,0 +1,277 @@
+use super::*;
+
+fn fresh() -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_for_writing(&dir.path().join("state/ferry.sqlite")).unwrap();
+    (dir, conn)
+}
+
+fn listed(key: &str, size: u64, etag: &str) -> ListedObject {
+    ListedObject {
+        key: key.into(),
+        size,
+        etag: etag.into(),
+        last_modified: None,
+        storage_class: Some("STANDARD".into()),
+    }
+}
+
+fn states(conn: &Connection) -> Vec<(String, String, i64)> {
+    let mut stmt = conn
+        .prepare("SELECT key, state, attempts FROM objects ORDER BY key")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn copy_of(id: i64, etag: &str) -> CopyRecord {
+    CopyRecord {
+        object_id: id,
+        source_etag: etag.into(),
+        dest_etag: etag.into(),
+        size: 1,
+        sha256: "s".into(),
+        md5: "m".into(),
+        part_size: None,
+        part_count: 1,
+    }
+}
+
+#[test]
+fn a_new_ledger_is_private_and_at_the_current_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep/er/ferry.sqlite");
+    let conn = open_for_writing(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(conn);
+    // Opening again migrates nothing and keeps the data.
+    let conn = open_for_writing(&path).unwrap();
+    ensure_bucket(&conn, "a", "b", "").unwrap();
+    assert!(open_reader(&path).is_ok());
+}
+
+#[test]
+fn a_ledger_from_a_newer_ferry_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.sqlite");
+    {
+        let conn = open_for_writing(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = open_for_writing(&path).unwrap_err();
+    assert!(matches!(err, LedgerError::TooNew { .. }), "{err}");
+    assert!(err.to_string().contains("newer ferry"), "{err}");
+    assert!(open_reader(&path).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_gives_a_clear_error_and_is_not_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.sqlite");
+    let junk = b"this is a shopping list, not a ledger. ".repeat(200);
+    std::fs::write(&path, &junk).unwrap();
+    let err = open_for_writing(&path).unwrap_err().to_string();
+    assert!(err.contains("not a SQLite file"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+}
+
+#[test]
+fn a_missing_ledger_is_reported_to_readers_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.sqlite");
+    let err = open_reader(&path).unwrap_err();
+    assert!(matches!(err, LedgerError::Missing { .. }));
+    assert!(!path.exists());
+}
+
+#[test]
+fn relisting_keeps_copied_objects_and_requeues_changed_ones() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    assert_eq!(ensure_bucket(&conn, "audio", "hub-audio", "").unwrap(), b);
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(
+        &mut conn,
+        b,
+        pass,
+        &[listed("a", 1, "e1"), listed("b", 2, "e2")],
+        "b",
+    )
+    .unwrap();
+    assert_eq!(list_cursor(&conn, b).unwrap().as_deref(), Some("b"));
+    finish_listing(&conn, b, pass).unwrap();
+    assert_eq!(list_cursor(&conn, b).unwrap(), None);
+
+    let work = pending_batch(&conn, &[b], 0, 10).unwrap();
+    assert_eq!(work.len(), 2);
+    for w in &work {
+        record_copied(&mut conn, &copy_of(w.object_id, &w.source_etag)).unwrap();
+    }
+    assert!(pending_batch(&conn, &[b], 0, 10).unwrap().is_empty());
+
+    // Next pass: `a` unchanged, `b` changed at the source, `c` new.
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(
+        &mut conn,
+        b,
+        pass,
+        &[
+            listed("a", 1, "e1"),
+            listed("b", 3, "e2x"),
+            listed("c", 4, "e3"),
+        ],
+        "c",
+    )
+    .unwrap();
+    assert_eq!(
+        states(&conn),
+        vec![
+            ("a".into(), "copied".into(), 1),
+            ("b".into(), "listed".into(), 0),
+            ("c".into(), "listed".into(), 0)
+        ]
+    );
+    let keys: Vec<String> = pending_batch(&conn, &[b], 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|w| w.key)
+        .collect();
+    assert_eq!(keys, vec!["b", "c"]);
+}
+
+#[test]
+fn archived_objects_are_skipped_with_a_reason() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    let pass = start_pass(&conn).unwrap();
+    let mut cold = listed("cold.mp3", 10, "e");
+    cold.storage_class = Some("DEEP_ARCHIVE".into());
+    record_listing_page(&mut conn, b, pass, &[cold], "cold.mp3").unwrap();
+    assert!(pending_batch(&conn, &[b], 0, 10).unwrap().is_empty());
+    let reason: String = conn
+        .query_row("SELECT last_error FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        reason.contains("DEEP_ARCHIVE") && reason.contains("restore"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_copy_of_an_old_version_does_not_mark_the_new_one_copied() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "onix", "hub-onix", "").unwrap();
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(
+        &mut conn,
+        b,
+        pass,
+        &[listed("feed.xml", 1, "old")],
+        "feed.xml",
+    )
+    .unwrap();
+    let id = pending_batch(&conn, &[b], 0, 1).unwrap()[0].object_id;
+    // The source changed (relisted) while the old version was being copied.
+    record_listing_page(
+        &mut conn,
+        b,
+        pass,
+        &[listed("feed.xml", 2, "new")],
+        "feed.xml",
+    )
+    .unwrap();
+    record_copied(&mut conn, &copy_of(id, "old")).unwrap();
+    assert_eq!(states(&conn)[0].1, "listed");
+}
+
+#[test]
+fn uploads_and_parts_are_recorded_and_cleared_on_completion() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(
+        &mut conn,
+        b,
+        pass,
+        &[listed("big.mp3", 20, "x-2")],
+        "big.mp3",
+    )
+    .unwrap();
+    let id = pending_batch(&conn, &[b], 0, 1).unwrap()[0].object_id;
+    let upload = UploadRecord {
+        object_id: id,
+        upload_id: "u1".into(),
+        dest_bucket: "hub-audio".into(),
+        key: "big.mp3".into(),
+        source_etag: "x-2".into(),
+        part_size: 10,
+    };
+    record_upload_started(&mut conn, &upload).unwrap();
+    assert_eq!(upload_of(&conn, id).unwrap(), Some(upload));
+    assert_eq!(states(&conn)[0], ("big.mp3".into(), "copying".into(), 1));
+    // A copying object is still pending: a crash leaves it to be picked up again.
+    assert_eq!(pending_batch(&conn, &[b], 0, 1).unwrap().len(), 1);
+    for n in 1..=2 {
+        record_part(
+            &conn,
+            &PartRecord {
+                object_id: id,
+                upload_id: "u1".into(),
+                part_number: n,
+                offset: (n as u64 - 1) * 10,
+                length: 10,
+                etag: format!("p{n}"),
+                md5: format!("p{n}"),
+                sha256: format!("s{n}"),
+            },
+        )
+        .unwrap();
+    }
+    let mut copy = copy_of(id, "x-2");
+    copy.part_count = 2;
+    copy.part_size = Some(10);
+    record_copied(&mut conn, &copy).unwrap();
+    assert_eq!(upload_of(&conn, id).unwrap(), None);
+    let parts: i64 = conn
+        .query_row("SELECT COUNT(*) FROM parts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(parts, 2, "part checksums stay for later audits");
+    let status = bucket_status(&conn).unwrap();
+    assert_eq!(
+        (status[0].listed, status[0].copied, status[0].bytes_copied),
+        (1, 1, 20)
+    );
+}
+
+#[test]
+fn failed_objects_are_named_and_requeued_next_pass() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "onix", "hub-onix", "").unwrap();
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(&mut conn, b, pass, &[listed("x.xml", 1, "e")], "x.xml").unwrap();
+    let id = pending_batch(&conn, &[b], 0, 1).unwrap()[0].object_id;
+    record_failed(&conn, id, "destination PutObject: AccessDenied").unwrap();
+    assert_eq!(
+        failed_objects(&conn, 10).unwrap(),
+        vec![(
+            "onix".into(),
+            "x.xml".into(),
+            "destination PutObject: AccessDenied".into()
+        )]
+    );
+    assert!(pending_batch(&conn, &[b], 0, 1).unwrap().is_empty());
+    assert_eq!(requeue_failed(&conn).unwrap(), 1);
+    assert_eq!(pending_batch(&conn, &[b], 0, 1).unwrap().len(), 1);
+}
