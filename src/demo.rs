@@ -184,6 +184,34 @@ pub fn data_set(scale: Scale, suffix: &str) -> Vec<DemoObject> {
     set
 }
 
+impl DemoObject {
+    /// The chunks the object is uploaded in at the source: `SOURCE_PART_SIZE`
+    /// parts for a multipart upload, else one. Each is (offset, length).
+    fn chunks(&self) -> Vec<(u64, u64)> {
+        if !self.multipart {
+            return vec![(0, self.size)];
+        }
+        (0..self.size.div_ceil(SOURCE_PART_SIZE))
+            .map(|i| {
+                (
+                    i * SOURCE_PART_SIZE,
+                    SOURCE_PART_SIZE.min(self.size - i * SOURCE_PART_SIZE),
+                )
+            })
+            .collect()
+    }
+
+    /// MD5 and SHA-256 of the object's bytes, from the generator alone: what
+    /// any correct copy must hash to, whatever the stores say.
+    pub fn expected_digests(&self) -> crate::copy::hashing::Digests {
+        let mut h = Hasher::default();
+        for (offset, len) in self.chunks() {
+            h.update(&content(self.seed, offset, len as usize));
+        }
+        h.finish()
+    }
+}
+
 /// Deterministic bytes that do not repeat: stores that deduplicate blocks
 /// (Garage does) get no help.
 pub fn content(seed: u64, offset: u64, len: usize) -> Bytes {
@@ -286,10 +314,8 @@ pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
         .map_err(sdk_err(Side::Source, what.clone()))?;
     let upload_id = created.upload_id().unwrap_or_default();
     let mut parts = Vec::new();
-    let mut offset = 0;
-    let mut number = 1;
-    while offset < o.size {
-        let len = SOURCE_PART_SIZE.min(o.size - offset);
+    for (i, (offset, len)) in o.chunks().into_iter().enumerate() {
+        let number = i as i32 + 1;
         let part = client
             .upload_part()
             .bucket(&o.bucket)
@@ -306,8 +332,6 @@ pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
                 .set_e_tag(part.e_tag().map(Into::into))
                 .build(),
         );
-        offset += len;
-        number += 1;
     }
     client
         .complete_multipart_upload()

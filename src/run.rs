@@ -198,6 +198,15 @@ async fn check_buckets(
                     e.kind = store::FailureKind::NoSuchBucket;
                     e.message = format!("does not exist. Create it at the {side}, or fix the bucket name in the config");
                 }
+                if e.kind == store::FailureKind::Unreachable {
+                    let store = if side == Side::Source {
+                        &config.source
+                    } else {
+                        &config.destination
+                    };
+                    let endpoint = store.endpoint.as_deref().unwrap_or("AWS");
+                    e.message = format!("{} [{side}.endpoint = {endpoint}]", e.message);
+                }
                 problems.push(e);
             }
         }

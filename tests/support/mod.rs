@@ -1,0 +1,210 @@
+//! Shared by the end-to-end tests: the two local S3 servers (started by the
+//! project's own `scripts/s3-local.sh`), a fixture per test with its own
+//! buckets and ledger, and the real `ferry` binary as a child process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use aws_sdk_s3::Client;
+use ferry::config::Config;
+use ferry::store::{self, Side};
+
+pub struct Servers {
+    pub env: Vec<(String, String)>,
+}
+
+impl Servers {
+    pub fn get(&self, name: &str) -> &str {
+        &self
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("{name} not set"))
+            .1
+    }
+}
+
+/// Starts the servers once per test binary (a no-op when they run already)
+/// and reads the env they print; FERRY_* already in the env wins.
+pub fn servers() -> &'static Servers {
+    static SERVERS: OnceLock<Servers> = OnceLock::new();
+    SERVERS.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("bash")
+            .arg(root.join("scripts/s3-local.sh"))
+            .arg("up")
+            .output()
+            .expect("run scripts/s3-local.sh");
+        assert!(
+            out.status.success(),
+            "scripts/s3-local.sh up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    std::env::var(k).unwrap_or_else(|_| v.to_owned()),
+                )
+            })
+            .collect();
+        Servers { env }
+    })
+}
+
+/// One test's world: unique bucket names at both ends, a temp dir with the
+/// config and the ledger.
+pub struct Fixture {
+    pub name: String,
+    pub suffix: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub source: Client,
+    pub destination: Client,
+}
+
+impl Fixture {
+    /// `transfer` is the body of the config's [transfer] table.
+    pub async fn new(name: &str, transfer: &str) -> Fixture {
+        let servers = servers();
+        let suffix = format!("-{name}-{:06x}", fastrand::u32(..0xffffff));
+        let buckets = ferry::demo::bucket_names(&suffix)
+            .iter()
+            .map(|b| format!("[[buckets]]\nsource = \"{b}\"\ndestination = \"hub-{b}\"\n"))
+            .collect::<String>();
+        let text = format!(
+            r#"
+ledger = "state/ferry.sqlite"
+[source]
+region = "eu-central-1"
+endpoint = "{src}"
+access_key_id_env = "FERRY_SOURCE_ACCESS_KEY_ID"
+secret_access_key_env = "FERRY_SOURCE_SECRET_ACCESS_KEY"
+path_style = true
+[destination]
+endpoint = "{dst}"
+region = "fsn1"
+access_key_id_env = "FERRY_DEST_ACCESS_KEY_ID"
+secret_access_key_env = "FERRY_DEST_SECRET_ACCESS_KEY"
+path_style = true
+[transfer]
+{transfer}
+{buckets}"#,
+            src = servers.get("FERRY_SOURCE_ENDPOINT"),
+            dst = servers.get("FERRY_DEST_ENDPOINT"),
+        );
+        Self::with_config_text(name, &suffix, &text).await
+    }
+
+    pub async fn with_config_text(name: &str, suffix: &str, text: &str) -> Fixture {
+        let servers = servers();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("ferry.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let lookup = |k: &str| {
+            servers
+                .env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let mut config = Config::parse(&config_path, text, &lookup).expect("test config is valid");
+        config.ledger = dir.path().join(&config.ledger);
+        let source = store::client(Side::Source, &config.source, &config.transfer).await;
+        let destination =
+            store::client(Side::Destination, &config.destination, &config.transfer).await;
+        Fixture {
+            name: name.into(),
+            suffix: suffix.into(),
+            dir,
+            config_path,
+            config,
+            source,
+            destination,
+        }
+    }
+
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.config
+            .buckets
+            .iter()
+            .map(|b| (b.source.clone(), b.destination.clone()))
+            .collect()
+    }
+
+    /// Creates the buckets at both ends and puts `set` at the source.
+    pub async fn fill(&self, set: &[ferry::demo::DemoObject]) {
+        ferry::demo::fill(&self.source, &self.destination, &self.pairs(), set, 8)
+            .await
+            .expect("fill the source");
+    }
+
+    /// Runs the real binary in the fixture's folder, with the servers' keys in its env.
+    pub fn ferry(&self, args: &[&str]) -> Run {
+        ferry_in(self.dir.path(), &self.config_path, args, &servers().env)
+    }
+
+    pub fn ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.config.ledger).expect("open ledger")
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub fn ferry_in(dir: &Path, config: &Path, args: &[&str], env: &[(String, String)]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .current_dir(dir)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("FERRY_LOG", "info")
+        .output()
+        .expect("run ferry");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Every key in a bucket, with size and bare ETag.
+pub async fn list_all(client: &Client, bucket: &str) -> Vec<(String, u64, String)> {
+    let mut out = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for o in page.expect("list").contents() {
+            out.push((
+                o.key().unwrap().to_owned(),
+                o.size().unwrap() as u64,
+                o.e_tag().unwrap().trim_matches('"').to_owned(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
