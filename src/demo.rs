@@ -451,6 +451,7 @@ pub async fn compare(
     destination: &Client,
     pairs: &[(String, String)],
 ) -> Result<Comparison, DemoError> {
+    use futures::stream::{StreamExt, TryStreamExt};
     let mut result = Comparison::default();
     for (src_bucket, dst_bucket) in pairs {
         let mut pages = source
@@ -461,10 +462,22 @@ pub async fn compare(
         while let Some(page) = pages.next().await {
             let page =
                 page.map_err(sdk_err(Side::Source, format!("ListObjectsV2 {src_bucket}")))?;
-            for o in page.contents() {
-                let key = o.key().unwrap_or_default();
-                let want = observe(source, Side::Source, src_bucket, key).await?;
-                match observe(destination, Side::Destination, dst_bucket, key).await {
+            let keys: Vec<&str> = page
+                .contents()
+                .iter()
+                .map(|o| o.key().unwrap_or_default())
+                .collect();
+            let observed: Vec<_> = futures::stream::iter(keys)
+                .map(|key| async move {
+                    let want = observe(source, Side::Source, src_bucket, key).await?;
+                    let got = observe(destination, Side::Destination, dst_bucket, key).await;
+                    Ok::<_, DemoError>((key, want, got))
+                })
+                .buffer_unordered(8)
+                .try_collect()
+                .await?;
+            for (key, want, got) in observed {
+                match got {
                     Ok(got) => {
                         result.objects += 1;
                         result.bytes += got.size;

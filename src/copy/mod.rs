@@ -108,7 +108,7 @@ impl Engine {
                 self.writer
                     .call(move |c| ledger::record_copied(c, &record))
                     .await?;
-                tracing::info!(bucket = %item.source_bucket, key = %item.key, bytes, took = ?started.elapsed(), "copied");
+                tracing::debug!(bucket = %item.source_bucket, key = %item.key, bytes, took = ?started.elapsed(), "copied");
                 Ok(Outcome::Copied(bytes))
             }
             Err(CopyError::Ledger(e)) => Err(e),
