@@ -41,4 +41,10 @@ pub enum Command {
     },
     /// Print where each bucket stands, from the ledger.
     Status,
+    /// Abort incomplete multipart uploads at the destination that ferry started.
+    Cleanup {
+        /// Abort every incomplete upload in the destination buckets, not only ferry's.
+        #[arg(long)]
+        all: bool,
+    },
 }

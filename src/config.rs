@@ -95,6 +95,8 @@ pub struct Config {
     pub buckets: Vec<BucketPair>,
     /// Pause between passes of `ferry run` without `--once`.
     pub interval: Duration,
+    /// After the first SIGINT/SIGTERM, how long work in flight may go on.
+    pub shutdown_grace: Duration,
 }
 
 // ---- the file as written -------------------------------------------------
@@ -104,6 +106,7 @@ pub struct Config {
 struct RawConfig {
     ledger: Option<PathBuf>,
     interval: Option<String>,
+    shutdown_grace: Option<String>,
     source: Option<RawStore>,
     destination: Option<RawStore>,
     #[serde(default)]
@@ -218,6 +221,10 @@ impl Validator<'_> {
             None => Duration::from_secs(15 * 60),
             Some(s) => self.duration("interval", &s)?,
         };
+        let shutdown_grace = match raw.shutdown_grace {
+            None => Duration::from_secs(30),
+            Some(s) => self.duration("shutdown_grace", &s)?,
+        };
         if raw.buckets.is_empty() {
             return Err(self.invalid(
                 "buckets",
@@ -251,6 +258,7 @@ impl Validator<'_> {
             transfer,
             buckets,
             interval,
+            shutdown_grace,
         })
     }
 
@@ -493,6 +501,7 @@ mod tests {
         assert_eq!(c.transfer.multipart_threshold, 32 << 20);
         assert_eq!(c.transfer.max_bytes_in_flight, 64 << 20);
         assert_eq!(c.interval, Duration::from_secs(900));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert_eq!(
             c.buckets,
             vec![

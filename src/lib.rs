@@ -5,6 +5,7 @@
 //! (scheduler → workers: GET range → hash → PUT/UploadPart) → destination,
 //! with the ledger recording each step. `report` reads the ledger.
 
+pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod copy;
@@ -14,4 +15,5 @@ pub mod list;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod shutdown;
 pub mod store;

@@ -6,6 +6,7 @@
 
 use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;
+use tokio_util::sync::CancellationToken;
 
 use crate::copy::hashing::bare_etag;
 use crate::ledger::{self, ListedObject, Writer};
@@ -19,7 +20,8 @@ pub enum ListError {
     Ledger(#[from] ledger::LedgerError),
 }
 
-/// Lists `bucket` under `prefix` into the ledger. Returns how many keys were seen.
+/// Lists `bucket` under `prefix` into the ledger. Returns how many keys were
+/// seen. Stops after the current page when `stop` is cancelled.
 pub async fn list_bucket(
     client: &Client,
     writer: &Writer,
@@ -27,6 +29,7 @@ pub async fn list_bucket(
     pass_id: i64,
     bucket: &str,
     prefix: &str,
+    stop: &CancellationToken,
 ) -> Result<u64, ListError> {
     let mut cursor = writer
         .call(move |c| ledger::list_cursor(c, bucket_id))
@@ -36,6 +39,10 @@ pub async fn list_bucket(
     }
     let mut seen = 0u64;
     loop {
+        if stop.is_cancelled() {
+            // The cursor stays: the next run resumes after the last page.
+            return Ok(seen);
+        }
         let mut request = client
             .list_objects_v2()
             .bucket(bucket)

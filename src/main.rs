@@ -27,19 +27,21 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Command::Run { once } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("ferry-worker")
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(run(config, once))
-        }
+        Command::Run { once } => runtime().block_on(run(config, once)),
+        Command::Cleanup { all } => match runtime().block_on(ferry::cleanup::cleanup(&config, all))
+        {
+            Ok(report) => {
+                print!("{}", report.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
     }
 }
 
 async fn run(config: Config, once: bool) -> ExitCode {
-    let runner = match Runner::start(config).await {
+    let stop = ferry::shutdown::listen();
+    let runner = match Runner::start(config, stop.clone()).await {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -49,6 +51,10 @@ async fn run(config: Config, once: bool) -> ExitCode {
             Err(e) => return fail(&e),
         };
         print!("{}", report.describe());
+        if stop.is_cancelled() {
+            println!("stopped by a signal; everything acknowledged is in the ledger, and the next run carries on from there");
+            return ExitCode::SUCCESS;
+        }
         if once {
             return if report.succeeded() {
                 ExitCode::SUCCESS
@@ -58,9 +64,17 @@ async fn run(config: Config, once: bool) -> ExitCode {
         }
         tokio::select! {
             _ = tokio::time::sleep(runner.interval()) => {}
-            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            _ = stop.cancelled() => return ExitCode::SUCCESS,
         }
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry-worker")
+        .build()
+        .expect("tokio runtime")
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {

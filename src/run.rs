@@ -11,6 +11,7 @@ use crate::copy::Engine;
 use crate::ledger::{self, LedgerError, PassSummary, Writer};
 use crate::list::{self, ListError};
 use crate::store::{self, Side, StoreError};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -80,6 +81,7 @@ impl PassReport {
 
 pub struct Runner {
     config: Config,
+    stop: CancellationToken,
     engine: Arc<Engine>,
     bucket_ids: Vec<i64>,
 }
@@ -87,7 +89,7 @@ pub struct Runner {
 impl Runner {
     /// Opens the ledger, builds both clients and checks that every configured
     /// bucket can be reached before anything is written.
-    pub async fn start(config: Config) -> Result<Runner, RunError> {
+    pub async fn start(config: Config, stop: CancellationToken) -> Result<Runner, RunError> {
         let source = store::client(Side::Source, &config.source, &config.transfer).await;
         let destination =
             store::client(Side::Destination, &config.destination, &config.transfer).await;
@@ -110,6 +112,7 @@ impl Runner {
         ));
         Ok(Runner {
             config,
+            stop,
             engine,
             bucket_ids,
         })
@@ -134,6 +137,7 @@ impl Runner {
                 pass_id,
                 &pair.source,
                 &pair.prefix,
+                &self.stop,
             )
             .await
             {
@@ -149,7 +153,10 @@ impl Runner {
                 }
             }
         }
-        report.copy = self.engine.copy_pending(listed_ids).await?;
+        report.copy = self
+            .engine
+            .copy_pending(listed_ids, &self.stop, self.config.shutdown_grace)
+            .await?;
         let summary = report.copy.clone();
         writer
             .call(move |c| ledger::finish_pass(c, pass_id, &summary))

@@ -83,6 +83,8 @@ pub enum FailureKind {
     AccessDenied,
     NoSuchBucket,
     NoSuchKey,
+    /// The multipart upload is gone: completed, aborted or expired.
+    NoSuchUpload,
     /// If-Match failed: the source object changed since it was listed.
     SourceChanged,
     /// The object is archived (Glacier) and must be restored first.
@@ -180,6 +182,7 @@ fn classify(
             FailureKind::AccessDenied,
             format!("{detail}. Check the {side} credentials (the env vars named in the config) and their permissions"),
         ),
+        (Some("NoSuchUpload"), _) => (FailureKind::NoSuchUpload, detail),
         (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => (FailureKind::NoSuchKey, detail),
         (Some("PreconditionFailed"), _) | (_, Some(412)) => (
             FailureKind::SourceChanged,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::TransferConfig;
 use crate::ledger::{self, CopyRecord, LedgerError, PassSummary, WorkItem, Writer};
@@ -63,14 +64,20 @@ impl Engine {
 
     /// Copies every pending object of `bucket_ids`. Objects that fail are
     /// recorded as failed and the pass goes on; only a ledger error stops it.
+    ///
+    /// When `stop` is cancelled no new object starts; objects in flight get
+    /// `grace` to finish and are then dropped. A dropped object keeps its
+    /// upload and acknowledged parts in the ledger and resumes next run.
     pub async fn copy_pending(
         self: &Arc<Self>,
         bucket_ids: Vec<i64>,
+        stop: &CancellationToken,
+        grace: Duration,
     ) -> Result<PassSummary, LedgerError> {
         let mut summary = PassSummary::default();
         let mut workers = JoinSet::new();
         let mut after_id = 0;
-        loop {
+        'batches: while !stop.is_cancelled() {
             let ids = bucket_ids.clone();
             let batch = self
                 .writer
@@ -80,27 +87,71 @@ impl Engine {
             after_id = last.object_id;
             for item in batch {
                 while workers.len() >= self.transfer.concurrency {
-                    tally(&mut summary, workers.join_next().await)?;
+                    tokio::select! {
+                        done = workers.join_next() => tally(&mut summary, done)?,
+                        _ = stop.cancelled() => break 'batches,
+                    }
                 }
                 let engine = self.clone();
                 workers.spawn(async move { engine.copy_and_record(item).await });
             }
         }
-        while let Some(done) = workers.join_next().await {
-            tally(&mut summary, Some(done))?;
+        let mut deadline = None;
+        loop {
+            let next = if stop.is_cancelled() {
+                let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
+                match tokio::time::timeout_at(deadline, workers.join_next()).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        tracing::warn!(
+                            objects = workers.len(),
+                            "shutdown grace is over: dropping work in flight; it resumes on the next run"
+                        );
+                        workers.shutdown().await;
+                        break;
+                    }
+                }
+            } else {
+                tokio::select! {
+                    done = workers.join_next() => done,
+                    // A signal while the last objects run starts the grace period.
+                    _ = stop.cancelled() => continue,
+                }
+            };
+            match next {
+                Some(done) => tally(&mut summary, Some(done))?,
+                None => break,
+            }
         }
         Ok(summary)
     }
 
-    /// Copies one object and writes the outcome to the ledger.
-    async fn copy_and_record(&self, item: WorkItem) -> Result<Outcome, LedgerError> {
+    /// Copies one object and writes the outcome to the ledger. A source that
+    /// changes mid-copy is read again and the new version copied from scratch.
+    async fn copy_and_record(&self, mut item: WorkItem) -> Result<Outcome, LedgerError> {
         let started = std::time::Instant::now();
-        let result =
-            if item.source_etag.contains('-') || item.size >= self.transfer.multipart_threshold {
+        let mut versions_seen = 1;
+        let result = loop {
+            let result = if item.source_etag.contains('-')
+                || item.size >= self.transfer.multipart_threshold
+            {
                 multipart::copy(self, &item).await
             } else {
                 single::copy(self, &item).await
             };
+            match result {
+                Err(CopyError::Store(e))
+                    if e.kind == FailureKind::SourceChanged && versions_seen < ATTEMPTS =>
+                {
+                    versions_seen += 1;
+                    match self.new_source_version(&item).await {
+                        Ok(newer) => item = newer,
+                        Err(e) => break Err(e),
+                    }
+                }
+                other => break other,
+            }
+        };
         let id = item.object_id;
         match result {
             Ok(record) => {
@@ -112,14 +163,6 @@ impl Engine {
                 Ok(Outcome::Copied(bytes))
             }
             Err(CopyError::Ledger(e)) => Err(e),
-            Err(CopyError::Store(e)) if e.kind == FailureKind::SourceChanged => {
-                let text = e.to_string();
-                tracing::warn!(bucket = %item.source_bucket, key = %item.key, "{text}");
-                self.writer
-                    .call(move |c| ledger::record_changed_at_source(c, id, &text))
-                    .await?;
-                Ok(Outcome::Failed)
-            }
             Err(CopyError::Store(e)) => {
                 let text = e.to_string();
                 tracing::warn!(bucket = %item.source_bucket, key = %item.key, error = %text, "copy failed");
@@ -129,6 +172,30 @@ impl Engine {
                 Ok(Outcome::Failed)
             }
         }
+    }
+
+    /// Reads the source's current version of an object that changed and
+    /// records it in the ledger as the version to copy.
+    async fn new_source_version(&self, item: &WorkItem) -> Result<WorkItem, CopyError> {
+        let what = format!("HeadObject {}/{}", item.source_bucket, item.key);
+        let head = self
+            .source
+            .head_object()
+            .bucket(&item.source_bucket)
+            .key(&item.key)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+        let mut newer = item.clone();
+        newer.size = head.content_length().unwrap_or(0).max(0) as u64;
+        newer.source_etag = hashing::bare_etag(head.e_tag().unwrap_or_default()).to_owned();
+        tracing::info!(bucket = %item.source_bucket, key = %item.key, old_etag = %item.source_etag,
+            new_etag = %newer.source_etag, "the source object changed mid-copy; copying the new version");
+        let (id, size, etag) = (newer.object_id, newer.size, newer.source_etag.clone());
+        self.writer
+            .call(move |c| ledger::record_new_version(c, id, size, &etag))
+            .await?;
+        Ok(newer)
     }
 }
 

@@ -6,6 +6,7 @@
 //! A source multipart object is copied with the source's own part boundaries,
 //! so the destination ETag equals the source ETag.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
@@ -14,7 +15,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::body::SdkBody;
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::hashing::{multipart_etag, HashingBody, OrderedHasher};
+use super::hashing::{bare_etag, multipart_etag, Digests, Hasher, HashingBody, OrderedHasher};
 use super::metadata::Metadata;
 use super::scheduler::Ticket;
 use super::single::quoted;
@@ -68,38 +69,226 @@ pub fn source_part_count(etag: &str) -> Option<u32> {
 }
 
 pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
-    abandon_previous_upload(engine, item).await?;
     let source_parts = source_part_count(&item.source_etag);
+    // If-Match: a source that changed since it was listed fails here, before
+    // any upload is started or resumed.
     let head = head_source(engine, item, source_parts.map(|_| 1)).await?;
-    let metadata = Metadata::from_head(&head);
-    let layout = match source_parts {
-        Some(count) => source_layout(engine, item, &head, count).await?,
-        None => even_layout(
-            item.size,
-            part_size_for(item.size, engine.transfer.part_size),
-        ),
-    };
-    let part_size = layout[0].length;
+    if let Some(previous) = previous_upload(engine, item).await? {
+        let layout = plan(engine, item, &head, source_parts, previous.part_size).await?;
+        match reconcile(engine, item, &previous, &layout).await? {
+            Reconciled::Completed(record) => return Ok(record),
+            Reconciled::Resume(kept) => {
+                return finish(engine, item, &previous, &layout, kept).await
+            }
+            Reconciled::Gone => {}
+        }
+    }
+    let part_size = part_size_for(item.size, engine.transfer.part_size);
+    let layout = plan(engine, item, &head, source_parts, part_size).await?;
+    let upload = start_upload(engine, item, &head, &layout).await?;
+    finish(engine, item, &upload, &layout, Vec::new()).await
+}
 
+/// The part layout: the source's own for a source multipart object, else
+/// even parts of `part_size`.
+async fn plan(
+    engine: &Engine,
+    item: &WorkItem,
+    head: &HeadObjectOutput,
+    source_parts: Option<u32>,
+    part_size: u64,
+) -> Result<Vec<PartPlan>, CopyError> {
+    match source_parts {
+        Some(count) => source_layout(engine, item, head, count).await,
+        None => Ok(even_layout(item.size, part_size)),
+    }
+}
+
+/// The upload an earlier attempt left for this very source version, if any.
+/// Uploads of an older version are aborted: parts of two versions are never
+/// stitched together.
+async fn previous_upload(
+    engine: &Engine,
+    item: &WorkItem,
+) -> Result<Option<UploadRecord>, CopyError> {
+    let id = item.object_id;
+    match engine
+        .writer
+        .call(move |c| ledger::upload_of(c, id))
+        .await?
+    {
+        Some(previous) if previous.source_etag == item.source_etag => Ok(Some(previous)),
+        Some(stale) => {
+            tracing::info!(key = %item.key, upload_id = %stale.upload_id, "aborting the upload of an older source version");
+            abort(engine, &stale).await;
+            engine
+                .writer
+                .call(move |c| ledger::forget_upload(c, id))
+                .await?;
+            Ok(None)
+        }
+        None => {
+            if item.was_copying {
+                abort_unrecorded_uploads(engine, item).await?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+enum Reconciled {
+    /// CompleteMultipartUpload had succeeded; only the ledger had not heard.
+    Completed(CopyRecord),
+    /// The upload is alive: these parts arrived and need not be sent again.
+    Resume(Vec<PartDone>),
+    /// The upload is gone; start again.
+    Gone,
+}
+
+/// The destination is the truth about what arrived, the ledger about what
+/// was meant: a part counts as sent only when both agree on it.
+async fn reconcile(
+    engine: &Engine,
+    item: &WorkItem,
+    upload: &UploadRecord,
+    layout: &[PartPlan],
+) -> Result<Reconciled, CopyError> {
+    let (id, upload_id) = (item.object_id, upload.upload_id.clone());
+    let recorded = engine
+        .writer
+        .call(move |c| ledger::parts_of(c, id, &upload_id))
+        .await?;
+    let in_layout = |p: &PartRecord| {
+        layout
+            .get(p.part_number as usize - 1)
+            .is_some_and(|plan| plan.offset == p.offset && plan.length == p.length)
+    };
+    match list_parts(engine, upload).await {
+        Ok(arrived) => {
+            let kept: Vec<PartDone> = recorded
+                .iter()
+                .filter(|p| {
+                    in_layout(p) && arrived.get(&p.part_number) == Some(&(p.etag.clone(), p.length))
+                })
+                .map(PartDone::from_record)
+                .collect();
+            tracing::info!(key = %item.key, upload_id = %upload.upload_id, parts_kept = kept.len(),
+                parts = layout.len(), "resuming a multipart upload");
+            Ok(Reconciled::Resume(kept))
+        }
+        Err(e) if e.kind == FailureKind::NoSuchUpload => {
+            if recorded.len() == layout.len() && recorded.iter().all(in_layout) {
+                if let Some(record) = completed_unrecorded(engine, item, layout, &recorded).await? {
+                    return Ok(Reconciled::Completed(record));
+                }
+            }
+            tracing::info!(key = %item.key, upload_id = %upload.upload_id, "the upload is gone; starting the object again");
+            engine
+                .writer
+                .call(move |c| ledger::forget_upload(c, id))
+                .await?;
+            Ok(Reconciled::Gone)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every part the destination holds for an upload: number → (ETag, size).
+async fn list_parts(
+    engine: &Engine,
+    upload: &UploadRecord,
+) -> Result<HashMap<u32, (String, u64)>, StoreError> {
+    let mut arrived = HashMap::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = engine
+            .destination
+            .list_parts()
+            .bucket(&upload.dest_bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .set_part_number_marker(marker.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::from_sdk(
+                    Side::Destination,
+                    format!("ListParts {}/{}", upload.dest_bucket, upload.key),
+                    e,
+                )
+            })?;
+        for p in page.parts() {
+            if let Some(n) = p.part_number() {
+                let etag = bare_etag(p.e_tag().unwrap_or_default()).to_owned();
+                arrived.insert(n as u32, (etag, p.size().unwrap_or(0).max(0) as u64));
+            }
+        }
+        marker = page.next_part_number_marker().map(str::to_owned);
+        if !page.is_truncated().unwrap_or(false) || marker.is_none() {
+            return Ok(arrived);
+        }
+    }
+}
+
+/// The upload is gone but every part was acknowledged: if the destination
+/// holds the object with the size and ETag those parts make, the earlier
+/// CompleteMultipartUpload succeeded.
+async fn completed_unrecorded(
+    engine: &Engine,
+    item: &WorkItem,
+    layout: &[PartPlan],
+    recorded: &[PartRecord],
+) -> Result<Option<CopyRecord>, CopyError> {
+    let parts: Vec<PartDone> = recorded.iter().map(PartDone::from_record).collect();
+    let expected = multipart_etag(&parts.iter().map(|p| p.md5).collect::<Vec<_>>());
+    let head = engine
+        .destination
+        .head_object()
+        .bucket(&item.dest_bucket)
+        .key(&item.key)
+        .send()
+        .await;
+    let Ok(head) = head else { return Ok(None) };
+    let size = head.content_length().unwrap_or(-1);
+    if size != item.size as i64 || bare_etag(head.e_tag().unwrap_or_default()) != expected {
+        return Ok(None);
+    }
+    tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
+    let whole = read_back(engine, item, layout, &parts).await?;
+    Ok(Some(copy_record(
+        item,
+        expected,
+        &whole,
+        Some(layout[0].length),
+        layout.len() as u32,
+    )))
+}
+
+/// CreateMultipartUpload, with the id written to the ledger before any part.
+async fn start_upload(
+    engine: &Engine,
+    item: &WorkItem,
+    head: &HeadObjectOutput,
+    layout: &[PartPlan],
+) -> Result<UploadRecord, CopyError> {
     let what = format!("CreateMultipartUpload {}/{}", item.dest_bucket, item.key);
     let request = engine
         .destination
         .create_multipart_upload()
         .bucket(&item.dest_bucket)
         .key(&item.key);
-    let created = metadata
+    let created = Metadata::from_head(head)
         .onto_create(request)
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    let upload_id = created.upload_id().unwrap_or_default().to_owned();
     let upload = UploadRecord {
         object_id: item.object_id,
-        upload_id: upload_id.clone(),
+        upload_id: created.upload_id().unwrap_or_default().to_owned(),
         dest_bucket: item.dest_bucket.clone(),
         key: item.key.clone(),
         source_etag: item.source_etag.clone(),
-        part_size,
+        part_size: layout[0].length,
     };
     // Intent before action: the upload id is on disk before any part is sent.
     let recorded = {
@@ -113,19 +302,30 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
         abort(engine, &upload).await;
         return Err(e.into());
     }
+    Ok(upload)
+}
 
-    match send_parts_and_complete(engine, item, &upload_id, &layout).await {
-        Ok(record) => Ok(record),
-        Err(e) => {
-            // Never leave an upload behind: its parts are billed and invisible.
-            abort(engine, &upload).await;
+/// Sends what is missing and completes. On a failure that retrying can fix
+/// the upload stays (in the ledger and at the destination) for the next
+/// attempt to resume; on any other it is aborted, so nothing is left behind.
+async fn finish(
+    engine: &Engine,
+    item: &WorkItem,
+    upload: &UploadRecord,
+    layout: &[PartPlan],
+    kept: Vec<PartDone>,
+) -> Result<CopyRecord, CopyError> {
+    match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept).await {
+        Err(CopyError::Store(e)) if !e.kind.is_retryable() => {
+            abort(engine, upload).await;
             let id = item.object_id;
             engine
                 .writer
                 .call(move |c| ledger::forget_upload(c, id))
                 .await?;
-            Err(e)
+            Err(e.into())
         }
+        other => other,
     }
 }
 
@@ -133,6 +333,22 @@ struct PartDone {
     number: u32,
     etag: String,
     md5: [u8; 16],
+    sha256: String,
+}
+
+impl PartDone {
+    fn from_record(p: &PartRecord) -> PartDone {
+        let mut md5 = [0u8; 16];
+        // The ledger only ever holds MD5s ferry computed; a bad one makes the
+        // Complete ETag check fail, which is a retry, never a success.
+        let _ = hex::decode_to_slice(&p.md5, &mut md5);
+        PartDone {
+            number: p.part_number,
+            etag: p.etag.clone(),
+            md5,
+            sha256: p.sha256.clone(),
+        }
+    }
 }
 
 async fn send_parts_and_complete(
@@ -140,11 +356,16 @@ async fn send_parts_and_complete(
     item: &WorkItem,
     upload_id: &str,
     layout: &[PartPlan],
+    kept: Vec<PartDone>,
 ) -> Result<CopyRecord, CopyError> {
-    let hasher = Arc::new(OrderedHasher::new(1));
+    // A fresh upload hashes the whole object as the parts pass. A resumed one
+    // cannot (the kept parts' bytes are gone), so it reads the object back
+    // once completed.
+    let hasher = kept.is_empty().then(|| Arc::new(OrderedHasher::new(1)));
+    let kept_numbers: HashSet<u32> = kept.iter().map(|p| p.number).collect();
+    let mut done = kept;
     let mut running = FuturesUnordered::new();
-    let mut done = Vec::with_capacity(layout.len());
-    for &part in layout {
+    for &part in layout.iter().filter(|p| !kept_numbers.contains(&p.number)) {
         // Parts are admitted in order, so an earlier part is always running
         // before a later one waits on it to feed the whole-object hash.
         let ticket = loop {
@@ -195,10 +416,13 @@ async fn send_parts_and_complete(
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
     let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
     let etag = check_etag(&what, &multipart_etag(&md5s), completed.e_tag())?;
-    let whole = Arc::try_unwrap(hasher)
-        .ok()
-        .expect("all parts finished")
-        .finish();
+    let whole = match hasher {
+        Some(h) => Arc::try_unwrap(h)
+            .ok()
+            .expect("all parts finished")
+            .finish(),
+        None => read_back(engine, item, layout, &done).await?,
+    };
     Ok(copy_record(
         item,
         etag,
@@ -214,14 +438,17 @@ async fn send_part(
     upload_id: &str,
     part: PartPlan,
     ticket: Ticket,
-    hasher: Arc<OrderedHasher>,
+    hasher: Option<Arc<OrderedHasher>>,
 ) -> Result<PartDone, CopyError> {
     let what = format!(
         "part {} of {}/{}",
         part.number, item.source_bucket, item.key
     );
-    let (digests, chunks, etag) =
-        with_retries(&what, || send_part_once(engine, item, upload_id, part)).await?;
+    let keep = hasher.is_some();
+    let (digests, chunks, etag) = with_retries(&what, || {
+        send_part_once(engine, item, upload_id, part, keep)
+    })
+    .await?;
     let record = PartRecord {
         object_id: item.object_id,
         upload_id: upload_id.to_owned(),
@@ -237,13 +464,125 @@ async fn send_part(
         .writer
         .call(move |c| ledger::record_part(c, &record))
         .await?;
-    hasher.feed(part.number, chunks).await;
+    if let Some(hasher) = hasher {
+        hasher.feed(part.number, chunks).await;
+    }
     drop(ticket);
     Ok(PartDone {
         number: part.number,
         etag,
         md5: digests.md5,
+        sha256: digests.sha256_hex(),
     })
+}
+
+/// Streams the completed object back from the destination: its whole-object
+/// digests, and each part's SHA-256 checked against the one recorded when
+/// the part was sent.
+async fn read_back(
+    engine: &Engine,
+    item: &WorkItem,
+    layout: &[PartPlan],
+    parts: &[PartDone],
+) -> Result<Digests, CopyError> {
+    let what = format!("GetObject {}/{} (read back)", item.dest_bucket, item.key);
+    let got = engine
+        .destination
+        .get_object()
+        .bucket(&item.dest_bucket)
+        .key(&item.key)
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
+    let mut body = got.body;
+    let mut whole = Hasher::default();
+    let mut sections = PartSections::new(layout, parts);
+    while let Some(chunk) = body.try_next().await.map_err(|e| {
+        StoreError::new(
+            Side::Destination,
+            FailureKind::Unreachable,
+            &what,
+            e.to_string(),
+        )
+    })? {
+        whole.update(&chunk);
+        sections
+            .update(&chunk)
+            .map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
+    }
+    sections
+        .finish()
+        .map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
+    Ok(whole.finish())
+}
+
+/// Splits a stream at part boundaries and checks each part's SHA-256.
+struct PartSections<'a> {
+    layout: &'a [PartPlan],
+    expected: HashMap<u32, &'a str>,
+    index: usize,
+    left: u64,
+    hasher: Hasher,
+}
+
+impl<'a> PartSections<'a> {
+    fn new(layout: &'a [PartPlan], parts: &'a [PartDone]) -> Self {
+        PartSections {
+            layout,
+            expected: parts
+                .iter()
+                .map(|p| (p.number, p.sha256.as_str()))
+                .collect(),
+            index: 0,
+            left: layout.first().map_or(0, |p| p.length),
+            hasher: Hasher::default(),
+        }
+    }
+
+    fn update(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+        while !chunk.is_empty() {
+            if self.index >= self.layout.len() {
+                return Err("the object is longer than its parts".into());
+            }
+            let take = (self.left as usize).min(chunk.len());
+            self.hasher.update(&chunk[..take]);
+            chunk = &chunk[take..];
+            self.left -= take as u64;
+            if self.left == 0 {
+                self.close_part()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_part(&mut self) -> Result<(), String> {
+        let part = self.layout[self.index];
+        let got = std::mem::take(&mut self.hasher).finish().sha256_hex();
+        if self
+            .expected
+            .get(&part.number)
+            .is_some_and(|want| *want != got)
+        {
+            return Err(format!(
+                "part {} reads back with SHA-256 {got}, not the {} recorded when it was sent",
+                part.number, self.expected[&part.number]
+            ));
+        }
+        self.index += 1;
+        self.left = self.layout.get(self.index).map_or(0, |p| p.length);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        // Zero-length parts (an empty object) end without a byte.
+        while self.index < self.layout.len() && self.left == 0 {
+            self.close_part()?;
+        }
+        if self.index < self.layout.len() {
+            return Err("the object is shorter than its parts".into());
+        }
+        Ok(())
+    }
 }
 
 async fn send_part_once(
@@ -251,7 +590,8 @@ async fn send_part_once(
     item: &WorkItem,
     upload_id: &str,
     part: PartPlan,
-) -> Result<(super::hashing::Digests, Vec<bytes::Bytes>, String), CopyError> {
+    keep_chunks: bool,
+) -> Result<(Digests, Vec<bytes::Bytes>, String), CopyError> {
     let source_body = if part.length == 0 {
         ByteStream::new(SdkBody::empty())
     } else {
@@ -284,7 +624,7 @@ async fn send_part_once(
         }
         got.body
     };
-    let (body, tap) = HashingBody::new(source_body, part.length, true);
+    let (body, tap) = HashingBody::new(source_body, part.length, keep_chunks);
     let what = format!(
         "UploadPart {} of {}/{}",
         part.number, item.dest_bucket, item.key
@@ -380,25 +720,38 @@ async fn source_layout(
 }
 
 /// An upload left by an earlier attempt is aborted before a new one starts.
-async fn abandon_previous_upload(engine: &Engine, item: &WorkItem) -> Result<(), CopyError> {
-    let id = item.object_id;
-    if let Some(previous) = engine
-        .writer
-        .call(move |c| ledger::upload_of(c, id))
-        .await?
+/// An attempt that was cut off between CreateMultipartUpload and writing its
+/// id may have left an upload the ledger never heard of: abort every upload
+/// of this key at the destination (the key is ferry's to write).
+async fn abort_unrecorded_uploads(engine: &Engine, item: &WorkItem) -> Result<(), CopyError> {
+    let what = format!("ListMultipartUploads {}/{}", item.dest_bucket, item.key);
+    let listed = engine
+        .destination
+        .list_multipart_uploads()
+        .bucket(&item.dest_bucket)
+        .prefix(&item.key)
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
+    for u in listed
+        .uploads()
+        .iter()
+        .filter(|u| u.key() == Some(item.key.as_str()))
     {
-        tracing::info!(key = %item.key, upload_id = %previous.upload_id, "aborting the upload of an earlier attempt");
-        abort(engine, &previous).await;
-        engine
-            .writer
-            .call(move |c| ledger::forget_upload(c, id))
-            .await?;
+        let orphan = UploadRecord {
+            object_id: item.object_id,
+            upload_id: u.upload_id().unwrap_or_default().to_owned(),
+            dest_bucket: item.dest_bucket.clone(),
+            key: item.key.clone(),
+            source_etag: String::new(),
+            part_size: 0,
+        };
+        tracing::info!(key = %item.key, upload_id = %orphan.upload_id, "aborting an upload left by a cut-off attempt");
+        abort(engine, &orphan).await;
     }
     Ok(())
 }
 
-/// Best effort: an upload that is already gone is fine; any other failure is
-/// logged, and `ferry cleanup` finds what is left.
 async fn abort(engine: &Engine, upload: &UploadRecord) {
     let result = engine
         .destination

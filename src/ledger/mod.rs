@@ -32,6 +32,8 @@ pub enum LedgerError {
     },
     #[error("no ledger at {path}: run `ferry run` first to list and copy")]
     Missing { path: PathBuf },
+    #[error("another ferry is already working on the ledger {path}{holder}. Stop it first, or give this one its own `ledger`")]
+    Locked { path: PathBuf, holder: String },
     #[error("ledger write failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the ledger writer has stopped")]
@@ -148,6 +150,9 @@ pub struct WorkItem {
     pub key: String,
     pub size: u64,
     pub source_etag: String,
+    /// `copying` means an earlier attempt was cut off and may have left an
+    /// upload behind.
+    pub was_copying: bool,
 }
 
 /// The multipart upload ferry started for an object.
@@ -338,7 +343,7 @@ pub fn pending_batch(
         .collect::<Vec<_>>()
         .join(",");
     let sql = format!(
-        "SELECT o.id, b.source, b.destination, o.key, o.size, o.source_etag
+        "SELECT o.id, b.source, b.destination, o.key, o.size, o.source_etag, o.state = 'copying'
          FROM objects o JOIN buckets b ON b.id = o.bucket_id
          WHERE o.state IN ('listed', 'copying') AND o.id > ?1 AND o.bucket_id IN ({ids})
          ORDER BY o.id LIMIT ?2"
@@ -352,6 +357,7 @@ pub fn pending_batch(
             key: r.get(3)?,
             size: r.get::<_, i64>(4)? as u64,
             source_etag: r.get(5)?,
+            was_copying: r.get(6)?,
         })
     })?;
     rows.collect()
@@ -455,17 +461,65 @@ pub fn record_failed(conn: &Connection, object_id: i64, error: &str) -> rusqlite
     Ok(())
 }
 
-/// A source object that changed while it was copied goes back to `listed`.
-pub fn record_changed_at_source(
+/// The source holds a new version of the object (seen by a 412 mid-copy):
+/// record it, so the copy starts again from the new version.
+pub fn record_new_version(
     conn: &Connection,
     object_id: i64,
-    error: &str,
+    size: u64,
+    etag: &str,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE objects SET state = 'listed', last_error = ?2 WHERE id = ?1",
-        params![object_id, error],
+        "UPDATE objects SET state = 'listed', size = ?2, source_etag = ?3,
+            last_error = 'changed at the source while it was copied' WHERE id = ?1",
+        params![object_id, size as i64, etag],
     )?;
     Ok(())
+}
+
+/// The parts the ledger holds for an upload, in part order.
+pub fn parts_of(
+    conn: &Connection,
+    object_id: i64,
+    upload_id: &str,
+) -> rusqlite::Result<Vec<PartRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT object_id, upload_id, part_number, offset, length, etag, md5, sha256
+         FROM parts WHERE object_id = ?1 AND upload_id = ?2 ORDER BY part_number",
+    )?;
+    let rows = stmt.query_map(params![object_id, upload_id], |r| {
+        Ok(PartRecord {
+            object_id: r.get(0)?,
+            upload_id: r.get(1)?,
+            part_number: r.get(2)?,
+            offset: r.get::<_, i64>(3)? as u64,
+            length: r.get::<_, i64>(4)? as u64,
+            etag: r.get(5)?,
+            md5: r.get(6)?,
+            sha256: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Whether `key` is an object the ledger copies to `dest_bucket`: an upload
+/// for such a key at the destination is ferry's.
+pub fn knows_destination_key(
+    conn: &Connection,
+    dest_bucket: &str,
+    key: &str,
+) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM objects o JOIN buckets b ON b.id = o.bucket_id
+                        WHERE b.destination = ?1 AND o.key = ?2)",
+        params![dest_bucket, key],
+        |r| r.get(0),
+    )
+}
+
+/// Forgets the upload with this id, whichever object it was for.
+pub fn forget_upload_id(conn: &Connection, upload_id: &str) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])
 }
 
 // ---- reads ----------------------------------------------------------------
