@@ -36,7 +36,7 @@ pub struct DemoObject {
 }
 
 impl DemoObject {
-    fn new(bucket: &str, key: String, size: u64, content_type: &'static str) -> DemoObject {
+    pub fn new(bucket: &str, key: String, size: u64, content_type: &'static str) -> DemoObject {
         let seed = fnv(bucket.as_bytes()) ^ fnv(key.as_bytes());
         DemoObject {
             bucket: bucket.into(),

@@ -271,6 +271,11 @@ async fn start_upload(
     head: &HeadObjectOutput,
     layout: &[PartPlan],
 ) -> Result<UploadRecord, CopyError> {
+    let id = item.object_id;
+    engine
+        .writer
+        .call(move |c| ledger::record_copying(c, id))
+        .await?;
     let what = format!("CreateMultipartUpload {}/{}", item.dest_bucket, item.key);
     let request = engine
         .destination

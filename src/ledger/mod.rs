@@ -381,6 +381,17 @@ pub fn upload_of(conn: &Connection, object_id: i64) -> rusqlite::Result<Option<U
     .optional()
 }
 
+/// Intent before action: an object is marked `copying` before its upload is
+/// created, so a run cut off before the upload id is written still knows to
+/// look for an upload it may have left.
+pub fn record_copying(conn: &Connection, object_id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE objects SET state = 'copying', attempts = attempts + 1 WHERE id = ?1",
+        [object_id],
+    )?;
+    Ok(())
+}
+
 /// Intent before action: the upload id is stored before any part is sent.
 pub fn record_upload_started(conn: &mut Connection, u: &UploadRecord) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -391,7 +402,7 @@ pub fn record_upload_started(conn: &mut Connection, u: &UploadRecord) -> rusqlit
     )?;
     tx.execute("DELETE FROM parts WHERE object_id = ?1", [u.object_id])?;
     tx.execute(
-        "UPDATE objects SET state = 'copying', attempts = attempts + 1 WHERE id = ?1",
+        "UPDATE objects SET state = 'copying' WHERE id = ?1",
         [u.object_id],
     )?;
     tx.commit()

@@ -218,6 +218,7 @@ fn uploads_and_parts_are_recorded_and_cleared_on_completion() {
         source_etag: "x-2".into(),
         part_size: 10,
     };
+    record_copying(&conn, id).unwrap();
     record_upload_started(&mut conn, &upload).unwrap();
     assert_eq!(upload_of(&conn, id).unwrap(), Some(upload));
     assert_eq!(states(&conn)[0], ("big.mp3".into(), "copying".into(), 1));

@@ -3,6 +3,8 @@
 //! buckets and ledger, and the real `ferry` binary as a child process.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -72,6 +74,17 @@ pub struct Fixture {
 impl Fixture {
     /// `transfer` is the body of the config's [transfer] table.
     pub async fn new(name: &str, transfer: &str) -> Fixture {
+        Self::with_destination(name, transfer, "", None).await
+    }
+
+    /// As `new`, with `top` added at the top level of the config and the
+    /// destination endpoint replaced (by a proxy's, say).
+    pub async fn with_destination(
+        name: &str,
+        transfer: &str,
+        top: &str,
+        destination: Option<String>,
+    ) -> Fixture {
         let servers = servers();
         let suffix = format!("-{name}-{:06x}", fastrand::u32(..0xffffff));
         let buckets = ferry::demo::bucket_names(&suffix)
@@ -81,6 +94,7 @@ impl Fixture {
         let text = format!(
             r#"
 ledger = "state/ferry.sqlite"
+{top}
 [source]
 region = "eu-central-1"
 endpoint = "{src}"
@@ -97,7 +111,7 @@ path_style = true
 {transfer}
 {buckets}"#,
             src = servers.get("FERRY_SOURCE_ENDPOINT"),
-            dst = servers.get("FERRY_DEST_ENDPOINT"),
+            dst = destination.unwrap_or_else(|| servers.get("FERRY_DEST_ENDPOINT").to_owned()),
         );
         Self::with_config_text(name, &suffix, &text).await
     }
@@ -148,6 +162,30 @@ path_style = true
     /// Runs the real binary in the fixture's folder, with the servers' keys in its env.
     pub fn ferry(&self, args: &[&str]) -> Run {
         ferry_in(self.dir.path(), &self.config_path, args, &servers().env)
+    }
+
+    /// Starts the real binary without waiting for it.
+    pub fn spawn_ferry(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .current_dir(self.dir.path())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .envs(servers().env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("FERRY_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ferry")
+    }
+
+    /// A number from the ledger, or 0 while there is no ledger yet.
+    pub fn count(&self, sql: &str) -> i64 {
+        if !self.config.ledger.exists() {
+            return 0;
+        }
+        self.ledger().query_row(sql, [], |r| r.get(0)).unwrap_or(0)
     }
 
     pub fn ledger(&self) -> rusqlite::Connection {

@@ -1,0 +1,375 @@
+//! Resume after anything: kill -9 at random moments, SIGTERM, a source that
+//! changes mid-copy, a second writer. The real binary, the real servers, and
+//! a proxy of our own that counts (and paces) what ferry sends.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ferry::demo::{self, DemoObject};
+use ferry::store::Side;
+use support::proxy::Proxy;
+use support::{list_all, servers, Fixture};
+
+const MIB: u64 = 1 << 20;
+
+const TRANSFER: &str = r#"
+concurrency = 4
+part_size = "8MiB"
+multipart_threshold = "8MiB"
+max_bytes_in_flight = "32MiB"
+"#;
+/// The most bytes that can be in flight, and so lost, at one kill.
+const IN_FLIGHT: u64 = 32 * MIB;
+
+fn large(bucket: &str, i: u64, size: u64) -> DemoObject {
+    let mut o = DemoObject::new(
+        bucket,
+        format!("books/long-{i}/full.mp3"),
+        size,
+        "audio/mpeg",
+    );
+    o.multipart = true;
+    o
+}
+
+fn small(bucket: &str, i: u64) -> DemoObject {
+    DemoObject::new(
+        bucket,
+        format!("feeds/onix-{i:04}.xml"),
+        2_000 + i * 97,
+        "application/xml",
+    )
+}
+
+async fn proxied(name: &str, transfer: &str, top: &str, bytes_per_sec: u64) -> (Fixture, Proxy) {
+    let proxy = Proxy::start(servers().get("FERRY_DEST_ENDPOINT"), Some(bytes_per_sec)).await;
+    let fx = Fixture::with_destination(name, transfer, top, Some(proxy.url())).await;
+    (fx, proxy)
+}
+
+/// Every object visible at the destination is whole: its size and ETag are
+/// those of the complete copy, never of a part-written one.
+async fn assert_only_whole_objects_visible(fx: &Fixture, set: &[DemoObject]) -> usize {
+    let mut visible = 0;
+    for (src, dst) in fx.pairs() {
+        for (key, size, etag) in list_all(&fx.destination, &dst).await {
+            let o = set
+                .iter()
+                .find(|o| o.bucket == src && o.key == key)
+                .expect("only source keys appear");
+            assert_eq!(size, o.size, "{key} visible with a partial size");
+            if !o.multipart {
+                assert_eq!(
+                    etag,
+                    o.expected_digests().md5_hex(),
+                    "{key} visible with other bytes"
+                );
+            }
+            visible += 1;
+        }
+    }
+    visible
+}
+
+async fn assert_all_copied_byte_equal(fx: &Fixture, set: &[DemoObject]) {
+    for o in set {
+        let got = demo::observe(
+            &fx.destination,
+            Side::Destination,
+            &format!("hub-{}", o.bucket),
+            &o.key,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} missing: {e}", o.key));
+        assert_eq!(
+            got.sha256,
+            o.expected_digests().sha256_hex(),
+            "{} differs",
+            o.key
+        );
+    }
+    let db = fx.ledger();
+    let (objects, copied): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'copied') FROM objects",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((objects, copied), (set.len() as i64, set.len() as i64));
+    let wrong_hashes: i64 = db
+        .query_row("SELECT COUNT(*) FROM copies c JOIN objects o ON o.id = c.object_id WHERE c.size != o.size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(wrong_hashes, 0);
+    for o in set {
+        let sha: String = db
+            .query_row("SELECT c.sha256 FROM copies c JOIN objects o ON o.id = c.object_id WHERE o.key = ?1", [&o.key], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            sha,
+            o.expected_digests().sha256_hex(),
+            "ledger SHA-256 of {}",
+            o.key
+        );
+    }
+    for (_, dst) in fx.pairs() {
+        let open = ferry::cleanup::incomplete_uploads(&fx.destination, &dst)
+            .await
+            .unwrap();
+        assert!(open.is_empty(), "uploads left behind in {dst}: {open:?}");
+    }
+    let uploads: i64 = db
+        .query_row("SELECT COUNT(*) FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(uploads, 0);
+}
+
+async fn run_to_end(fx: &Fixture) {
+    let mut child = fx.spawn_ferry(&["run", "--once"]);
+    let status = tokio::time::timeout(Duration::from_secs(300), child.wait())
+        .await
+        .expect("ferry finished")
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_moments_loses_nothing_and_resends_little() {
+    // 20 MiB/s through the proxy: the copy takes long enough to be killed
+    // eight times, several of them in the middle of a multipart upload.
+    let (fx, proxy) = proxied("crash", TRANSFER, "", 20 * MIB).await;
+    let audio = format!("audio{}", fx.suffix);
+    let onix = format!("onix{}", fx.suffix);
+    let mut set: Vec<DemoObject> = (0..3)
+        .map(|i| large(&audio, i, 100 * MIB + i * 1_234_567))
+        .collect();
+    set.extend((0..200).map(|i| small(&onix, i)));
+    fx.fill(&set).await;
+    let payload: u64 = set.iter().map(|o| o.size).sum();
+
+    let mut kills = 0;
+    let mut kills_mid_upload = 0;
+    while kills < 8 {
+        let mut child = fx.spawn_ferry(&["run", "--once"]);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1300))).await;
+        if child.try_wait().unwrap().is_some() {
+            panic!("ferry finished before the 8th kill ({kills} so far): slow the proxy down");
+        }
+        child.kill().await.unwrap(); // SIGKILL
+        kills += 1;
+        if fx.count("SELECT COUNT(*) FROM uploads") > 0 {
+            kills_mid_upload += 1;
+        }
+        assert_only_whole_objects_visible(&fx, &set).await;
+    }
+    run_to_end(&fx).await;
+
+    assert!(
+        kills_mid_upload >= 2,
+        "only {kills_mid_upload} kills hit a multipart upload"
+    );
+    assert_all_copied_byte_equal(&fx, &set).await;
+    let sent = proxy.sent();
+    let resent = sent.saturating_sub(payload);
+    // Request headers and listing calls are a few KiB per request.
+    let overhead = 4 * MIB;
+    eprintln!(
+        "crash loop: {kills} kills ({kills_mid_upload} mid-upload), payload {payload} B, sent {sent} B, re-sent {resent} B = {:.1} MiB per kill (cap {} MiB)",
+        resent as f64 / kills as f64 / MIB as f64,
+        IN_FLIGHT / MIB
+    );
+    assert!(
+        resent <= kills * IN_FLIGHT + overhead,
+        "re-sent {resent} bytes over {kills} kills"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_copy_exits_0_within_the_grace_period_and_a_restart_finishes() {
+    let (fx, _proxy) = proxied("sigterm", TRANSFER, "shutdown_grace = \"10s\"", 20 * MIB).await;
+    let audio = format!("audio{}", fx.suffix);
+    let onix = format!("onix{}", fx.suffix);
+    let mut set = vec![large(&audio, 0, 64 * MIB + 5)];
+    set.extend((0..40).map(|i| small(&onix, i)));
+    fx.fill(&set).await;
+
+    let child = fx.spawn_ferry(&["run", "--once"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = child.id().unwrap().to_string();
+    let signalled = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("exited")
+        .unwrap();
+    let took = signalled.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(12),
+        "took {took:?} after SIGTERM"
+    );
+    assert!(stdout.contains("stopped by a signal"), "{stdout}");
+
+    run_to_end(&fx).await;
+    assert_all_copied_byte_equal(&fx, &set).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_changed_mid_copy_ends_as_the_new_version_with_no_mixed_parts() {
+    let (fx, _proxy) = proxied("changed", TRANSFER, "", 15 * MIB).await;
+    let audio = format!("audio{}", fx.suffix);
+    let old = large(&audio, 0, 48 * MIB + 11);
+    fx.fill(std::slice::from_ref(&old)).await;
+
+    let child = fx.spawn_ferry(&["run", "--once"]);
+    // Wait until the multipart upload is under way and a part has arrived.
+    let started = Instant::now();
+    loop {
+        if fx.count("SELECT COUNT(*) FROM parts") > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the copy never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut new = old.clone();
+    new.seed ^= 0xC0FFEE;
+    new.size = 40 * MIB + 5;
+    demo::put(&fx.source, &new).await.unwrap();
+
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("exited")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("changed mid-copy"),
+        "the change was not noticed mid-copy: {stderr}"
+    );
+    assert_all_copied_byte_equal(&fx, std::slice::from_ref(&new)).await;
+    let head = fx
+        .source
+        .head_object()
+        .bucket(&audio)
+        .key(&new.key)
+        .send()
+        .await
+        .unwrap();
+    let etag: String = fx
+        .ledger()
+        .query_row("SELECT source_etag FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(etag, head.e_tag().unwrap().trim_matches('"'));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_writer_is_refused_while_status_reads_along() {
+    let (fx, _proxy) = proxied("writers", TRANSFER, "", 8 * MIB).await;
+    let audio = format!("audio{}", fx.suffix);
+    let set = vec![large(&audio, 0, 40 * MIB)];
+    fx.fill(&set).await;
+
+    let mut first = fx.spawn_ferry(&["run", "--once"]);
+    let started = Instant::now();
+    while fx.count("SELECT COUNT(*) FROM uploads") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first run never started copying"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = fx.ferry(&["run", "--once"]);
+    assert_eq!(second.code, 1, "{second:?}");
+    assert!(
+        second
+            .stderr
+            .contains("another ferry is already working on the ledger"),
+        "{second:?}"
+    );
+    let cleanup = fx.ferry(&["cleanup"]);
+    assert_eq!(
+        cleanup.code, 1,
+        "cleanup must not run beside a run: {cleanup:?}"
+    );
+
+    let status = fx.ferry(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains(&audio), "{status:?}");
+
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run was disturbed"
+    );
+    first.kill().await.unwrap();
+    run_to_end(&fx).await;
+    assert_all_copied_byte_equal(&fx, &set).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_aborts_ferrys_uploads_and_all_of_them_with_all() {
+    let fx = Fixture::new("cleanup", TRANSFER).await;
+    let onix = format!("onix{}", fx.suffix);
+    let set: Vec<DemoObject> = (0..3).map(|i| small(&onix, i)).collect();
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+
+    let dest = format!("hub-{onix}");
+    let ours = fx
+        .destination
+        .create_multipart_upload()
+        .bucket(&dest)
+        .key(&set[0].key)
+        .send()
+        .await
+        .unwrap();
+    let foreign = fx
+        .destination
+        .create_multipart_upload()
+        .bucket(&dest)
+        .key("someone-else/upload.bin")
+        .send()
+        .await
+        .unwrap();
+
+    let run = fx.ferry(&["cleanup"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("1 incomplete uploads aborted, 1 left"),
+        "{run:?}"
+    );
+    let open: Vec<String> = ferry::cleanup::incomplete_uploads(&fx.destination, &dest)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.upload_id)
+        .collect();
+    assert_eq!(open, vec![foreign.upload_id().unwrap().to_owned()]);
+    assert!(!open.contains(&ours.upload_id().unwrap().to_owned()));
+
+    let run = fx.ferry(&["cleanup", "--all"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(ferry::cleanup::incomplete_uploads(&fx.destination, &dest)
+        .await
+        .unwrap()
+        .is_empty());
+}
