@@ -373,3 +373,90 @@ async fn cleanup_aborts_ferrys_uploads_and_all_of_them_with_all() {
         .unwrap()
         .is_empty());
 }
+
+/// A tmpfs under the fixture's `state/`, so the ledger's disk can fill up.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "this test needs root to mount a small tmpfs at {}",
+            dir.display()
+        );
+        SmallDisk(dir.to_owned())
+    }
+
+    fn grow(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_under_the_ledger_stops_ferry_without_false_records() {
+    let fx = Fixture::new("diskfull", "concurrency = 8").await;
+    let onix = format!("onix{}", fx.suffix);
+    let set: Vec<DemoObject> = (0..400).map(|i| small(&onix, i)).collect();
+    fx.fill(&set).await;
+    let disk = SmallDisk::mount(&fx.dir.path().join("state"), "600k");
+
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("full"),
+        "the message should say the disk is full: {run:?}"
+    );
+
+    // Whatever the ledger calls copied is at the destination, byte-equal.
+    let copied: Vec<String> = {
+        let db = fx.ledger();
+        let mut stmt = db
+            .prepare("SELECT key FROM objects WHERE state = 'copied'")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(copied.len() < set.len(), "the disk never filled up");
+    for key in &copied {
+        let o = set.iter().find(|o| &o.key == key).unwrap();
+        let got = demo::observe(
+            &fx.destination,
+            Side::Destination,
+            &format!("hub-{onix}"),
+            key,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            got.sha256,
+            o.expected_digests().sha256_hex(),
+            "{key} recorded copied but differs"
+        );
+    }
+
+    disk.grow("64m");
+    run_to_end(&fx).await;
+    assert_all_copied_byte_equal(&fx, &set).await;
+    drop(disk);
+}

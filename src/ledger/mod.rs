@@ -34,17 +34,10 @@ pub enum LedgerError {
     Missing { path: PathBuf },
     #[error("another ferry is already working on the ledger {path}{holder}. Stop it first, or give this one its own `ledger`")]
     Locked { path: PathBuf, holder: String },
-    #[error("ledger write failed: {0}")]
+    #[error("{}", describe_write_error(.0))]
     Sqlite(#[from] rusqlite::Error),
     #[error("the ledger writer has stopped")]
     WriterGone,
-}
-
-impl LedgerError {
-    /// SQLITE_FULL: the disk under the ledger is full.
-    pub fn is_disk_full(&self) -> bool {
-        matches!(self, LedgerError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
-    }
 }
 
 /// Opens (creating if needed) the ledger for writing and brings its schema up to date.
@@ -110,6 +103,14 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+fn describe_write_error(e: &rusqlite::Error) -> String {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        "the disk under the ledger is full: ferry stopped, and recorded nothing as done that was not. Free some space and run again".to_owned()
+    } else {
+        format!("ledger write failed: {e}")
+    }
 }
 
 fn describe_open_error(e: &rusqlite::Error) -> String {
