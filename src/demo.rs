@@ -12,6 +12,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use crate::copy::hashing::{bare_etag, Hasher};
+use crate::copy::metadata::Metadata;
 use crate::store::{chain, Side, StoreError};
 
 /// Source multipart uploads use 8 MiB parts, as the AWS CLI does.
@@ -268,47 +269,48 @@ pub async fn ensure_bucket(client: &Client, side: Side, bucket: &str) -> Result<
     }
 }
 
+impl DemoObject {
+    /// The headers and user metadata the object carries at the source.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            content_type: Some(self.content_type.to_owned()),
+            content_encoding: self.content_encoding.map(Into::into),
+            content_disposition: self.content_disposition.clone(),
+            content_language: self.content_language.map(Into::into),
+            cache_control: self.cache_control.map(Into::into),
+            expires: self.expires.map(Into::into),
+            user: self
+                .user
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        }
+    }
+}
+
 /// Puts one demo object at the source, as a single PUT or a multipart upload.
 pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
     let what = format!("upload {}/{}", o.bucket, o.key);
-    let user: HashMap<String, String> = o
-        .user
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let expires = o.expires.map(|e| {
-        aws_smithy_types::DateTime::from_str(e, aws_smithy_types::date_time::Format::HttpDate)
-            .expect("demo date")
-    });
+    let metadata = o.metadata();
     if !o.multipart {
-        client
+        let request = client
             .put_object()
             .bucket(&o.bucket)
             .key(&o.key)
-            .content_type(o.content_type)
-            .set_cache_control(o.cache_control.map(Into::into))
-            .set_content_disposition(o.content_disposition.clone())
-            .set_content_language(o.content_language.map(Into::into))
-            .set_content_encoding(o.content_encoding.map(Into::into))
-            .set_expires(expires)
-            .set_metadata(Some(user).filter(|u| !u.is_empty()))
-            .body(ByteStream::from(content(o.seed, 0, o.size as usize)))
+            .body(ByteStream::from(content(o.seed, 0, o.size as usize)));
+        metadata
+            .onto_put(request)
             .send()
             .await
             .map_err(sdk_err(Side::Source, what))?;
         return Ok(());
     }
-    let created = client
+    let request = client
         .create_multipart_upload()
         .bucket(&o.bucket)
-        .key(&o.key)
-        .content_type(o.content_type)
-        .set_cache_control(o.cache_control.map(Into::into))
-        .set_content_disposition(o.content_disposition.clone())
-        .set_content_language(o.content_language.map(Into::into))
-        .set_content_encoding(o.content_encoding.map(Into::into))
-        .set_expires(expires)
-        .set_metadata(Some(user).filter(|u| !u.is_empty()))
+        .key(&o.key);
+    let created = metadata
+        .onto_create(request)
         .send()
         .await
         .map_err(sdk_err(Side::Source, what.clone()))?;

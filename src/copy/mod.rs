@@ -5,7 +5,7 @@
 //! `hashing.rs` checks the bytes on their way; `scheduler.rs` bounds the pool.
 
 pub mod hashing;
-mod metadata;
+pub mod metadata;
 mod multipart;
 pub mod scheduler;
 mod single;

@@ -768,7 +768,7 @@ async fn abort(engine: &Engine, upload: &UploadRecord) {
         .await;
     if let Err(e) = result {
         let e = StoreError::from_sdk(Side::Destination, "AbortMultipartUpload", e);
-        if e.kind != FailureKind::NoSuchKey && !e.message.contains("NoSuchUpload") {
+        if !matches!(e.kind, FailureKind::NoSuchKey | FailureKind::NoSuchUpload) {
             tracing::warn!(key = %upload.key, upload_id = %upload.upload_id, error = %e, "could not abort an upload");
         }
     }

@@ -20,8 +20,8 @@ fn version(conn: &Connection, path: &Path) -> Result<i64, LedgerError> {
         })
 }
 
-/// Applies every migration the ledger lacks, each in its own transaction.
-pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
+/// The ledger's version, refusing one this ferry does not know.
+fn known_version(conn: &Connection, path: &Path) -> Result<i64, LedgerError> {
     let found = version(conn, path)?;
     if found > SCHEMA_VERSION {
         return Err(LedgerError::TooNew {
@@ -30,6 +30,12 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerEr
             known: SCHEMA_VERSION,
         });
     }
+    Ok(found)
+}
+
+/// Applies every migration the ledger lacks, each in its own transaction.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
+    let found = known_version(conn, path)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -42,14 +48,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerEr
 
 /// Readers never migrate; they refuse a ledger they cannot understand.
 pub(super) fn check_readable(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
-    let found = version(conn, path)?;
-    if found > SCHEMA_VERSION {
-        return Err(LedgerError::TooNew {
-            path: path.to_owned(),
-            found,
-            known: SCHEMA_VERSION,
-        });
-    }
+    let found = known_version(conn, path)?;
     if found < SCHEMA_VERSION {
         return Err(LedgerError::Open {
             path: path.to_owned(),
