@@ -188,6 +188,97 @@ impl OrderedHasher {
     }
 }
 
+/// One part of an object as it must read back: its place and its SHA-256.
+#[derive(Clone, Debug)]
+pub struct ExpectedPart {
+    pub number: u32,
+    pub length: u64,
+    /// None: the length is checked, the bytes are not.
+    pub sha256: Option<String>,
+}
+
+/// Streams `body` once: the whole object's digests, and whether every part
+/// (split at the expected lengths) has the SHA-256 it must have.
+pub async fn read_and_check(
+    mut body: ByteStream,
+    parts: Vec<ExpectedPart>,
+) -> Result<(Digests, Result<(), String>), aws_smithy_types::byte_stream::error::Error> {
+    let mut whole = Hasher::default();
+    let mut checker = PartChecker::new(parts);
+    let mut verdict = Ok(());
+    while let Some(chunk) = body.try_next().await? {
+        whole.update(&chunk);
+        if verdict.is_ok() {
+            verdict = checker.update(&chunk);
+        }
+    }
+    if verdict.is_ok() {
+        verdict = checker.finish();
+    }
+    Ok((whole.finish(), verdict))
+}
+
+/// Splits a stream at part boundaries and checks each part's SHA-256.
+struct PartChecker {
+    parts: Vec<ExpectedPart>,
+    index: usize,
+    left: u64,
+    hasher: Hasher,
+}
+
+impl PartChecker {
+    fn new(parts: Vec<ExpectedPart>) -> Self {
+        let left = parts.first().map_or(0, |p| p.length);
+        PartChecker {
+            parts,
+            index: 0,
+            left,
+            hasher: Hasher::default(),
+        }
+    }
+
+    fn update(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+        while !chunk.is_empty() {
+            if self.index >= self.parts.len() {
+                return Err("the object is longer than its parts".into());
+            }
+            let take = (self.left as usize).min(chunk.len());
+            self.hasher.update(&chunk[..take]);
+            chunk = &chunk[take..];
+            self.left -= take as u64;
+            if self.left == 0 {
+                self.close_part()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_part(&mut self) -> Result<(), String> {
+        let part = &self.parts[self.index];
+        let got = std::mem::take(&mut self.hasher).finish().sha256_hex();
+        if let Some(want) = part.sha256.as_deref().filter(|want| *want != got) {
+            return Err(format!(
+                "part {} reads back with SHA-256 {got}, not the {want} recorded when it was sent",
+                part.number
+            ));
+        }
+        self.index += 1;
+        self.left = self.parts.get(self.index).map_or(0, |p| p.length);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        // Zero-length parts (an empty object) end without a byte.
+        while self.index < self.parts.len() && self.left == 0 {
+            self.close_part()?;
+        }
+        if self.index < self.parts.len() {
+            return Err("the object is shorter than its parts".into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +320,31 @@ mod tests {
         late.await.unwrap();
         let d = Arc::try_unwrap(h).ok().unwrap().finish();
         assert_eq!(d, Digests::of(b"hello world"));
+    }
+
+    fn part(number: u32, data: &[u8]) -> ExpectedPart {
+        ExpectedPart {
+            number,
+            length: data.len() as u64,
+            sha256: Some(Digests::of(data).sha256_hex()),
+        }
+    }
+
+    #[tokio::test]
+    async fn read_and_check_finds_the_part_that_differs() {
+        let body = || ByteStream::from(Bytes::from_static(b"hello world"));
+        let (whole, ok) = read_and_check(body(), vec![part(1, b"hello "), part(2, b"world")])
+            .await
+            .unwrap();
+        assert_eq!(whole, Digests::of(b"hello world"));
+        assert_eq!(ok, Ok(()));
+        let (_, bad) = read_and_check(body(), vec![part(1, b"hello "), part(2, b"World")])
+            .await
+            .unwrap();
+        assert!(bad.unwrap_err().starts_with("part 2 "));
+        let (_, short) = read_and_check(body(), vec![part(1, b"hello world!")])
+            .await
+            .unwrap();
+        assert!(short.unwrap_err().contains("shorter"));
     }
 }

@@ -15,7 +15,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::body::SdkBody;
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::hashing::{bare_etag, multipart_etag, Digests, Hasher, HashingBody, OrderedHasher};
+use super::hashing::{
+    bare_etag, multipart_etag, read_and_check, Digests, ExpectedPart, HashingBody, OrderedHasher,
+};
 use super::metadata::Metadata;
 use super::scheduler::Ticket;
 use super::single::quoted;
@@ -499,95 +501,28 @@ async fn read_back(
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    let mut body = got.body;
-    let mut whole = Hasher::default();
-    let mut sections = PartSections::new(layout, parts);
-    while let Some(chunk) = body.try_next().await.map_err(|e| {
+    let sha_of: HashMap<u32, &str> = parts
+        .iter()
+        .map(|p| (p.number, p.sha256.as_str()))
+        .collect();
+    let expected = layout
+        .iter()
+        .map(|p| ExpectedPart {
+            number: p.number,
+            length: p.length,
+            sha256: sha_of.get(&p.number).map(|s| s.to_string()),
+        })
+        .collect();
+    let (whole, parts_ok) = read_and_check(got.body, expected).await.map_err(|e| {
         StoreError::new(
             Side::Destination,
             FailureKind::Unreachable,
             &what,
             e.to_string(),
         )
-    })? {
-        whole.update(&chunk);
-        sections
-            .update(&chunk)
-            .map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
-    }
-    sections
-        .finish()
-        .map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
-    Ok(whole.finish())
-}
-
-/// Splits a stream at part boundaries and checks each part's SHA-256.
-struct PartSections<'a> {
-    layout: &'a [PartPlan],
-    expected: HashMap<u32, &'a str>,
-    index: usize,
-    left: u64,
-    hasher: Hasher,
-}
-
-impl<'a> PartSections<'a> {
-    fn new(layout: &'a [PartPlan], parts: &'a [PartDone]) -> Self {
-        PartSections {
-            layout,
-            expected: parts
-                .iter()
-                .map(|p| (p.number, p.sha256.as_str()))
-                .collect(),
-            index: 0,
-            left: layout.first().map_or(0, |p| p.length),
-            hasher: Hasher::default(),
-        }
-    }
-
-    fn update(&mut self, mut chunk: &[u8]) -> Result<(), String> {
-        while !chunk.is_empty() {
-            if self.index >= self.layout.len() {
-                return Err("the object is longer than its parts".into());
-            }
-            let take = (self.left as usize).min(chunk.len());
-            self.hasher.update(&chunk[..take]);
-            chunk = &chunk[take..];
-            self.left -= take as u64;
-            if self.left == 0 {
-                self.close_part()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn close_part(&mut self) -> Result<(), String> {
-        let part = self.layout[self.index];
-        let got = std::mem::take(&mut self.hasher).finish().sha256_hex();
-        if self
-            .expected
-            .get(&part.number)
-            .is_some_and(|want| *want != got)
-        {
-            return Err(format!(
-                "part {} reads back with SHA-256 {got}, not the {} recorded when it was sent",
-                part.number, self.expected[&part.number]
-            ));
-        }
-        self.index += 1;
-        self.left = self.layout.get(self.index).map_or(0, |p| p.length);
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<(), String> {
-        // Zero-length parts (an empty object) end without a byte.
-        while self.index < self.layout.len() && self.left == 0 {
-            self.close_part()?;
-        }
-        if self.index < self.layout.len() {
-            return Err("the object is shorter than its parts".into());
-        }
-        Ok(())
-    }
+    })?;
+    parts_ok.map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
+    Ok(whole)
 }
 
 async fn send_part_once(
@@ -724,7 +659,6 @@ async fn source_layout(
     Ok(layout)
 }
 
-/// An upload left by an earlier attempt is aborted before a new one starts.
 /// An attempt that was cut off between CreateMultipartUpload and writing its
 /// id may have left an upload the ledger never heard of: abort every upload
 /// of this key at the destination (the key is ferry's to write).

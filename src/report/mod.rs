@@ -1,4 +1,5 @@
 //! Reports read from the ledger. They open their own read-only connection
 //! and never write, so they can run beside `ferry run`.
 
+pub mod render;
 pub mod status;

@@ -1,0 +1,251 @@
+//! Tables for people and for programs: one model, four renderings.
+//!
+//! `table` and `markdown` are for reading and pasting into documents, `csv`
+//! opens in a spreadsheet (cells that a spreadsheet would run as a formula are
+//! escaped), `json` is stable for scripts (numbers stay numbers).
+
+use bytesize::ByteSize;
+use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
+use comfy_table::{CellAlignment, Table as Grid};
+use serde_json::{Map, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Markdown,
+    Csv,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    Text(String),
+    Count(u64),
+    /// Shown as KiB/MiB/GiB to people, as a plain number of bytes to programs.
+    Bytes(u64),
+    Number(f64),
+}
+
+impl Cell {
+    fn human(&self) -> String {
+        match self {
+            Cell::Text(s) => s.clone(),
+            Cell::Count(n) => n.to_string(),
+            Cell::Bytes(b) => ByteSize(*b).display().iec().to_string(),
+            Cell::Number(x) => format!("{x:.2}"),
+        }
+    }
+
+    fn plain(&self) -> String {
+        match self {
+            Cell::Bytes(b) | Cell::Count(b) => b.to_string(),
+            Cell::Number(x) => format!("{x:.2}"),
+            Cell::Text(s) => s.clone(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Cell::Text(s) => Value::String(s.clone()),
+            Cell::Count(n) | Cell::Bytes(n) => Value::from(*n),
+            Cell::Number(x) => Value::from((x * 100.0).round() / 100.0),
+        }
+    }
+
+    fn is_numeric(&self) -> bool {
+        !matches!(self, Cell::Text(_))
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(s: &str) -> Cell {
+        Cell::Text(s.to_owned())
+    }
+}
+
+impl From<String> for Cell {
+    fn from(s: String) -> Cell {
+        Cell::Text(s)
+    }
+}
+
+/// A titled table. Its title is the JSON key, the Markdown heading and the
+/// CSV block's comment line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    pub title: String,
+    /// snake_case: they are JSON keys and CSV headers too.
+    pub columns: Vec<&'static str>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    pub fn new(title: &str, columns: Vec<&'static str>) -> Table {
+        Table {
+            title: title.to_owned(),
+            columns,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Cell>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+    }
+}
+
+pub fn render(tables: &[Table], format: Format) -> String {
+    match format {
+        Format::Table => text(tables, false),
+        Format::Markdown => text(tables, true),
+        Format::Csv => csv(tables),
+        Format::Json => json(tables),
+    }
+}
+
+fn text(tables: &[Table], markdown: bool) -> String {
+    let mut out = String::new();
+    for t in tables {
+        if markdown {
+            out.push_str(&format!("### {}\n\n", t.title));
+        } else {
+            out.push_str(&format!("{}\n", t.title));
+        }
+        if t.rows.is_empty() {
+            out.push_str("(none)\n\n");
+            continue;
+        }
+        let mut grid = Grid::new();
+        grid.load_preset(if markdown {
+            ASCII_MARKDOWN
+        } else {
+            UTF8_FULL_CONDENSED
+        });
+        grid.set_header(t.columns.clone());
+        for row in &t.rows {
+            grid.add_row(row.iter().map(Cell::human).map(|s| {
+                if markdown {
+                    s.replace('|', "\\|")
+                } else {
+                    s
+                }
+            }));
+        }
+        for (i, cell) in t.rows[0].iter().enumerate() {
+            if cell.is_numeric() {
+                if let Some(col) = grid.column_mut(i) {
+                    col.set_cell_alignment(CellAlignment::Right);
+                }
+            }
+        }
+        out.push_str(&grid.to_string());
+        out.push_str("\n\n");
+    }
+    out
+}
+
+/// Each table is a CSV block after a `# title` line; blocks are separated by
+/// a blank line.
+fn csv(tables: &[Table]) -> String {
+    let mut out = String::new();
+    for (i, t) in tables.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("# {}\n", t.title));
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&t.columns).expect("write to memory");
+        for row in &t.rows {
+            w.write_record(row.iter().map(|c| match c {
+                Cell::Text(s) => defuse_formula(s),
+                other => other.plain(),
+            }))
+            .expect("write to memory");
+        }
+        out.push_str(
+            &String::from_utf8(w.into_inner().expect("flush to memory"))
+                .expect("utf-8 in, utf-8 out"),
+        );
+    }
+    out
+}
+
+/// A cell a spreadsheet would evaluate (`=`, `+`, `-`, `@`, or a tab or CR
+/// first) gets a leading apostrophe, as OWASP recommends, so it shows as text.
+pub fn defuse_formula(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_owned(),
+    }
+}
+
+fn json(tables: &[Table]) -> String {
+    let mut doc = Map::new();
+    for t in tables {
+        let rows: Vec<Value> = t
+            .rows
+            .iter()
+            .map(|row| {
+                Value::Object(
+                    t.columns
+                        .iter()
+                        .zip(row)
+                        .map(|(c, v)| (c.to_string(), v.json()))
+                        .collect(),
+                )
+            })
+            .collect();
+        doc.insert(t.title.replace(' ', "_"), Value::Array(rows));
+    }
+    let mut s = serde_json::to_string_pretty(&Value::Object(doc)).expect("json");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Table> {
+        let mut t = Table::new("buckets", vec!["bucket", "objects", "bytes"]);
+        t.push(vec!["audio".into(), Cell::Count(3), Cell::Bytes(3 << 20)]);
+        t.push(vec![
+            "=HYPERLINK(\"x\")".into(),
+            Cell::Count(1),
+            Cell::Bytes(5),
+        ]);
+        vec![t]
+    }
+
+    #[test]
+    fn csv_escapes_formulas_and_parses_back() {
+        let out = render(&sample(), Format::Csv);
+        let body = out.strip_prefix("# buckets\n").unwrap();
+        let mut r = csv::Reader::from_reader(body.as_bytes());
+        let rows: Vec<Vec<String>> = r
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        assert_eq!(rows[0], vec!["audio", "3", "3145728"]);
+        assert_eq!(rows[1], vec!["'=HYPERLINK(\"x\")", "1", "5"]);
+        for lead in ["+1", "-1", "@SUM(A1)"] {
+            assert!(defuse_formula(lead).starts_with('\''));
+        }
+        assert_eq!(defuse_formula("books/a.mp3"), "books/a.mp3");
+    }
+
+    #[test]
+    fn json_keeps_numbers_numbers() {
+        let v: Value = serde_json::from_str(&render(&sample(), Format::Json)).unwrap();
+        assert_eq!(v["buckets"][0]["bytes"], Value::from(3u64 << 20));
+        assert_eq!(v["buckets"][0]["bucket"], Value::from("audio"));
+    }
+
+    #[test]
+    fn markdown_is_a_pipe_table_with_human_sizes() {
+        let out = render(&sample(), Format::Markdown);
+        assert!(out.starts_with("### buckets\n"));
+        assert!(out.contains("| audio "));
+        assert!(out.contains("3.0 MiB"));
+    }
+}
