@@ -41,6 +41,18 @@ pub enum Command {
     },
     /// Print where each bucket stands, from the ledger.
     Status,
+    /// Read copies back from the destination and compare them with the ledger.
+    Verify {
+        /// Verify a random share of the copied objects, e.g. 5%.
+        #[arg(long)]
+        sample: Option<String>,
+        /// Queue mismatched objects to be copied again by the next `run`.
+        #[arg(long)]
+        recopy: bool,
+        /// Read back objects that were verified before, too.
+        #[arg(long)]
+        all: bool,
+    },
     /// Abort incomplete multipart uploads at the destination that ferry started.
     Cleanup {
         /// Abort every incomplete upload in the destination buckets, not only ferry's.

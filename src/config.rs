@@ -76,6 +76,8 @@ pub struct TransferConfig {
     pub connect_timeout: Duration,
     /// A stream that sends no byte for this long is dropped and retried.
     pub read_timeout: Duration,
+    /// Read each object back from the destination right after copying it.
+    pub verify_after_copy: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +137,7 @@ struct RawTransfer {
     max_bytes_in_flight: Option<String>,
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
+    verify_after_copy: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +402,7 @@ impl Validator<'_> {
             max_bytes_in_flight,
             connect_timeout: duration("connect_timeout", raw.connect_timeout, 10)?,
             read_timeout: duration("read_timeout", raw.read_timeout, 60)?,
+            verify_after_copy: raw.verify_after_copy.unwrap_or(true),
         })
     }
 

@@ -17,3 +17,4 @@ pub mod report;
 pub mod run;
 pub mod shutdown;
 pub mod store;
+pub mod verify;

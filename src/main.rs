@@ -7,7 +7,7 @@ use clap::Parser;
 use ferry::cli::{Cli, Command};
 use ferry::config::Config;
 use ferry::report::status;
-use ferry::run::Runner;
+use ferry::run::{Runner, VerifyOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +28,29 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Run { once } => runtime().block_on(run(config, once)),
+        Command::Verify {
+            sample,
+            recopy,
+            all,
+        } => {
+            let sample = match sample
+                .as_deref()
+                .map(ferry::verify::parse_sample)
+                .transpose()
+            {
+                Ok(s) => s.unwrap_or(1.0),
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = VerifyOptions {
+                sample,
+                again: all,
+                recopy,
+            };
+            runtime().block_on(verify(config, options))
+        }
         Command::Cleanup { all } => match runtime().block_on(ferry::cleanup::cleanup(&config, all))
         {
             Ok(report) => {
@@ -66,6 +89,25 @@ async fn run(config: Config, once: bool) -> ExitCode {
             _ = tokio::time::sleep(runner.interval()) => {}
             _ = stop.cancelled() => return ExitCode::SUCCESS,
         }
+    }
+}
+
+async fn verify(config: Config, options: VerifyOptions) -> ExitCode {
+    let stop = ferry::shutdown::listen();
+    let runner = match Runner::start(config, stop).await {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    match runner.verify(options).await {
+        Ok(report) => {
+            print!("{}", report.describe());
+            if report.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
     }
 }
 

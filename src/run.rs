@@ -52,7 +52,7 @@ impl PassReport {
             ));
         } else {
             out.push_str(&format!(
-                "pass {}: listed {} objects; copied {} objects ({}) in {:.1}s, {}/s; {} failed\n",
+                "pass {}: listed {} objects; copied {} objects ({}) in {:.1}s, {}/s; verified {}; {} failed\n",
                 self.pass_id,
                 self.listed,
                 self.copy.objects_copied,
@@ -61,6 +61,7 @@ impl PassReport {
                 ByteSize((self.copy.bytes_copied as f64 / secs) as u64)
                     .display()
                     .iec(),
+                self.copy.objects_verified,
                 self.copy.objects_failed,
             ));
         }
@@ -74,6 +75,56 @@ impl PassReport {
             && self.failed.len() == FAILED_SHOWN
         {
             out.push_str("… more failed objects: see `ferry status`\n");
+        }
+        out
+    }
+}
+
+pub struct VerifyOptions {
+    /// Share of the copied objects to read back, 0 < sample <= 1.
+    pub sample: f64,
+    /// Read back objects verified before, too.
+    pub again: bool,
+    /// Queue mismatched objects to be copied again by the next `run`.
+    pub recopy: bool,
+}
+
+#[derive(Debug)]
+pub struct VerifyReport {
+    pub summary: PassSummary,
+    /// Mismatched objects (up to [`FAILED_SHOWN`]): bucket, key, reason.
+    pub mismatched: Vec<(String, String, String)>,
+    pub requeued: usize,
+    pub took: Duration,
+}
+
+impl VerifyReport {
+    pub fn succeeded(&self) -> bool {
+        self.summary.objects_mismatched == 0 && self.summary.objects_failed == 0
+    }
+
+    pub fn describe(&self) -> String {
+        let secs = self.took.as_secs_f64().max(1e-3);
+        let s = &self.summary;
+        let mut out = format!(
+            "verified {} objects ({}) in {:.1}s, {}/s; {} mismatched; {} could not be read\n",
+            s.objects_verified,
+            ByteSize(s.bytes_verified).display().iec(),
+            secs,
+            ByteSize((s.bytes_verified as f64 / secs) as u64)
+                .display()
+                .iec(),
+            s.objects_mismatched,
+            s.objects_failed,
+        );
+        for (bucket, key, reason) in &self.mismatched {
+            out.push_str(&format!("mismatched: {bucket}/{key}: {reason}\n"));
+        }
+        if self.requeued > 0 {
+            out.push_str(&format!(
+                "{} mismatched objects queued to be copied again by the next `ferry run`\n",
+                self.requeued
+            ));
         }
         out
     }
@@ -162,7 +213,7 @@ impl Runner {
             .call(move |c| ledger::finish_pass(c, pass_id, &summary))
             .await?;
         report.failed = writer
-            .call(|c| ledger::failed_objects(c, FAILED_SHOWN))
+            .call(|c| ledger::objects_in_state(c, "failed", FAILED_SHOWN))
             .await?;
         report.took = started.elapsed();
         tracing::info!(
@@ -174,6 +225,36 @@ impl Runner {
             "pass finished"
         );
         Ok(report)
+    }
+
+    /// `ferry verify`: read copies back and record what they hold.
+    pub async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport, RunError> {
+        let started = Instant::now();
+        let summary = self
+            .engine
+            .verify_pending(
+                self.bucket_ids.clone(),
+                options.again,
+                options.sample,
+                &self.stop,
+                self.config.shutdown_grace,
+            )
+            .await?;
+        let writer = &self.engine.writer;
+        let mismatched = writer
+            .call(|c| ledger::objects_in_state(c, "mismatched", FAILED_SHOWN))
+            .await?;
+        let requeued = if options.recopy {
+            writer.call(|c| ledger::requeue_mismatched(c)).await?
+        } else {
+            0
+        };
+        Ok(VerifyReport {
+            summary,
+            mismatched,
+            requeued,
+            took: started.elapsed(),
+        })
     }
 
     pub fn interval(&self) -> Duration {

@@ -177,7 +177,10 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
             .get(&id)
             .unwrap_or_else(|| panic!("ledger has an object the source never had: {key}"));
         let digests = o.expected_digests();
-        assert_eq!(state, "copied", "{key}");
+        assert_eq!(
+            state, "verified",
+            "{key}: copied and read back right after (verify_after_copy)"
+        );
         assert_eq!(size as u64, o.size, "{key}");
         assert_eq!(copied_size, Some(size), "{key}");
         assert_eq!(
@@ -271,19 +274,14 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
         .unwrap_or_else(|| panic!("{status:?}"));
     let audio_count = set.iter().filter(|o| o.bucket == audio).count();
     let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-    // | source | destination | listed | copied | failed | skipped | pending | … | done |
+    // | source | destination | listed | copied | verified | mismatched | failed | skipped | pending | … | done |
+    let n = audio_count.to_string();
     assert_eq!(
-        cells[3..8],
-        [
-            audio_count.to_string().as_str(),
-            &audio_count.to_string(),
-            "0",
-            "0",
-            "0"
-        ],
+        cells[3..10],
+        [n.as_str(), &n, &n, "0", "0", "0", "0"],
         "{line}"
     );
-    assert_eq!(cells[10], "100.0%", "{line}");
+    assert_eq!(cells[12], "100.0%", "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -92,7 +92,7 @@ async fn assert_all_copied_byte_equal(fx: &Fixture, set: &[DemoObject]) {
     let db = fx.ledger();
     let (objects, copied): (i64, i64) = db
         .query_row(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'copied') FROM objects",
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'verified') FROM objects",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -430,7 +430,7 @@ async fn a_full_disk_under_the_ledger_stops_ferry_without_false_records() {
     let copied: Vec<String> = {
         let db = fx.ledger();
         let mut stmt = db
-            .prepare("SELECT key FROM objects WHERE state = 'copied'")
+            .prepare("SELECT key FROM objects WHERE state IN ('copied', 'verified')")
             .unwrap();
         stmt.query_map([], |r| r.get(0))
             .unwrap()

@@ -10,6 +10,7 @@ mod multipart;
 pub mod scheduler;
 mod single;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TransferConfig;
-use crate::ledger::{self, CopyRecord, LedgerError, PassSummary, WorkItem, Writer};
+use crate::ledger::{self, CopyRecord, LedgerError, PassSummary, VerifyItem, WorkItem, Writer};
 use crate::store::{FailureKind, Side, StoreError};
 use scheduler::Budget;
 
@@ -42,7 +43,7 @@ pub struct Engine {
     pub destination: Client,
     pub writer: Writer,
     pub transfer: TransferConfig,
-    budget: Budget,
+    pub(crate) budget: Budget,
 }
 
 impl Engine {
@@ -64,27 +65,88 @@ impl Engine {
 
     /// Copies every pending object of `bucket_ids`. Objects that fail are
     /// recorded as failed and the pass goes on; only a ledger error stops it.
-    ///
-    /// When `stop` is cancelled no new object starts; objects in flight get
-    /// `grace` to finish and are then dropped. A dropped object keeps its
-    /// upload and acknowledged parts in the ledger and resumes next run.
     pub async fn copy_pending(
         self: &Arc<Self>,
         bucket_ids: Vec<i64>,
         stop: &CancellationToken,
         grace: Duration,
     ) -> Result<PassSummary, LedgerError> {
+        let writer = self.writer.clone();
+        let fetch = move |after_id| {
+            let (writer, ids) = (writer.clone(), bucket_ids.clone());
+            async move {
+                let batch = writer
+                    .call(move |c| ledger::pending_batch(c, &ids, after_id, BATCH))
+                    .await?;
+                Ok(batch.last().map(|i| i.object_id).map(|last| (last, batch)))
+            }
+        };
+        self.drive(
+            fetch,
+            |engine, item| async move { engine.copy_and_record(item).await },
+            stop,
+            grace,
+        )
+        .await
+    }
+
+    /// Reads back every copied object of `bucket_ids` (with `again`, the
+    /// verified ones too), or a random `sample` fraction of them, and records
+    /// what it found.
+    pub async fn verify_pending(
+        self: &Arc<Self>,
+        bucket_ids: Vec<i64>,
+        again: bool,
+        sample: f64,
+        stop: &CancellationToken,
+        grace: Duration,
+    ) -> Result<PassSummary, LedgerError> {
+        let writer = self.writer.clone();
+        let fetch = move |after_id| {
+            let (writer, ids) = (writer.clone(), bucket_ids.clone());
+            async move {
+                let mut batch = writer
+                    .call(move |c| ledger::verify_batch(c, &ids, again, after_id, BATCH))
+                    .await?;
+                let last = batch.last().map(|i| i.object_id);
+                batch.retain(|_| sample >= 1.0 || fastrand::f64() < sample);
+                Ok(last.map(|last| (last, batch)))
+            }
+        };
+        let work = |engine: Arc<Engine>, item: VerifyItem| async move {
+            engine.verify_and_record(&item).await
+        };
+        self.drive(fetch, work, stop, grace).await
+    }
+
+    /// The bounded pool: takes batches from `fetch` (the last id seen and the
+    /// items, or None when done) and runs `work` on each item, at most
+    /// `concurrency` at a time.
+    ///
+    /// When `stop` is cancelled no new item starts; items in flight get
+    /// `grace` to finish and are then dropped. A dropped copy keeps its
+    /// upload and acknowledged parts in the ledger and resumes next run.
+    async fn drive<I, Fetch, FetchFut, Work, WorkFut>(
+        self: &Arc<Self>,
+        mut fetch: Fetch,
+        work: Work,
+        stop: &CancellationToken,
+        grace: Duration,
+    ) -> Result<PassSummary, LedgerError>
+    where
+        Fetch: FnMut(i64) -> FetchFut,
+        FetchFut: Future<Output = Result<Option<(i64, Vec<I>)>, LedgerError>>,
+        Work: Fn(Arc<Engine>, I) -> WorkFut,
+        WorkFut: Future<Output = Result<PassSummary, LedgerError>> + Send + 'static,
+    {
         let mut summary = PassSummary::default();
         let mut workers = JoinSet::new();
         let mut after_id = 0;
         'batches: while !stop.is_cancelled() {
-            let ids = bucket_ids.clone();
-            let batch = self
-                .writer
-                .call(move |c| ledger::pending_batch(c, &ids, after_id, BATCH))
-                .await?;
-            let Some(last) = batch.last() else { break };
-            after_id = last.object_id;
+            let Some((last, batch)) = fetch(after_id).await? else {
+                break;
+            };
+            after_id = last;
             for item in batch {
                 while workers.len() >= self.transfer.concurrency {
                     tokio::select! {
@@ -92,8 +154,7 @@ impl Engine {
                         _ = stop.cancelled() => break 'batches,
                     }
                 }
-                let engine = self.clone();
-                workers.spawn(async move { engine.copy_and_record(item).await });
+                workers.spawn(work(self.clone(), item));
             }
         }
         let mut deadline = None;
@@ -126,9 +187,44 @@ impl Engine {
         Ok(summary)
     }
 
+    /// Reads one copy back and records the verdict.
+    async fn verify_and_record(&self, item: &VerifyItem) -> Result<PassSummary, LedgerError> {
+        let verdict = match crate::verify::verify_object(self, item).await {
+            Ok(v) => v,
+            Err(CopyError::Ledger(e)) => return Err(e),
+            // Could not read it (network, credentials): no verdict either way.
+            Err(CopyError::Store(e)) => {
+                tracing::warn!(bucket = %item.dest_bucket, key = %item.key, error = %e, "could not verify");
+                return Ok(PassSummary {
+                    objects_failed: 1,
+                    ..PassSummary::default()
+                });
+            }
+        };
+        let ok = verdict.ok;
+        if !ok {
+            tracing::warn!(bucket = %item.dest_bucket, key = %item.key, reason = ?verdict.reason, "mismatch");
+        }
+        self.writer
+            .call(move |c| ledger::record_verification(c, &verdict))
+            .await?;
+        Ok(if ok {
+            PassSummary {
+                objects_verified: 1,
+                bytes_verified: item.size,
+                ..PassSummary::default()
+            }
+        } else {
+            PassSummary {
+                objects_mismatched: 1,
+                ..PassSummary::default()
+            }
+        })
+    }
+
     /// Copies one object and writes the outcome to the ledger. A source that
     /// changes mid-copy is read again and the new version copied from scratch.
-    async fn copy_and_record(&self, mut item: WorkItem) -> Result<Outcome, LedgerError> {
+    async fn copy_and_record(&self, mut item: WorkItem) -> Result<PassSummary, LedgerError> {
         let started = std::time::Instant::now();
         let mut versions_seen = 1;
         let result = loop {
@@ -156,11 +252,48 @@ impl Engine {
         match result {
             Ok(record) => {
                 let bytes = record.size;
+                let check = VerifyItem {
+                    object_id: id,
+                    source_bucket: item.source_bucket.clone(),
+                    dest_bucket: item.dest_bucket.clone(),
+                    key: item.key.clone(),
+                    size: record.size,
+                    dest_etag: record.dest_etag.clone(),
+                    sha256: record.sha256.clone(),
+                    md5: record.md5.clone(),
+                };
                 self.writer
                     .call(move |c| ledger::record_copied(c, &record))
                     .await?;
                 tracing::debug!(bucket = %item.source_bucket, key = %item.key, bytes, took = ?started.elapsed(), "copied");
-                Ok(Outcome::Copied(bytes))
+                let copied = PassSummary {
+                    objects_copied: 1,
+                    bytes_copied: bytes,
+                    ..PassSummary::default()
+                };
+                if !self.transfer.verify_after_copy {
+                    return Ok(copied);
+                }
+                let verified = self.verify_and_record(&check).await?;
+                if verified.objects_mismatched > 0 {
+                    // A mismatch is a retry, never a success: the next pass copies it again.
+                    let reason = "read back after the copy, it differs from what was sent; it will be copied again";
+                    self.writer
+                        .call(move |c| ledger::record_failed(c, id, reason))
+                        .await?;
+                    return Ok(PassSummary {
+                        objects_failed: 1,
+                        ..verified
+                    });
+                }
+                Ok(PassSummary {
+                    objects_failed: verified.objects_failed,
+                    ..PassSummary {
+                        objects_verified: verified.objects_verified,
+                        bytes_verified: verified.bytes_verified,
+                        ..copied
+                    }
+                })
             }
             Err(CopyError::Ledger(e)) => Err(e),
             Err(CopyError::Store(e)) => {
@@ -169,7 +302,10 @@ impl Engine {
                 self.writer
                     .call(move |c| ledger::record_failed(c, id, &text))
                     .await?;
-                Ok(Outcome::Failed)
+                Ok(PassSummary {
+                    objects_failed: 1,
+                    ..PassSummary::default()
+                })
             }
         }
     }
@@ -199,26 +335,17 @@ impl Engine {
     }
 }
 
-enum Outcome {
-    Copied(u64),
-    Failed,
-}
-
 fn tally(
     summary: &mut PassSummary,
-    done: Option<Result<Result<Outcome, LedgerError>, tokio::task::JoinError>>,
+    done: Option<Result<Result<PassSummary, LedgerError>, tokio::task::JoinError>>,
 ) -> Result<(), LedgerError> {
     match done {
         None => {}
-        Some(Ok(Ok(Outcome::Copied(bytes)))) => {
-            summary.objects_copied += 1;
-            summary.bytes_copied += bytes;
-        }
-        Some(Ok(Ok(Outcome::Failed))) => summary.objects_failed += 1,
+        Some(Ok(Ok(one))) => summary.add(&one),
         Some(Ok(Err(e))) => return Err(e),
         // A worker panicked: a bug, but the object stays pending in the ledger.
         Some(Err(e)) => {
-            tracing::error!(error = %e, "a copy worker stopped unexpectedly");
+            tracing::error!(error = %e, "a worker stopped unexpectedly");
             summary.objects_failed += 1;
         }
     }

@@ -198,6 +198,44 @@ pub struct PassSummary {
     pub objects_copied: u64,
     pub bytes_copied: u64,
     pub objects_failed: u64,
+    pub objects_verified: u64,
+    pub bytes_verified: u64,
+    pub objects_mismatched: u64,
+}
+
+impl PassSummary {
+    pub fn add(&mut self, o: &PassSummary) {
+        self.objects_copied += o.objects_copied;
+        self.bytes_copied += o.bytes_copied;
+        self.objects_failed += o.objects_failed;
+        self.objects_verified += o.objects_verified;
+        self.bytes_verified += o.bytes_verified;
+        self.objects_mismatched += o.objects_mismatched;
+    }
+}
+
+/// A copied object to read back, with what its copy recorded.
+#[derive(Clone, Debug)]
+pub struct VerifyItem {
+    pub object_id: i64,
+    pub source_bucket: String,
+    pub dest_bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub dest_etag: String,
+    pub sha256: String,
+    pub md5: String,
+}
+
+/// What reading a copy back found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub object_id: i64,
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub md5: Option<String>,
 }
 
 // ---- writes (called on the writer thread) --------------------------------
@@ -231,12 +269,15 @@ pub fn start_pass(conn: &Connection) -> rusqlite::Result<i64> {
 pub fn finish_pass(conn: &Connection, pass_id: i64, s: &PassSummary) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE passes SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
-            objects_copied = ?2, bytes_copied = ?3, objects_failed = ?4 WHERE id = ?1",
+            objects_copied = ?2, bytes_copied = ?3, objects_failed = ?4,
+            objects_verified = ?5, objects_mismatched = ?6 WHERE id = ?1",
         params![
             pass_id,
             s.objects_copied as i64,
             s.bytes_copied as i64,
-            s.objects_failed as i64
+            s.objects_failed as i64,
+            s.objects_verified as i64,
+            s.objects_mismatched as i64
         ],
     )?;
     Ok(())
@@ -323,7 +364,8 @@ pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqli
     Ok(())
 }
 
-/// Failed objects get another chance in each new pass.
+/// Failed objects get another chance in each new pass. (Mismatched ones
+/// wait for `verify --recopy`: a person should see them first.)
 pub fn requeue_failed(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE objects SET state = 'listed' WHERE state = 'failed'",
@@ -534,6 +576,92 @@ pub fn forget_upload_id(conn: &Connection, upload_id: &str) -> rusqlite::Result<
     conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])
 }
 
+/// Copied objects to read back, in id order after `after_id`; with `again`,
+/// verified ones too.
+pub fn verify_batch(
+    conn: &Connection,
+    bucket_ids: &[i64],
+    again: bool,
+    after_id: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<VerifyItem>> {
+    let ids = bucket_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let states = if again {
+        "'copied', 'verified', 'mismatched'"
+    } else {
+        "'copied'"
+    };
+    let sql = format!(
+        "SELECT o.id, b.source, b.destination, o.key, c.size, c.dest_etag, c.sha256, c.md5
+         FROM objects o JOIN buckets b ON b.id = o.bucket_id JOIN copies c ON c.object_id = o.id
+         WHERE o.state IN ({states}) AND c.source_etag = o.source_etag
+           AND o.id > ?1 AND o.bucket_id IN ({ids})
+         ORDER BY o.id LIMIT ?2"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![after_id, limit as i64], |r| {
+        Ok(VerifyItem {
+            object_id: r.get(0)?,
+            source_bucket: r.get(1)?,
+            dest_bucket: r.get(2)?,
+            key: r.get(3)?,
+            size: r.get::<_, i64>(4)? as u64,
+            dest_etag: r.get(5)?,
+            sha256: r.get(6)?,
+            md5: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The parts recorded for an object's copy: (number, length, SHA-256).
+pub fn copied_parts(
+    conn: &Connection,
+    object_id: i64,
+) -> rusqlite::Result<Vec<(u32, u64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.part_number, p.length, p.sha256 FROM parts p JOIN copies c ON c.object_id = p.object_id
+         WHERE p.object_id = ?1 ORDER BY p.part_number",
+    )?;
+    let rows = stmt.query_map([object_id], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+    })?;
+    rows.collect()
+}
+
+/// Records a verification; the object becomes `verified` or `mismatched`
+/// unless it has since changed at the source.
+pub fn record_verification(conn: &mut Connection, v: &Verification) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO verifications (object_id, checked_at, ok, reason, size, sha256, md5)
+         VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?2, ?3, ?4, ?5, ?6)",
+        params![v.object_id, v.ok, v.reason, v.size.map(|s| s as i64), v.sha256, v.md5],
+    )?;
+    tx.execute(
+        "UPDATE objects SET state = ?2, last_error = ?3
+         WHERE id = ?1 AND state IN ('copied', 'verified', 'mismatched')",
+        params![
+            v.object_id,
+            if v.ok { "verified" } else { "mismatched" },
+            v.reason
+        ],
+    )?;
+    tx.commit()
+}
+
+/// `verify --recopy` and the next pass: mismatched objects are copied again.
+pub fn requeue_mismatched(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE objects SET state = 'listed' WHERE state = 'mismatched'",
+        [],
+    )
+}
+
 // ---- reads ----------------------------------------------------------------
 
 /// Per-bucket counts for `status`.
@@ -544,6 +672,8 @@ pub struct BucketStatus {
     pub prefix: String,
     pub listed: u64,
     pub copied: u64,
+    pub verified: u64,
+    pub mismatched: u64,
     pub failed: u64,
     pub skipped: u64,
     pub pending: u64,
@@ -555,12 +685,14 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
     let mut stmt = conn.prepare(
         "SELECT b.source, b.destination, b.prefix,
                 COUNT(o.id),
-                COUNT(o.id) FILTER (WHERE o.state = 'copied'),
+                COUNT(o.id) FILTER (WHERE o.state IN ('copied', 'verified')),
+                COUNT(o.id) FILTER (WHERE o.state = 'verified'),
+                COUNT(o.id) FILTER (WHERE o.state = 'mismatched'),
                 COUNT(o.id) FILTER (WHERE o.state = 'failed'),
                 COUNT(o.id) FILTER (WHERE o.state = 'skipped'),
                 COUNT(o.id) FILTER (WHERE o.state IN ('listed', 'copying')),
                 COALESCE(SUM(o.size), 0),
-                COALESCE(SUM(o.size) FILTER (WHERE o.state = 'copied'), 0)
+                COALESCE(SUM(o.size) FILTER (WHERE o.state IN ('copied', 'verified')), 0)
          FROM buckets b LEFT JOIN objects o ON o.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
     )?;
@@ -571,26 +703,31 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
             prefix: r.get(2)?,
             listed: r.get::<_, i64>(3)? as u64,
             copied: r.get::<_, i64>(4)? as u64,
-            failed: r.get::<_, i64>(5)? as u64,
-            skipped: r.get::<_, i64>(6)? as u64,
-            pending: r.get::<_, i64>(7)? as u64,
-            bytes_listed: r.get::<_, i64>(8)? as u64,
-            bytes_copied: r.get::<_, i64>(9)? as u64,
+            verified: r.get::<_, i64>(5)? as u64,
+            mismatched: r.get::<_, i64>(6)? as u64,
+            failed: r.get::<_, i64>(7)? as u64,
+            skipped: r.get::<_, i64>(8)? as u64,
+            pending: r.get::<_, i64>(9)? as u64,
+            bytes_listed: r.get::<_, i64>(10)? as u64,
+            bytes_copied: r.get::<_, i64>(11)? as u64,
         })
     })?;
     rows.collect()
 }
 
-/// Objects that failed, with their reasons, for the end of a run.
-pub fn failed_objects(
+/// Objects in `state` (failed, mismatched, …) with their reasons: bucket, key, reason.
+pub fn objects_in_state(
     conn: &Connection,
+    state: &str,
     limit: usize,
 ) -> rusqlite::Result<Vec<(String, String, String)>> {
     let mut stmt = conn.prepare(
         "SELECT b.source, o.key, COALESCE(o.last_error, '') FROM objects o JOIN buckets b ON b.id = o.bucket_id
-         WHERE o.state = 'failed' ORDER BY o.id LIMIT ?1",
+         WHERE o.state = ?1 ORDER BY o.id LIMIT ?2",
     )?;
-    let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows = stmt.query_map(params![state, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
     rows.collect()
 }
 

@@ -19,6 +19,8 @@ pub fn render(rows: &[BucketStatus]) -> String {
         "destination",
         "listed",
         "copied",
+        "verified",
+        "mismatched",
         "failed",
         "skipped",
         "pending",
@@ -34,6 +36,8 @@ pub fn render(rows: &[BucketStatus]) -> String {
         table.add_row(row(r));
         total.listed += r.listed;
         total.copied += r.copied;
+        total.verified += r.verified;
+        total.mismatched += r.mismatched;
         total.failed += r.failed;
         total.skipped += r.skipped;
         total.pending += r.pending;
@@ -43,7 +47,7 @@ pub fn render(rows: &[BucketStatus]) -> String {
     if rows.len() > 1 {
         table.add_row(row(&total));
     }
-    for i in 2..10 {
+    for i in 2..12 {
         if let Some(col) = table.column_mut(i) {
             col.set_cell_alignment(CellAlignment::Right);
         }
@@ -71,6 +75,8 @@ fn row(r: &BucketStatus) -> Vec<String> {
         r.destination.clone(),
         r.listed.to_string(),
         r.copied.to_string(),
+        r.verified.to_string(),
+        r.mismatched.to_string(),
         r.failed.to_string(),
         r.skipped.to_string(),
         r.pending.to_string(),
