@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::progress::LogFormat;
+use crate::report::render::Format;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +53,17 @@ pub enum Command {
         /// Read back objects that were verified before, too.
         #[arg(long)]
         all: bool,
+    },
+    /// Reconcile both stores with the ledger: every key in one class; exit 1 on any problem.
+    Report {
+        /// From the two listings alone (size and ETag); ignores verification results.
+        #[arg(long)]
+        fast: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Ledgers to read (repeat for shards); default: the config's `ledger`.
+        #[arg(long = "ledger")]
+        ledgers: Vec<PathBuf>,
     },
     /// Abort incomplete multipart uploads at the destination that ferry started.
     Cleanup {

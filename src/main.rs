@@ -51,6 +51,28 @@ fn main() -> ExitCode {
             };
             runtime().block_on(verify(config, options))
         }
+        Command::Report {
+            fast,
+            format,
+            ledgers,
+        } => {
+            let ledgers = if ledgers.is_empty() {
+                vec![config.ledger.clone()]
+            } else {
+                ledgers
+            };
+            match runtime().block_on(ferry::report::reconcile::reconcile(&config, &ledgers, fast)) {
+                Ok(r) => {
+                    print!("{}", ferry::report::render::render(&r.tables(), format));
+                    if r.is_clean() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Cleanup { all } => match runtime().block_on(ferry::cleanup::cleanup(&config, all))
         {
             Ok(report) => {

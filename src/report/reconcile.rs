@@ -1,0 +1,407 @@
+//! `ferry report`: both stores listed afresh and set against the ledger(s),
+//! every key sorted into one class, for sign-off before cut-over.
+//!
+//! The ledger is only read. Several ledgers (one per shard) merge: their key
+//! sets do not overlap.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use aws_sdk_s3::Client;
+use rusqlite::params;
+
+use super::render::{Cell, Table};
+use crate::config::{BucketPair, Config};
+use crate::copy::hashing::bare_etag;
+use crate::ledger::{self, LedgerError};
+use crate::list::decode_key;
+use crate::store::{self, Side, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a key stands. Everything but `Verified` and `Copied` is a problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    Verified,
+    /// At the destination as copied; not read back yet (or `--fast`).
+    Copied,
+    Mismatched,
+    Missing,
+    Extra,
+    Changed,
+    Failed,
+    Skipped,
+}
+
+impl Class {
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Verified => "verified",
+            Class::Copied => "copied",
+            Class::Mismatched => "mismatched",
+            Class::Missing => "missing",
+            Class::Extra => "extra",
+            Class::Changed => "changed",
+            Class::Failed => "failed",
+            Class::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_problem(self) -> bool {
+        !matches!(self, Class::Verified | Class::Copied)
+    }
+}
+
+/// One key of one bucket pair, classified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub bucket: String,
+    pub key: String,
+    pub class: Class,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BucketCounts {
+    pub source: String,
+    pub destination: String,
+    pub listed: u64,
+    pub bytes: u64,
+    pub by_class: BTreeMap<Class, u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Reconciliation {
+    pub buckets: Vec<BucketCounts>,
+    pub problems: Vec<Finding>,
+}
+
+impl Reconciliation {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn tables(&self) -> Vec<Table> {
+        let mut buckets = Table::new(
+            "buckets",
+            vec![
+                "bucket",
+                "destination",
+                "listed",
+                "copied",
+                "verified",
+                "mismatched",
+                "missing",
+                "extra",
+                "changed",
+                "failed",
+                "skipped",
+                "bytes",
+            ],
+        );
+        for b in &self.buckets {
+            let n = |c: Class| Cell::Count(b.by_class.get(&c).copied().unwrap_or(0));
+            buckets.push(vec![
+                b.source.as_str().into(),
+                b.destination.as_str().into(),
+                Cell::Count(b.listed),
+                Cell::Count(
+                    b.by_class.get(&Class::Copied).copied().unwrap_or(0)
+                        + b.by_class.get(&Class::Verified).copied().unwrap_or(0),
+                ),
+                n(Class::Verified),
+                n(Class::Mismatched),
+                n(Class::Missing),
+                n(Class::Extra),
+                n(Class::Changed),
+                n(Class::Failed),
+                n(Class::Skipped),
+                Cell::Bytes(b.bytes),
+            ]);
+        }
+        let mut problems = Table::new("problems", vec!["bucket", "key", "class", "reason"]);
+        for p in &self.problems {
+            problems.push(vec![
+                p.bucket.as_str().into(),
+                p.key.as_str().into(),
+                p.class.name().into(),
+                p.reason.as_str().into(),
+            ]);
+        }
+        vec![buckets, problems]
+    }
+}
+
+/// What the ledger says of one key.
+#[derive(Clone, Debug)]
+struct LedgerRow {
+    state: String,
+    source_etag: String,
+    reason: Option<String>,
+    /// From the copy: the source version it was made from, and the ETag it got.
+    copied_from: Option<String>,
+    dest_etag: Option<String>,
+}
+
+/// Lists both stores and reconciles them with `ledgers`. With `fast`, the
+/// ledgers' verification results are not used: size and ETag decide.
+pub async fn reconcile(
+    config: &Config,
+    ledgers: &[PathBuf],
+    fast: bool,
+) -> Result<Reconciliation, ReportError> {
+    let conns = ledgers
+        .iter()
+        .map(|p| ledger::open_reader(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let source = store::client(Side::Source, &config.source, &config.transfer).await;
+    let destination = store::client(Side::Destination, &config.destination, &config.transfer).await;
+    let mut result = Reconciliation::default();
+    for pair in &config.buckets {
+        let mut rows = BTreeMap::new();
+        for conn in &conns {
+            rows.extend(ledger_rows(conn, pair).map_err(LedgerError::from)?);
+        }
+        let at_source = listing(&source, Side::Source, &pair.source, &pair.prefix).await?;
+        let at_dest = listing(
+            &destination,
+            Side::Destination,
+            &pair.destination,
+            &pair.prefix,
+        )
+        .await?;
+        let mut counts = BucketCounts {
+            source: pair.source.clone(),
+            destination: pair.destination.clone(),
+            listed: at_source.len() as u64,
+            bytes: at_source.values().map(|(size, _)| size).sum(),
+            ..BucketCounts::default()
+        };
+        let keys: BTreeSet<&String> = at_source
+            .keys()
+            .chain(at_dest.keys())
+            .chain(rows.keys())
+            .collect();
+        for key in keys {
+            let (class, reason) =
+                classify(at_source.get(key), at_dest.get(key), rows.get(key), fast);
+            *counts.by_class.entry(class).or_default() += 1;
+            if class.is_problem() {
+                result.problems.push(Finding {
+                    bucket: pair.source.clone(),
+                    key: key.clone(),
+                    class,
+                    reason,
+                });
+            }
+        }
+        result.buckets.push(counts);
+    }
+    Ok(result)
+}
+
+fn classify(
+    src: Option<&(u64, String)>,
+    dst: Option<&(u64, String)>,
+    row: Option<&LedgerRow>,
+    fast: bool,
+) -> (Class, String) {
+    let Some((src_size, src_etag)) = src else {
+        return match (row, dst) {
+            (None, _) => (Class::Extra, "at the destination, not at the source".into()),
+            (Some(_), Some(_)) => (
+                Class::Changed,
+                "deleted at the source since it was listed; still at the destination".into(),
+            ),
+            (Some(_), None) => (
+                Class::Changed,
+                "deleted at the source since it was listed".into(),
+            ),
+        };
+    };
+    if let Some(r) = row {
+        match r.state.as_str() {
+            "skipped" => return (Class::Skipped, r.reason.clone().unwrap_or_default()),
+            "failed" => return (Class::Failed, r.reason.clone().unwrap_or_default()),
+            _ => {}
+        }
+    }
+    let copy = row.and_then(|r| Some((r.copied_from.as_ref()?, r.dest_etag.as_ref()?)));
+    let Some((dst_size, dst_etag)) = dst else {
+        return match copy {
+            Some(_) => (
+                Class::Missing,
+                "was copied, and is no longer at the destination".into(),
+            ),
+            None => (Class::Missing, "not copied yet".into()),
+        };
+    };
+    if let Some((copied_from, copied_etag)) = copy {
+        if copied_from != src_etag {
+            return (
+                Class::Changed,
+                format!(
+                    "changed at the source since it was copied (ETag {copied_from} → {src_etag})"
+                ),
+            );
+        }
+        if dst_size != src_size || dst_etag != copied_etag {
+            return (
+                Class::Mismatched,
+                format!("the destination holds {dst_size} bytes with ETag {dst_etag}; the copy made {src_size} bytes with ETag {copied_etag}"),
+            );
+        }
+        let state = row.map(|r| r.state.as_str()).unwrap_or_default();
+        return match (fast, state) {
+            (false, "verified") => (Class::Verified, String::new()),
+            (false, "mismatched") => (
+                Class::Mismatched,
+                row.and_then(|r| r.reason.clone()).unwrap_or_default(),
+            ),
+            _ => (Class::Copied, String::new()),
+        };
+    }
+    // Not copied by this ledger: the listings alone decide.
+    if dst_size == src_size && dst_etag == src_etag {
+        (Class::Copied, String::new())
+    } else if row.is_some_and(|r| &r.source_etag != src_etag) {
+        (
+            Class::Changed,
+            "changed at the source since it was listed".into(),
+        )
+    } else {
+        (Class::Mismatched, format!("the destination holds {dst_size} bytes with ETag {dst_etag}; the source {src_size} with {src_etag}"))
+    }
+}
+
+fn ledger_rows(
+    conn: &rusqlite::Connection,
+    pair: &BucketPair,
+) -> rusqlite::Result<Vec<(String, LedgerRow)>> {
+    let mut stmt = conn.prepare(
+        "SELECT o.key, o.state, o.source_etag, o.last_error, c.source_etag, c.dest_etag
+         FROM objects o JOIN buckets b ON b.id = o.bucket_id LEFT JOIN copies c ON c.object_id = o.id
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
+    )?;
+    let rows = stmt.query_map(params![pair.source, pair.destination, pair.prefix], |r| {
+        Ok((
+            r.get(0)?,
+            LedgerRow {
+                state: r.get(1)?,
+                source_etag: r.get(2)?,
+                reason: r.get(3)?,
+                copied_from: r.get(4)?,
+                dest_etag: r.get(5)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// key → (size, bare ETag) for every object under `prefix`.
+pub async fn listing(
+    client: &Client,
+    side: Side,
+    bucket: &str,
+    prefix: &str,
+) -> Result<BTreeMap<String, (u64, String)>, StoreError> {
+    let mut out = BTreeMap::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| StoreError::from_sdk(side, format!("ListObjectsV2 {bucket}"), e))?;
+        for o in page.contents() {
+            out.insert(
+                decode_key(o.key().unwrap_or_default()),
+                (
+                    o.size().unwrap_or(0).max(0) as u64,
+                    bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
+                ),
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: &str, etag: &str, copied: Option<(&str, &str)>) -> LedgerRow {
+        LedgerRow {
+            state: state.into(),
+            source_etag: etag.into(),
+            reason: Some("why".into()),
+            copied_from: copied.map(|c| c.0.into()),
+            dest_etag: copied.map(|c| c.1.into()),
+        }
+    }
+
+    #[test]
+    fn every_situation_has_its_class() {
+        let s = (10, "e1".to_string());
+        let d_same = (10, "e1".to_string());
+        let d_other = (10, "zz".to_string());
+        let verified = row("verified", "e1", Some(("e1", "e1")));
+        let c = |src, dst, r: Option<&LedgerRow>, fast| classify(src, dst, r, fast).0;
+        assert_eq!(
+            c(Some(&s), Some(&d_same), Some(&verified), false),
+            Class::Verified
+        );
+        assert_eq!(
+            c(Some(&s), Some(&d_same), Some(&verified), true),
+            Class::Copied
+        );
+        assert_eq!(
+            c(Some(&s), Some(&d_other), Some(&verified), false),
+            Class::Mismatched
+        );
+        assert_eq!(c(Some(&s), None, Some(&verified), false), Class::Missing);
+        assert_eq!(c(None, Some(&d_same), None, false), Class::Extra);
+        let changed = (12, "e2".to_string());
+        assert_eq!(
+            c(Some(&changed), Some(&d_same), Some(&verified), false),
+            Class::Changed
+        );
+        assert_eq!(
+            c(None, Some(&d_same), Some(&verified), false),
+            Class::Changed
+        );
+        assert_eq!(
+            c(Some(&s), None, Some(&row("failed", "e1", None)), false),
+            Class::Failed
+        );
+        assert_eq!(
+            c(Some(&s), None, Some(&row("skipped", "e1", None)), false),
+            Class::Skipped
+        );
+        assert_eq!(
+            c(Some(&s), None, Some(&row("listed", "e1", None)), false),
+            Class::Missing
+        );
+        // A copy whose part layout differs from the source's: the ledger vouches.
+        let relaid = row("copied", "e1", Some(("e1", "e9-3")));
+        let d_relaid = (10, "e9-3".to_string());
+        assert_eq!(
+            c(Some(&s), Some(&d_relaid), Some(&relaid), true),
+            Class::Copied
+        );
+        let bad = row("mismatched", "e1", Some(("e1", "e1")));
+        assert_eq!(
+            c(Some(&s), Some(&d_same), Some(&bad), false),
+            Class::Mismatched
+        );
+    }
+}
