@@ -40,6 +40,18 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Catalog the source before anything moves: objects, bytes, size spread,
+    /// storage classes, warnings, time and egress cost. Lists if needed; copies nothing.
+    Plan {
+        /// The bandwidth the copy can sustain, for the time estimate.
+        #[arg(long, default_value = "1Gbit/s")]
+        bandwidth: String,
+        /// AWS internet egress price in USD per GB, for the cost estimate.
+        #[arg(long, default_value_t = 0.09)]
+        egress_price_per_gb: f64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Print where each bucket stands, from the ledger.
     Status,
     /// Read copies back from the destination and compare them with the ledger.

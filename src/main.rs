@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use ferry::cli::{Cli, Command};
 use ferry::config::Config;
+use ferry::ledger;
+use ferry::report::plan::{self, parse_bandwidth, Assumptions};
+use ferry::report::render::{render, Format};
 use ferry::report::status;
 use ferry::run::{Runner, VerifyOptions};
 
@@ -28,6 +31,28 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Run { once } => runtime().block_on(run(config, once)),
+        Command::Plan {
+            bandwidth,
+            egress_price_per_gb,
+            format,
+        } => {
+            let assumptions = match parse_bandwidth(&bandwidth) {
+                Ok(b) if egress_price_per_gb >= 0.0 => Assumptions {
+                    bandwidth: b,
+                    bandwidth_text: bandwidth,
+                    egress_price_per_gb,
+                },
+                Ok(_) => {
+                    eprintln!("ferry: --egress-price-per-gb must not be negative");
+                    return ExitCode::from(2);
+                }
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime().block_on(plan(config, assumptions, format))
+        }
         Command::Verify {
             sample,
             recopy,
@@ -63,7 +88,7 @@ fn main() -> ExitCode {
             };
             match runtime().block_on(ferry::report::reconcile::reconcile(&config, &ledgers, fast)) {
                 Ok(r) => {
-                    print!("{}", ferry::report::render::render(&r.tables(), format));
+                    print!("{}", render(&r.tables(), format));
                     if r.is_clean() {
                         ExitCode::SUCCESS
                     } else {
@@ -128,6 +153,30 @@ async fn verify(config: Config, options: VerifyOptions) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn plan(config: Config, assumptions: Assumptions, format: Format) -> ExitCode {
+    let listed = ledger::open_reader(&config.ledger)
+        .and_then(|c| Ok(plan::all_listed(&c, &config.buckets)?))
+        .unwrap_or(false);
+    if !listed {
+        let runner = match Runner::start(config.clone(), ferry::shutdown::listen()).await {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        if let Err(e) = runner.list_unlisted().await {
+            return fail(&e);
+        }
+    }
+    let tables = ledger::open_reader(&config.ledger)
+        .and_then(|c| Ok(plan::plan_tables(&c, &config.buckets, &assumptions)?));
+    match tables {
+        Ok(t) => {
+            print!("{}", render(&t, format));
+            ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
     }

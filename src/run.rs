@@ -227,6 +227,39 @@ impl Runner {
         Ok(report)
     }
 
+    /// Lists every bucket whose listing the ledger does not hold complete
+    /// (for `plan`, which needs a listing but copies nothing).
+    pub async fn list_unlisted(&self) -> Result<(), RunError> {
+        let writer = &self.engine.writer;
+        for (pair, &bucket_id) in self.config.buckets.iter().zip(&self.bucket_ids) {
+            let pairs = [pair.clone()];
+            let db = writer.clone();
+            let listed = db
+                .call(move |c| crate::report::plan::all_listed(c, &pairs))
+                .await?;
+            if listed {
+                continue;
+            }
+            tracing::info!(bucket = %pair.source, "listing for the plan");
+            // Pass 0: a listing made by `plan`, before any pass ran.
+            list::list_bucket(
+                &self.engine.source,
+                writer,
+                bucket_id,
+                0,
+                &pair.source,
+                &pair.prefix,
+                &self.stop,
+            )
+            .await
+            .map_err(|e| match e {
+                ListError::Ledger(e) => RunError::Ledger(e),
+                ListError::Store(e) => RunError::Buckets(vec![e]),
+            })?;
+        }
+        Ok(())
+    }
+
     /// `ferry verify`: read copies back and record what they hold.
     pub async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport, RunError> {
         let started = Instant::now();

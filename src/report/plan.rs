@@ -1,0 +1,389 @@
+//! `ferry plan`: what is there before anything moves — objects, bytes, size
+//! spread, storage classes, what will not copy as is, and the time and AWS
+//! egress cost to expect. Computed from the ledger's listing.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection};
+
+use super::render::{Cell, Table};
+use crate::config::BucketPair;
+
+/// Hetzner Object Storage limits and billing that change a plan.
+const HETZNER_MAX_OBJECT: u64 = 5_000_000_000_000; // 5 TB
+const HETZNER_MAX_BUCKET_OBJECTS: u64 = 50_000_000;
+const HETZNER_MAX_BUCKET_BYTES: u64 = 100_000_000_000_000; // 100 TB
+const HETZNER_MIN_BILLABLE: u64 = 64 * 1024;
+const MAX_KEY_BYTES: u64 = 1024;
+/// AWS gives the first 100 GB of internet egress each month free.
+const FREE_EGRESS_GB: f64 = 100.0;
+
+/// Size classes of the histogram: (column, upper bound exclusive).
+const SIZE_CLASSES: [(&str, u64); 5] = [
+    ("lt_64KiB", 64 << 10),
+    ("lt_1MiB", 1 << 20),
+    ("lt_16MiB", 16 << 20),
+    ("lt_256MiB", 256 << 20),
+    ("lt_5GiB", 5 << 30),
+];
+
+#[derive(Clone, Debug)]
+pub struct Assumptions {
+    /// Bytes per second the copy can sustain.
+    pub bandwidth: f64,
+    pub bandwidth_text: String,
+    pub egress_price_per_gb: f64,
+}
+
+/// Parses a bandwidth like "1Gbit/s", "800Mbit/s", "100MB/s" or "50MiB/s"
+/// into bytes per second.
+pub fn parse_bandwidth(text: &str) -> Result<f64, String> {
+    let t = text.trim().trim_end_matches("/s").trim_end_matches("ps");
+    let err = || format!("--bandwidth {text:?}: write it like 1Gbit/s, 800Mbit/s or 100MB/s");
+    let value = if let Some(bits) = t.strip_suffix("bit").or_else(|| t.strip_suffix("b")) {
+        let (number, scale) = match bits.chars().last() {
+            Some('k' | 'K') => (&bits[..bits.len() - 1], 1e3),
+            Some('M') => (&bits[..bits.len() - 1], 1e6),
+            Some('G') => (&bits[..bits.len() - 1], 1e9),
+            Some('T') => (&bits[..bits.len() - 1], 1e12),
+            _ => (bits, 1.0),
+        };
+        number.trim().parse::<f64>().map_err(|_| err())? * scale / 8.0
+    } else {
+        t.parse::<bytesize::ByteSize>().map_err(|_| err())?.as_u64() as f64
+    };
+    if value > 0.0 {
+        Ok(value)
+    } else {
+        Err(err())
+    }
+}
+
+struct BucketPlan {
+    pair: BucketPair,
+    objects: u64,
+    bytes: u64,
+    histogram: [u64; 6],
+    multipart: u64,
+    classes: BTreeMap<String, (u64, u64)>,
+    extensions: BTreeMap<String, u64>,
+    small: u64,
+    long_keys: Vec<String>,
+    huge: u64,
+}
+
+fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketPlan> {
+    let mut plan = BucketPlan {
+        pair: pair.clone(),
+        objects: 0,
+        bytes: 0,
+        histogram: [0; 6],
+        multipart: 0,
+        classes: BTreeMap::new(),
+        extensions: BTreeMap::new(),
+        small: 0,
+        long_keys: Vec::new(),
+        huge: 0,
+    };
+    // One streaming pass over the rows: memory holds counters, not keys.
+    let mut stmt = conn.prepare(
+        "SELECT o.key, o.size, o.source_etag, COALESCE(o.storage_class, 'STANDARD')
+         FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
+    )?;
+    let mut rows = stmt.query(params![pair.source, pair.destination, pair.prefix])?;
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(0)?;
+        let size = r.get::<_, i64>(1)? as u64;
+        let etag: String = r.get(2)?;
+        let class: String = r.get(3)?;
+        plan.objects += 1;
+        plan.bytes += size;
+        let slot = SIZE_CLASSES
+            .iter()
+            .position(|(_, limit)| size < *limit)
+            .unwrap_or(5);
+        plan.histogram[slot] += 1;
+        if etag.contains('-') {
+            plan.multipart += 1;
+        }
+        let entry = plan.classes.entry(class).or_default();
+        entry.0 += 1;
+        entry.1 += size;
+        let ext = key
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.rsplit_once('.'))
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .filter(|e| e.len() <= 8)
+            .unwrap_or_else(|| "(none)".into());
+        *plan.extensions.entry(ext).or_default() += 1;
+        if size < HETZNER_MIN_BILLABLE {
+            plan.small += 1;
+        }
+        if key.len() as u64 > MAX_KEY_BYTES {
+            plan.long_keys.push(key);
+        }
+        if size > HETZNER_MAX_OBJECT {
+            plan.huge += 1;
+        }
+    }
+    Ok(plan)
+}
+
+fn hours(bytes: u64, a: &Assumptions) -> String {
+    let secs = bytes as f64 / a.bandwidth;
+    humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64)).to_string()
+}
+
+fn gb(bytes: u64) -> f64 {
+    bytes as f64 / 1e9
+}
+
+/// Whether every pair has a complete listing in the ledger.
+pub fn all_listed(conn: &Connection, pairs: &[BucketPair]) -> rusqlite::Result<bool> {
+    for p in pairs {
+        let listed: Option<bool> = conn
+            .query_row(
+                "SELECT listed_pass IS NOT NULL AND list_cursor IS NULL FROM buckets
+                 WHERE source = ?1 AND destination = ?2 AND prefix = ?3",
+                params![p.source, p.destination, p.prefix],
+                |r| r.get(0),
+            )
+            .ok();
+        if listed != Some(true) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The plan for `pairs`, as tables: per bucket, the largest objects, the
+/// warnings, and the assumptions behind the estimates.
+pub fn plan_tables(
+    conn: &Connection,
+    pairs: &[BucketPair],
+    a: &Assumptions,
+) -> rusqlite::Result<Vec<Table>> {
+    let plans = pairs
+        .iter()
+        .map(|p| bucket_plan(conn, p))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut columns = vec!["bucket", "objects", "bytes"];
+    columns.extend(SIZE_CLASSES.iter().map(|(c, _)| *c));
+    columns.extend([
+        "ge_5GiB",
+        "multipart_at_source",
+        "storage_classes",
+        "extensions",
+        "transfer_time",
+        "egress_usd",
+    ]);
+    let mut buckets = Table::new("buckets", columns);
+    let mut warnings = Table::new("warnings", vec!["bucket", "warning", "objects", "bytes"]);
+    for p in &plans {
+        let mut row: Vec<Cell> = vec![
+            p.pair.source.as_str().into(),
+            Cell::Count(p.objects),
+            Cell::Bytes(p.bytes),
+        ];
+        row.extend(p.histogram.iter().map(|n| Cell::Count(*n)));
+        row.push(Cell::Count(p.multipart));
+        row.push(
+            p.classes
+                .iter()
+                .map(|(c, (n, _))| format!("{c}:{n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into(),
+        );
+        let mut exts: Vec<(&String, &u64)> = p.extensions.iter().collect();
+        exts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        row.push(
+            exts.iter()
+                .take(5)
+                .map(|(e, n)| format!("{e}:{n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into(),
+        );
+        row.push(hours(p.bytes, a).into());
+        row.push(Cell::Number(gb(p.bytes) * a.egress_price_per_gb));
+        buckets.push(row);
+
+        let bucket = || Cell::from(p.pair.source.as_str());
+        for (class, (n, bytes)) in &p.classes {
+            let warning = match class.as_str() {
+                "GLACIER" | "DEEP_ARCHIVE" => {
+                    format!("archived in {class}: restore before copying; ferry skips these")
+                }
+                "INTELLIGENT_TIERING" => {
+                    "Intelligent-Tiering: objects in its archive tiers need a restore first".into()
+                }
+                _ => continue,
+            };
+            warnings.push(vec![
+                bucket(),
+                warning.into(),
+                Cell::Count(*n),
+                Cell::Bytes(*bytes),
+            ]);
+        }
+        if p.huge > 0 {
+            warnings.push(vec![
+                bucket(),
+                "objects over Hetzner's 5 TB object limit".into(),
+                Cell::Count(p.huge),
+                Cell::Bytes(0),
+            ]);
+        }
+        if p.objects > HETZNER_MAX_BUCKET_OBJECTS {
+            warnings.push(vec![
+                bucket(),
+                "over Hetzner's 50 million objects per bucket: split it".into(),
+                Cell::Count(p.objects),
+                Cell::Bytes(p.bytes),
+            ]);
+        }
+        if p.bytes > HETZNER_MAX_BUCKET_BYTES {
+            warnings.push(vec![
+                bucket(),
+                "over Hetzner's 100 TB per bucket: split it".into(),
+                Cell::Count(p.objects),
+                Cell::Bytes(p.bytes),
+            ]);
+        }
+        if p.small > 0 && p.small * 10 >= p.objects {
+            warnings.push(vec![
+                bucket(),
+                "objects under Hetzner's 64 KB minimum billable size: each is billed as 64 KB"
+                    .into(),
+                Cell::Count(p.small),
+                Cell::Bytes(p.small * HETZNER_MIN_BILLABLE),
+            ]);
+        }
+        for key in &p.long_keys {
+            warnings.push(vec![
+                bucket(),
+                format!(
+                    "key over 1,024 bytes ({} bytes), refused by S3 stores: {}…",
+                    key.len(),
+                    &key[..key.floor_char_boundary(60)]
+                )
+                .into(),
+                Cell::Count(1),
+                Cell::Bytes(0),
+            ]);
+        }
+    }
+
+    let mut largest = Table::new("largest", vec!["bucket", "key", "bytes"]);
+    let mut stmt = conn.prepare(
+        "SELECT o.key, o.size FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 ORDER BY o.size DESC, o.key LIMIT 5",
+    )?;
+    for p in pairs {
+        let rows = stmt.query_map(params![p.source, p.destination, p.prefix], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        for row in rows {
+            let (key, size) = row?;
+            largest.push(vec![
+                p.source.as_str().into(),
+                key.into(),
+                Cell::Bytes(size),
+            ]);
+        }
+    }
+
+    let total: u64 = plans.iter().map(|p| p.bytes).sum();
+    let billable_gb = (gb(total) - FREE_EGRESS_GB).max(0.0);
+    let mut assumptions = Table::new("estimate", vec!["item", "value"]);
+    assumptions.push(vec!["bandwidth".into(), a.bandwidth_text.as_str().into()]);
+    assumptions.push(vec![
+        "egress price per GB (USD)".into(),
+        Cell::Number(a.egress_price_per_gb),
+    ]);
+    assumptions.push(vec![
+        "egress free per month (GB)".into(),
+        Cell::Number(FREE_EGRESS_GB),
+    ]);
+    assumptions.push(vec![
+        "objects".into(),
+        Cell::Count(plans.iter().map(|p| p.objects).sum()),
+    ]);
+    assumptions.push(vec!["bytes".into(), Cell::Bytes(total)]);
+    assumptions.push(vec!["transfer time".into(), hours(total, a).into()]);
+    assumptions.push(vec![
+        "egress cost after the free 100 GB (USD)".into(),
+        Cell::Number(billable_gb * a.egress_price_per_gb),
+    ]);
+    Ok(vec![buckets, warnings, largest, assumptions])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{self, ListedObject};
+
+    #[test]
+    fn bandwidths_parse_in_bits_and_bytes() {
+        assert_eq!(parse_bandwidth("1Gbit/s").unwrap(), 125_000_000.0);
+        assert_eq!(parse_bandwidth("800Mbit/s").unwrap(), 100_000_000.0);
+        assert_eq!(parse_bandwidth("100MB/s").unwrap(), 100_000_000.0);
+        assert_eq!(parse_bandwidth("1MiB/s").unwrap(), 1_048_576.0);
+        assert!(parse_bandwidth("fast").is_err());
+    }
+
+    #[test]
+    fn archived_objects_and_long_keys_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite");
+        let mut conn = ledger::open_for_writing(&path).unwrap();
+        let b = ledger::ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+        let o = |key: &str, size: u64, class: &str, etag: &str| ListedObject {
+            key: key.into(),
+            size,
+            etag: etag.into(),
+            last_modified: None,
+            storage_class: Some(class.into()),
+        };
+        let long = "k".repeat(1025);
+        let rows = [
+            o("a.mp3", 300 << 20, "STANDARD", "x-38"),
+            o("cold.mp3", 10 << 20, "DEEP_ARCHIVE", "y"),
+            o(&long, 10, "STANDARD", "z"),
+        ];
+        ledger::record_listing_page(&mut conn, b, 1, &rows, &long).unwrap();
+        let pair = BucketPair {
+            source: "audio".into(),
+            destination: "hub-audio".into(),
+            prefix: "".into(),
+        };
+        let a = Assumptions {
+            bandwidth: 125e6,
+            bandwidth_text: "1Gbit/s".into(),
+            egress_price_per_gb: 0.09,
+        };
+        let tables = plan_tables(&conn, &[pair], &a).unwrap();
+        let text = super::super::render::render(&tables, super::super::render::Format::Csv);
+        assert!(text.contains("archived in DEEP_ARCHIVE"), "{text}");
+        assert!(text.contains("key over 1,024 bytes (1025 bytes)"), "{text}");
+        let buckets = &tables[0].rows[0];
+        assert_eq!(buckets[1], Cell::Count(3));
+        assert_eq!(buckets[2], Cell::Bytes((310 << 20) + 10));
+        // lt_64KiB, lt_1MiB, lt_16MiB, lt_256MiB, lt_5GiB, ge_5GiB
+        assert_eq!(
+            buckets[3..9],
+            [
+                Cell::Count(1),
+                Cell::Count(0),
+                Cell::Count(1),
+                Cell::Count(0),
+                Cell::Count(1),
+                Cell::Count(0)
+            ]
+        );
+        assert_eq!(buckets[9], Cell::Count(1), "multipart at source");
+    }
+}
