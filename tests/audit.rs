@@ -1,0 +1,313 @@
+//! Plan before, prove after: `plan`, `verify` and `report` against the real
+//! servers, with damage done behind ferry's back.
+
+mod support;
+
+use aws_sdk_s3::primitives::ByteStream;
+use ferry::demo::{self, DemoObject};
+use support::Fixture;
+
+const TRANSFER: &str = r#"
+concurrency = 8
+part_size = "8MiB"
+multipart_threshold = "8MiB"
+"#;
+
+fn data(fx: &Fixture) -> Vec<DemoObject> {
+    let onix = format!("onix{}", fx.suffix);
+    let audio = format!("audio{}", fx.suffix);
+    let mut set: Vec<DemoObject> = (0..12)
+        .map(|i| {
+            DemoObject::new(
+                &onix,
+                format!("feeds/onix-{i:03}.xml"),
+                3_000 + i * 500,
+                "application/xml",
+            )
+        })
+        .collect();
+    let mut book = DemoObject::new(&audio, "books/one/full.mp3".into(), 20 << 20, "audio/mpeg");
+    book.multipart = true;
+    set.push(book);
+    set
+}
+
+/// The rows of one `# title` block of a CSV report.
+fn csv_block(text: &str, title: &str) -> Vec<csv::StringRecord> {
+    let block = text
+        .split("\n\n")
+        .find(|b| b.starts_with(&format!("# {title}\n")))
+        .unwrap_or_else(|| panic!("no {title} block in\n{text}"));
+    let body = block.split_once('\n').unwrap().1;
+    csv::Reader::from_reader(body.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bit_rot_at_rest_is_found_named_and_repaired() {
+    let fx = Fixture::new("bitrot", TRANSFER).await;
+    let set = data(&fx);
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+    assert_eq!(fx.ferry(&["report"]).code, 0, "clean after the copy");
+
+    // Same size, other bytes, written straight to the destination.
+    let victim = &set[3];
+    let dest = format!("hub-{}", victim.bucket);
+    let rotten = demo::content(victim.seed ^ 1, 0, victim.size as usize);
+    fx.destination
+        .put_object()
+        .bucket(&dest)
+        .key(&victim.key)
+        .body(ByteStream::from(rotten))
+        .send()
+        .await
+        .unwrap();
+
+    let verify = fx.ferry(&["verify", "--all"]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    let named: Vec<&str> = verify
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("mismatched: "))
+        .collect();
+    assert_eq!(named.len(), 1, "{verify:?}");
+    assert!(named[0].contains(&victim.key), "{verify:?}");
+    assert!(
+        verify
+            .stdout
+            .contains(&format!("verified {} objects", set.len() - 1)),
+        "{verify:?}"
+    );
+
+    let report = fx.ferry(&["report", "--format", "csv"]);
+    assert_eq!(report.code, 1, "{report:?}");
+    let problems = csv_block(&report.stdout, "problems");
+    assert_eq!(problems.len(), 1, "{report:?}");
+    assert_eq!(
+        (&problems[0][1], &problems[0][2]),
+        (victim.key.as_str(), "mismatched")
+    );
+
+    let recopy = fx.ferry(&["verify", "--recopy"]);
+    assert!(
+        recopy.stdout.contains("1 mismatched objects queued"),
+        "{recopy:?}"
+    );
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("copied 1 objects"), "{run:?}");
+    let report = fx.ferry(&["report", "--format", "json"]);
+    assert_eq!(report.code, 0, "{report:?}");
+    let json: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    let verified: u64 = json["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["verified"].as_u64().unwrap())
+        .sum();
+    assert_eq!(verified, set.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_puts_each_key_in_its_class() {
+    let fx = Fixture::new("reconcile", TRANSFER).await;
+    let set = data(&fx);
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+
+    let onix = &set[0].bucket;
+    let dest = format!("hub-{onix}");
+    let deleted = &set[1];
+    fx.destination
+        .delete_object()
+        .bucket(&dest)
+        .key(&deleted.key)
+        .send()
+        .await
+        .unwrap();
+    let formula = "=HYPERLINK(\"x\")";
+    fx.destination
+        .put_object()
+        .bucket(&dest)
+        .key(formula)
+        .body(ByteStream::from_static(b"stray"))
+        .send()
+        .await
+        .unwrap();
+    let mut changed = set[2].clone();
+    changed.seed ^= 7;
+    demo::put(&fx.source, &changed).await.unwrap();
+
+    for mode in [
+        &["report", "--format", "csv"][..],
+        &["report", "--fast", "--format", "csv"],
+    ] {
+        let report = fx.ferry(mode);
+        assert_eq!(report.code, 1, "{report:?}");
+        let mut problems: Vec<(String, String)> = csv_block(&report.stdout, "problems")
+            .iter()
+            .map(|r| (r[1].to_owned(), r[2].to_owned()))
+            .collect();
+        problems.sort();
+        let mut want = vec![
+            (deleted.key.clone(), "missing".to_owned()),
+            (changed.key.clone(), "changed".to_owned()),
+            // Escaped against formula injection.
+            (format!("'{formula}"), "extra".to_owned()),
+        ];
+        want.sort();
+        assert_eq!(problems, want, "{mode:?}: {report:?}");
+        let buckets = csv_block(&report.stdout, "buckets");
+        let row = buckets.iter().find(|r| &r[0] == onix.as_str()).unwrap();
+        // bucket,destination,listed,copied,verified,mismatched,missing,extra,changed,failed,skipped,bytes
+        assert_eq!((&row[6], &row[7], &row[8]), ("1", "1", "1"), "{mode:?}");
+    }
+    let markdown = fx.ferry(&["report", "--format", "markdown"]);
+    assert!(markdown.stdout.contains("### problems"), "{markdown:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_merges_the_ledgers_of_several_runs() {
+    let fx = Fixture::new("shards", TRANSFER).await;
+    let set = data(&fx);
+    fx.fill(&set).await;
+    // Two runs, each with its own ledger and half of the buckets.
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let (head, tables) = text.split_once("[[buckets]]").unwrap();
+    let tables: Vec<String> = tables
+        .split("[[buckets]]")
+        .map(|t| format!("[[buckets]]{t}"))
+        .collect();
+    for (i, half) in [&tables[..2], &tables[2..]].iter().enumerate() {
+        let path = fx.dir.path().join(format!("shard-{i}.toml"));
+        let shard =
+            head.replace("state/ferry.sqlite", &format!("state/shard-{i}.sqlite")) + &half.concat();
+        std::fs::write(&path, shard).unwrap();
+        let run = support::ferry_in(
+            fx.dir.path(),
+            &path,
+            &["run", "--once"],
+            &support::servers().env,
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let verified = |ledgers: &[&str]| {
+        let mut args = vec!["report", "--format", "json"];
+        for l in ledgers {
+            args.extend(["--ledger", l]);
+        }
+        let run = fx.ferry(&args);
+        assert_eq!(run.code, 0, "{run:?}");
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        json["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["verified"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    // The first shard holds audio and mediafiles: the book. The other
+    // shard's keys are only "copied" (size and ETag agree) without its ledger.
+    assert_eq!(verified(&["state/shard-0.sqlite"]), 1);
+    assert_eq!(
+        verified(&["state/shard-0.sqlite", "state/shard-1.sqlite"]),
+        set.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_counts_what_is_there_and_warns_before_anything_moves() {
+    let fx = Fixture::new("plan", TRANSFER).await;
+    let mut set = data(&fx);
+    // Garage, unlike AWS, takes a 1,025-byte key: the plan must flag it.
+    let long_key = format!("feeds/{}", "x".repeat(1019));
+    set.push(DemoObject::new(
+        &set[0].bucket.clone(),
+        long_key.clone(),
+        10,
+        "application/xml",
+    ));
+    fx.fill(&set).await;
+
+    let csv_out = fx.ferry(&[
+        "plan",
+        "--format",
+        "csv",
+        "--bandwidth",
+        "800Mbit/s",
+        "--egress-price-per-gb",
+        "0.05",
+    ]);
+    assert_eq!(csv_out.code, 0, "{csv_out:?}");
+    for (src, _) in fx.pairs() {
+        let objects: Vec<&DemoObject> = set.iter().filter(|o| o.bucket == src).collect();
+        let bytes: u64 = objects.iter().map(|o| o.size).sum();
+        let rows = csv_block(&csv_out.stdout, "buckets");
+        let row = rows
+            .iter()
+            .find(|r| r[0] == src)
+            .unwrap_or_else(|| panic!("{src}: {csv_out:?}"));
+        assert_eq!(
+            (
+                row[1].parse::<usize>().unwrap(),
+                row[2].parse::<u64>().unwrap()
+            ),
+            (objects.len(), bytes),
+            "{src}"
+        );
+    }
+    let warnings = csv_block(&csv_out.stdout, "warnings");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w[1].contains("key over 1,024 bytes (1025 bytes)")),
+        "{csv_out:?}"
+    );
+    let estimate = csv_block(&csv_out.stdout, "estimate");
+    assert!(
+        estimate
+            .iter()
+            .any(|r| &r[0] == "bandwidth" && &r[1] == "800Mbit/s"),
+        "{csv_out:?}"
+    );
+    assert!(
+        estimate
+            .iter()
+            .any(|r| &r[0] == "egress price per GB (USD)" && &r[1] == "0.05"),
+        "{csv_out:?}"
+    );
+
+    // The CSV holds the same rows as the JSON.
+    let json_out = fx.ferry(&["plan", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json_out.stdout).unwrap();
+    let from_json: Vec<(String, u64, u64)> = json["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["bucket"].as_str().unwrap().to_owned(),
+                b["objects"].as_u64().unwrap(),
+                b["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let from_csv: Vec<(String, u64, u64)> = csv_block(&csv_out.stdout, "buckets")
+        .iter()
+        .map(|r| {
+            (
+                r[0].to_owned(),
+                r[1].parse().unwrap(),
+                r[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(from_csv, from_json);
+    // Nothing was copied.
+    for (_, dst) in fx.pairs() {
+        assert!(support::list_all(&fx.destination, &dst).await.is_empty());
+    }
+}
