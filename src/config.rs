@@ -99,6 +99,8 @@ pub struct Config {
     pub interval: Duration,
     /// After the first SIGINT/SIGTERM, how long work in flight may go on.
     pub shutdown_grace: Duration,
+    /// Remove at the destination what was deleted at the source (after two passes).
+    pub delete: bool,
 }
 
 // ---- the file as written -------------------------------------------------
@@ -109,6 +111,7 @@ struct RawConfig {
     ledger: Option<PathBuf>,
     interval: Option<String>,
     shutdown_grace: Option<String>,
+    delete: Option<bool>,
     source: Option<RawStore>,
     destination: Option<RawStore>,
     #[serde(default)]
@@ -262,6 +265,7 @@ impl Validator<'_> {
             buckets,
             interval,
             shutdown_grace,
+            delete: raw.delete.unwrap_or(false),
         })
     }
 

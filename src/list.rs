@@ -20,6 +20,16 @@ pub enum ListError {
     Ledger(#[from] ledger::LedgerError),
 }
 
+/// What a listing found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Listed {
+    pub seen: u64,
+    /// Keys this listing found gone from the source for the first time.
+    pub newly_missing: usize,
+    /// False when a stop signal cut it short.
+    pub complete: bool,
+}
+
 /// Lists `bucket` under `prefix` into the ledger. Returns how many keys were
 /// seen. Stops after the current page when `stop` is cancelled.
 pub async fn list_bucket(
@@ -30,7 +40,10 @@ pub async fn list_bucket(
     bucket: &str,
     prefix: &str,
     stop: &CancellationToken,
-) -> Result<u64, ListError> {
+) -> Result<Listed, ListError> {
+    let pass_id = writer
+        .call(move |c| ledger::listing_pass(c, bucket_id, pass_id))
+        .await?;
     let mut cursor = writer
         .call(move |c| ledger::list_cursor(c, bucket_id))
         .await?;
@@ -41,7 +54,11 @@ pub async fn list_bucket(
     loop {
         if stop.is_cancelled() {
             // The cursor stays: the next run resumes after the last page.
-            return Ok(seen);
+            return Ok(Listed {
+                seen,
+                newly_missing: 0,
+                complete: false,
+            });
         }
         let mut request = client
             .list_objects_v2()
@@ -85,10 +102,14 @@ pub async fn list_bucket(
             break;
         }
     }
-    writer
+    let newly_missing = writer
         .call(move |c| ledger::finish_listing(c, bucket_id, pass_id))
         .await?;
-    Ok(seen)
+    Ok(Listed {
+        seen,
+        newly_missing,
+        complete: true,
+    })
 }
 
 /// Decodes a key listed with `EncodingType=url`. AWS writes a space as `+`

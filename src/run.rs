@@ -31,6 +31,10 @@ pub struct PassReport {
     pub list_failures: Vec<String>,
     /// Up to [`FAILED_SHOWN`] failed objects: bucket, key, reason.
     pub failed: Vec<(String, String, String)>,
+    /// Keys this pass found gone from the source for the first time.
+    pub deleted_at_source: u64,
+    /// Keys removed at the destination (with `delete = true`).
+    pub removed: u64,
     pub took: Duration,
 }
 
@@ -38,7 +42,10 @@ pub const FAILED_SHOWN: usize = 100;
 
 impl PassReport {
     pub fn succeeded(&self) -> bool {
-        self.copy.objects_failed == 0 && self.list_failures.is_empty() && self.failed.is_empty()
+        self.copy.objects_failed == 0
+            && self.copy.objects_mismatched == 0
+            && self.list_failures.is_empty()
+            && self.failed.is_empty()
     }
 
     /// The lines a person reads at the end of a pass.
@@ -63,6 +70,23 @@ impl PassReport {
                     .iec(),
                 self.copy.objects_verified,
                 self.copy.objects_failed,
+            ));
+        }
+        if self.deleted_at_source > 0 {
+            out.push_str(&format!(
+                "{} keys deleted at the source since the last pass{}\n",
+                self.deleted_at_source,
+                if self.removed == 0 {
+                    "; kept at the destination (delete = true removes them after two passes)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if self.removed > 0 {
+            out.push_str(&format!(
+                "{} keys removed at the destination, gone from the source for two passes\n",
+                self.removed
             ));
         }
         for f in &self.list_failures {
@@ -192,9 +216,11 @@ impl Runner {
             )
             .await
             {
-                Ok(n) => {
-                    tracing::info!(bucket = %pair.source, prefix = %pair.prefix, objects = n, "listed");
-                    report.listed += n;
+                Ok(listed) => {
+                    tracing::info!(bucket = %pair.source, prefix = %pair.prefix, objects = listed.seen,
+                        gone_at_source = listed.newly_missing, "listed");
+                    report.listed += listed.seen;
+                    report.deleted_at_source += listed.newly_missing as u64;
                     listed_ids.push(bucket_id);
                 }
                 Err(ListError::Ledger(e)) => return Err(e.into()),
@@ -206,8 +232,25 @@ impl Runner {
         }
         report.copy = self
             .engine
-            .copy_pending(listed_ids, &self.stop, self.config.shutdown_grace)
+            .copy_pending(listed_ids.clone(), &self.stop, self.config.shutdown_grace)
             .await?;
+        if self.config.transfer.verify_after_copy && !self.stop.is_cancelled() {
+            // Objects a cut-off run copied but never read back.
+            let leftover = self
+                .engine
+                .verify_pending(
+                    listed_ids.clone(),
+                    false,
+                    1.0,
+                    &self.stop,
+                    self.config.shutdown_grace,
+                )
+                .await?;
+            report.copy.add(&leftover);
+        }
+        if self.config.delete && !self.stop.is_cancelled() {
+            report.removed = self.remove_deleted().await?;
+        }
         let summary = report.copy.clone();
         writer
             .call(move |c| ledger::finish_pass(c, pass_id, &summary))
@@ -215,6 +258,10 @@ impl Runner {
         report.failed = writer
             .call(|c| ledger::objects_in_state(c, "failed", FAILED_SHOWN))
             .await?;
+        let mismatched = writer
+            .call(|c| ledger::objects_in_state(c, "mismatched", FAILED_SHOWN))
+            .await?;
+        report.failed.extend(mismatched);
         report.took = started.elapsed();
         tracing::info!(
             pass = pass_id,
@@ -225,6 +272,42 @@ impl Runner {
             "pass finished"
         );
         Ok(report)
+    }
+
+    /// `delete = true`: keys missing at the source for two complete listings
+    /// in a row are removed at the destination. Never in the pass that first
+    /// saw them gone: a listing glitch must not delete anything.
+    async fn remove_deleted(&self) -> Result<u64, RunError> {
+        let writer = &self.engine.writer;
+        let mut removed = 0;
+        loop {
+            let batch = writer.call(|c| ledger::deletable(c, 2, 500)).await?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            for (id, bucket, key) in batch {
+                let result = self
+                    .engine
+                    .destination
+                    .delete_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .send()
+                    .await;
+                if let Err(e) = result {
+                    let e = StoreError::from_sdk(
+                        Side::Destination,
+                        format!("DeleteObject {bucket}/{key}"),
+                        e,
+                    );
+                    tracing::warn!(error = %e, "could not remove a key deleted at the source");
+                    return Ok(removed);
+                }
+                tracing::info!(bucket = %bucket, key = %key, "removed at the destination: deleted at the source two passes ago");
+                writer.call(move |c| ledger::record_removed(c, id)).await?;
+                removed += 1;
+            }
+        }
     }
 
     /// Lists every bucket whose listing the ledger does not hold complete

@@ -7,7 +7,11 @@ use rusqlite::Connection;
 
 use super::LedgerError;
 
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("v2_verify.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("v2_verify.sql"),
+    include_str!("v3_deletions.sql"),
+];
 
 /// The version this ferry writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

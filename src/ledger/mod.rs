@@ -311,9 +311,11 @@ pub fn record_listing_page(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (bucket_id, key) DO UPDATE SET
                 seen_pass = excluded.seen_pass,
+                missing_passes = 0,
                 last_modified = excluded.last_modified,
                 storage_class = excluded.storage_class,
-                state = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                state = CASE WHEN objects.state IN ('deleted', 'removed') THEN excluded.state
+                             WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
                              THEN objects.state ELSE excluded.state END,
                 attempts = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
                              THEN objects.attempts ELSE 0 END,
@@ -355,11 +357,62 @@ pub fn record_listing_page(
     tx.commit()
 }
 
-/// Marks a bucket's listing complete for this pass; the next pass starts from the top.
-pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<()> {
+/// The pass a bucket's listing belongs to: `pass_id` for a fresh listing,
+/// the earlier pass for one resumed from its cursor.
+pub fn listing_pass(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<i64> {
     conn.execute(
-        "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2 WHERE id = ?1",
+        "UPDATE buckets SET listing_pass = ?2 WHERE id = ?1 AND (list_cursor IS NULL OR listing_pass IS NULL)",
         params![bucket_id, pass_id],
+    )?;
+    conn.query_row(
+        "SELECT listing_pass FROM buckets WHERE id = ?1",
+        [bucket_id],
+        |r| r.get(0),
+    )
+}
+
+/// Marks a bucket's listing complete; the next pass starts from the top.
+/// Keys the listing did not see are missing at the source one more pass.
+/// Returns how many keys were newly found missing.
+pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL WHERE id = ?1",
+        params![bucket_id, pass_id],
+    )?;
+    conn.execute(
+        "UPDATE objects SET missing_passes = missing_passes + 1,
+            state = CASE WHEN state = 'removed' THEN 'removed' ELSE 'deleted' END
+         WHERE bucket_id = ?1 AND seen_pass IS NOT ?2 AND state != 'removed'",
+        params![bucket_id, pass_id],
+    )?;
+    conn.query_row(
+        "SELECT COUNT(*) FROM objects WHERE bucket_id = ?1 AND state = 'deleted' AND missing_passes = 1",
+        [bucket_id],
+        |r| r.get::<_, i64>(0).map(|n| n as usize),
+    )
+}
+
+/// Keys deleted at the source for `passes` passes in a row or more, still at
+/// the destination: (object id, destination bucket, key).
+pub fn deletable(
+    conn: &Connection,
+    passes: u32,
+    limit: usize,
+) -> rusqlite::Result<Vec<(i64, String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT o.id, b.destination, o.key FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         WHERE o.state = 'deleted' AND o.missing_passes >= ?1 ORDER BY o.id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![passes, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    rows.collect()
+}
+
+pub fn record_removed(conn: &Connection, object_id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE objects SET state = 'removed' WHERE id = ?1",
+        [object_id],
     )?;
     Ok(())
 }

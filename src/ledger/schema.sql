@@ -25,6 +25,7 @@ CREATE TABLE passes (
 
 -- One row per source object: the work queue and its truth.
 -- state: listed | copying | copied | verified | mismatched | failed | skipped
+--        | deleted | removed (see v3_deletions.sql)
 CREATE TABLE objects (
     id             INTEGER PRIMARY KEY,
     bucket_id      INTEGER NOT NULL REFERENCES buckets(id),
