@@ -30,7 +30,7 @@ else
 fi
 
 echo "== ferry status"
-"$FERRY" --config "$CONFIG" status
+"$FERRY" --config "$CONFIG" status --format markdown
 
 echo "== comparing every object, source against destination"
 target/release/ferry-demo --config "$CONFIG" compare

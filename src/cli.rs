@@ -52,8 +52,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Print where each bucket stands, from the ledger.
-    Status,
+    /// Print where each bucket stands, from the ledger; runs beside `ferry run`.
+    Status {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Print again every N seconds (default 2) until stopped.
+        #[arg(long, num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
     /// Read copies back from the destination and compare them with the ledger.
     Verify {
         /// Verify a random share of the copied objects, e.g. 5%.

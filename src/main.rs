@@ -23,12 +23,21 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Status => match status::read(&config.ledger) {
-            Ok(rows) => {
-                println!("{}", status::render(&rows));
-                ExitCode::SUCCESS
+        Command::Status { format, watch } => loop {
+            let shown =
+                status::read(&config.ledger).map(|rows| render(&[status::table(&rows)], format));
+            match (shown, watch) {
+                (Ok(text), None) => {
+                    print!("{text}");
+                    return ExitCode::SUCCESS;
+                }
+                (Ok(text), Some(every)) => {
+                    // Clear the screen and home the cursor, as `watch` does.
+                    print!("\x1b[2J\x1b[H{text}");
+                    std::thread::sleep(std::time::Duration::from_secs(every.max(1)));
+                }
+                (Err(e), _) => return fail(&e),
             }
-            Err(e) => fail(&e),
         },
         Command::Run { once } => runtime().block_on(run(config, once)),
         Command::Plan {

@@ -264,24 +264,43 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
     assert_eq!((copied, bytes), (0, 0));
 
     // status reads the same ledger and counts every object as copied.
-    let status = fx.ferry(&["status"]);
+    let status = fx.ferry(&["status", "--format", "json"]);
     assert_eq!(status.code, 0, "{status:?}");
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     let audio = format!("audio{}", fx.suffix);
-    let line = status
-        .stdout
-        .lines()
-        .find(|l| l.contains(&audio))
-        .unwrap_or_else(|| panic!("{status:?}"));
-    let audio_count = set.iter().filter(|o| o.bucket == audio).count();
-    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-    // | source | destination | listed | copied | verified | mismatched | failed | skipped | pending | … | done |
-    let n = audio_count.to_string();
-    assert_eq!(
-        cells[3..10],
-        [n.as_str(), &n, &n, "0", "0", "0", "0"],
-        "{line}"
+    let row = json["status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == audio.as_str())
+        .unwrap();
+    let n = set.iter().filter(|o| o.bucket == audio).count() as u64;
+    let bytes: u64 = set
+        .iter()
+        .filter(|o| o.bucket == audio)
+        .map(|o| o.size)
+        .sum();
+    for (field, want) in [
+        ("listed", n),
+        ("copied", n),
+        ("verified", n),
+        ("failed", 0),
+        ("pending", 0),
+        ("bytes_copied", bytes),
+    ] {
+        assert_eq!(row[field].as_u64(), Some(want), "{field}: {row}");
+    }
+    assert_eq!(row["done_percent"].as_f64(), Some(100.0), "{row}");
+    assert!(
+        row["rate_per_second"].as_u64().unwrap() > 0,
+        "just copied, so the recent rate is not zero: {row}"
     );
-    assert_eq!(cells[12], "100.0%", "{line}");
+    assert_eq!(row["eta"], "done");
+    let table = fx.ferry(&["status"]);
+    assert!(
+        table.stdout.contains(&audio) && table.stdout.contains("100.00"),
+        "{table:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

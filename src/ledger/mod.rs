@@ -730,9 +730,15 @@ pub struct BucketStatus {
     pub failed: u64,
     pub skipped: u64,
     pub pending: u64,
+    pub deleted: u64,
     pub bytes_listed: u64,
     pub bytes_copied: u64,
+    /// Bytes copied in the last [`RATE_WINDOW_SECS`] seconds.
+    pub bytes_recent: u64,
 }
+
+/// The window `status` measures the copy rate over.
+pub const RATE_WINDOW_SECS: u64 = 300;
 
 pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
     let mut stmt = conn.prepare(
@@ -744,8 +750,12 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                 COUNT(o.id) FILTER (WHERE o.state = 'failed'),
                 COUNT(o.id) FILTER (WHERE o.state = 'skipped'),
                 COUNT(o.id) FILTER (WHERE o.state IN ('listed', 'copying')),
-                COALESCE(SUM(o.size), 0),
-                COALESCE(SUM(o.size) FILTER (WHERE o.state IN ('copied', 'verified')), 0)
+                COUNT(o.id) FILTER (WHERE o.state IN ('deleted', 'removed')),
+                COALESCE(SUM(o.size) FILTER (WHERE o.state NOT IN ('deleted', 'removed')), 0),
+                COALESCE(SUM(o.size) FILTER (WHERE o.state IN ('copied', 'verified')), 0),
+                (SELECT COALESCE(SUM(c.size), 0) FROM copies c JOIN objects r ON r.id = c.object_id
+                 WHERE r.bucket_id = b.id
+                   AND c.copied_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-300 seconds'))
          FROM buckets b LEFT JOIN objects o ON o.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
     )?;
@@ -761,8 +771,10 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
             failed: r.get::<_, i64>(7)? as u64,
             skipped: r.get::<_, i64>(8)? as u64,
             pending: r.get::<_, i64>(9)? as u64,
-            bytes_listed: r.get::<_, i64>(10)? as u64,
-            bytes_copied: r.get::<_, i64>(11)? as u64,
+            deleted: r.get::<_, i64>(10)? as u64,
+            bytes_listed: r.get::<_, i64>(11)? as u64,
+            bytes_copied: r.get::<_, i64>(12)? as u64,
+            bytes_recent: r.get::<_, i64>(13)? as u64,
         })
     })?;
     rows.collect()

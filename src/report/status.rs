@@ -1,39 +1,43 @@
-//! `ferry status`: where each bucket stands, from the ledger alone.
+//! `ferry status`: where each bucket stands, from the ledger alone. It opens
+//! its own read-only connection, so it runs beside `ferry run`.
 
-use bytesize::ByteSize;
-use comfy_table::presets::ASCII_MARKDOWN;
-use comfy_table::{CellAlignment, Table};
+use crate::ledger::{self, BucketStatus, LedgerError, RATE_WINDOW_SECS};
 
-use crate::ledger::{self, BucketStatus, LedgerError};
+use super::render::{Cell, Table};
 
 pub fn read(path: &std::path::Path) -> Result<Vec<BucketStatus>, LedgerError> {
     let conn = ledger::open_reader(path)?;
     Ok(ledger::bucket_status(&conn)?)
 }
 
-/// A table that pastes into a spreadsheet or a Markdown document as is.
-pub fn render(rows: &[BucketStatus]) -> String {
-    let mut table = Table::new();
-    table.load_preset(ASCII_MARKDOWN).set_header(vec![
-        "source",
-        "destination",
-        "listed",
-        "copied",
-        "verified",
-        "mismatched",
-        "failed",
-        "skipped",
-        "pending",
-        "bytes listed",
-        "bytes copied",
-        "done",
-    ]);
+/// One row per bucket pair, and a total when there are several.
+pub fn table(rows: &[BucketStatus]) -> Table {
+    let mut table = Table::new(
+        "status",
+        vec![
+            "source",
+            "destination",
+            "listed",
+            "copied",
+            "verified",
+            "mismatched",
+            "failed",
+            "skipped",
+            "pending",
+            "deleted",
+            "bytes_listed",
+            "bytes_copied",
+            "done_percent",
+            "rate_per_second",
+            "eta",
+        ],
+    );
     let mut total = BucketStatus {
         source: "total".into(),
         ..BucketStatus::default()
     };
     for r in rows {
-        table.add_row(row(r));
+        table.push(row(r));
         total.listed += r.listed;
         total.copied += r.copied;
         total.verified += r.verified;
@@ -41,28 +45,25 @@ pub fn render(rows: &[BucketStatus]) -> String {
         total.failed += r.failed;
         total.skipped += r.skipped;
         total.pending += r.pending;
+        total.deleted += r.deleted;
         total.bytes_listed += r.bytes_listed;
         total.bytes_copied += r.bytes_copied;
+        total.bytes_recent += r.bytes_recent;
     }
     if rows.len() > 1 {
-        table.add_row(row(&total));
+        table.push(row(&total));
     }
-    for i in 2..12 {
-        if let Some(col) = table.column_mut(i) {
-            col.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    table.to_string()
+    table
 }
 
-fn row(r: &BucketStatus) -> Vec<String> {
+fn row(r: &BucketStatus) -> Vec<Cell> {
     let source = if r.prefix.is_empty() {
         r.source.clone()
     } else {
         format!("{}/{}", r.source, r.prefix)
     };
     let done = if r.bytes_listed == 0 {
-        if r.listed == r.copied {
+        if r.pending == 0 {
             100.0
         } else {
             0.0
@@ -70,18 +71,30 @@ fn row(r: &BucketStatus) -> Vec<String> {
     } else {
         r.bytes_copied as f64 * 100.0 / r.bytes_listed as f64
     };
+    let rate = r.bytes_recent / RATE_WINDOW_SECS;
+    let left = r.bytes_listed.saturating_sub(r.bytes_copied);
+    let eta = match (left, rate) {
+        (0, _) => "done".to_owned(),
+        (_, 0) => "-".to_owned(),
+        (left, rate) => {
+            humantime::format_duration(std::time::Duration::from_secs(left / rate)).to_string()
+        }
+    };
     vec![
-        source,
-        r.destination.clone(),
-        r.listed.to_string(),
-        r.copied.to_string(),
-        r.verified.to_string(),
-        r.mismatched.to_string(),
-        r.failed.to_string(),
-        r.skipped.to_string(),
-        r.pending.to_string(),
-        ByteSize(r.bytes_listed).display().iec().to_string(),
-        ByteSize(r.bytes_copied).display().iec().to_string(),
-        format!("{done:.1}%"),
+        source.into(),
+        r.destination.as_str().into(),
+        Cell::Count(r.listed),
+        Cell::Count(r.copied),
+        Cell::Count(r.verified),
+        Cell::Count(r.mismatched),
+        Cell::Count(r.failed),
+        Cell::Count(r.skipped),
+        Cell::Count(r.pending),
+        Cell::Count(r.deleted),
+        Cell::Bytes(r.bytes_listed),
+        Cell::Bytes(r.bytes_copied),
+        Cell::Number(done),
+        Cell::Bytes(rate),
+        eta.into(),
     ]
 }
