@@ -28,6 +28,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Take only shard I of N of the keys (overrides `shard` in the config).
+    #[arg(long, global = true, value_name = "I/N")]
+    pub shard: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -33,6 +33,37 @@ pub enum ConfigError {
     },
 }
 
+/// `shard = "I/N"`: this ferry takes only the keys whose stable hash falls
+/// in shard I of N (I counts from 0, like Nomad's allocation index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad = || format!("{text:?} is not a shard: write I/N with 0 <= I < N, e.g. \"0/4\"");
+        let (i, n) = text.trim().split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// SHA-256 of the key: the same on every machine and in every version.
+    pub fn owns(&self, key: &str) -> bool {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hash = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        hash % self.count == self.index
+    }
+}
+
 /// A secret read from the environment. Its Debug and Display never show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -101,6 +132,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Remove at the destination what was deleted at the source (after two passes).
     pub delete: bool,
+    pub shard: Option<Shard>,
 }
 
 // ---- the file as written -------------------------------------------------
@@ -112,6 +144,7 @@ struct RawConfig {
     interval: Option<String>,
     shutdown_grace: Option<String>,
     delete: Option<bool>,
+    shard: Option<String>,
     source: Option<RawStore>,
     destination: Option<RawStore>,
     #[serde(default)]
@@ -266,6 +299,10 @@ impl Validator<'_> {
             interval,
             shutdown_grace,
             delete: raw.delete.unwrap_or(false),
+            shard: raw
+                .shard
+                .map(|s| Shard::parse(&s).map_err(|p| self.invalid("shard", p)))
+                .transpose()?,
         })
     }
 
@@ -578,6 +615,32 @@ mod tests {
         assert!(e.contains("`ledger` is missing"), "{e}");
         let e = error(&GOOD.replace("access_key_id_env = \"DST_ID\"", ""));
         assert!(e.contains("destination.access_key_id_env"), "{e}");
+    }
+
+    #[test]
+    fn shards_split_keys_stably_and_completely() {
+        let shards: Vec<Shard> = (0..3)
+            .map(|i| Shard::parse(&format!("{i}/3")).unwrap())
+            .collect();
+        for k in 0..300 {
+            let key = format!("feeds/onix-{k}.xml");
+            assert_eq!(shards.iter().filter(|s| s.owns(&key)).count(), 1, "{key}");
+        }
+        let counts: Vec<usize> = shards
+            .iter()
+            .map(|s| (0..300).filter(|k| s.owns(&format!("k{k}"))).count())
+            .collect();
+        assert!(counts.iter().all(|&c| c > 60), "{counts:?}");
+        // Stable: a known key always lands in the same shard.
+        assert!(
+            Shard::parse("1/2").unwrap().owns("audio/book.mp3")
+                == Shard::parse("1/2").unwrap().owns("audio/book.mp3")
+        );
+        for bad in ["3/3", "1", "a/b", "0/0"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        let e = error(&GOOD.replace("ledger = ", "shard = \"5/2\"\nledger = "));
+        assert!(e.contains("`shard`"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Shard;
 use crate::copy::hashing::bare_etag;
 use crate::ledger::{self, ListedObject, Writer};
 use crate::store::{Side, StoreError};
@@ -39,6 +40,7 @@ pub async fn list_bucket(
     pass_id: i64,
     bucket: &str,
     prefix: &str,
+    shard: Option<Shard>,
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
     let pass_id = writer
@@ -75,6 +77,14 @@ pub async fn list_bucket(
         let page = request.send().await.map_err(|e| {
             StoreError::from_sdk(Side::Source, format!("ListObjectsV2 {bucket}"), e)
         })?;
+        // The cursor moves past every key of the page, ours or another shard's.
+        let Some(last) = page
+            .contents()
+            .last()
+            .map(|o| decode_key(o.key().unwrap_or_default()))
+        else {
+            break;
+        };
         let objects: Vec<ListedObject> = page
             .contents()
             .iter()
@@ -85,10 +95,8 @@ pub async fn list_bucket(
                 last_modified: o.last_modified().map(|t| t.to_string()),
                 storage_class: o.storage_class().map(|s| s.as_str().to_owned()),
             })
+            .filter(|o| shard.is_none_or(|s| s.owns(&o.key)))
             .collect();
-        let Some(last) = objects.last().map(|o| o.key.clone()) else {
-            break;
-        };
         seen += objects.len() as u64;
         let page_cursor = last.clone();
         writer

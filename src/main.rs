@@ -22,6 +22,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut config = config;
+    if let Some(text) = &cli.shard {
+        match ferry::config::Shard::parse(text) {
+            Ok(shard) => config.shard = Some(shard),
+            Err(e) => {
+                eprintln!("ferry: --shard {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match cli.command {
         Command::Status { format, watch } => loop {
             let shown =

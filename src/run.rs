@@ -212,6 +212,7 @@ impl Runner {
                 pass_id,
                 &pair.source,
                 &pair.prefix,
+                self.config.shard,
                 &self.stop,
             )
             .await
@@ -332,6 +333,7 @@ impl Runner {
                 0,
                 &pair.source,
                 &pair.prefix,
+                self.config.shard,
                 &self.stop,
             )
             .await

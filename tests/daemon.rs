@@ -1,0 +1,222 @@
+//! Running for days: passes on an interval that pick up what changed,
+//! deletions, status read from a second process, shards.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ferry::demo::{self, DemoObject};
+use ferry::store::Side;
+use support::{list_all, Fixture};
+
+fn onix(fx: &Fixture, n: u64) -> Vec<DemoObject> {
+    let bucket = format!("onix{}", fx.suffix);
+    (0..n)
+        .map(|i| {
+            DemoObject::new(
+                &bucket,
+                format!("feeds/onix-{i:04}.xml"),
+                1_000 + i * 37,
+                "application/xml",
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_split_the_keys_and_together_copy_everything() {
+    let fx = Fixture::new("shard", "concurrency = 8").await;
+    let set = onix(&fx, 60);
+    fx.fill(&set).await;
+    let mut owned = Vec::new();
+    for i in 0..2 {
+        let ledger = format!("state/shard-{i}.sqlite");
+        let text = std::fs::read_to_string(&fx.config_path)
+            .unwrap()
+            .replace("state/ferry.sqlite", &ledger);
+        let path = fx.dir.path().join(format!("shard-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let shard = format!("{i}/2");
+        let run = support::ferry_in(
+            fx.dir.path(),
+            &path,
+            &["--shard", &shard, "run", "--once"],
+            &support::servers().env,
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+        let db = rusqlite::Connection::open(fx.dir.path().join(&ledger)).unwrap();
+        let keys: Vec<String> = db
+            .prepare("SELECT key FROM objects")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !keys.is_empty() && keys.len() < set.len(),
+            "shard {i} took {} of {}",
+            keys.len(),
+            set.len()
+        );
+        owned.push(keys);
+    }
+    assert!(
+        owned[0].iter().all(|k| !owned[1].contains(k)),
+        "a key in both shards"
+    );
+    assert_eq!(owned[0].len() + owned[1].len(), set.len());
+    let dest = format!("hub-{}", set[0].bucket);
+    assert_eq!(list_all(&fx.destination, &dest).await.len(), set.len());
+    let report = fx.ferry(&[
+        "report",
+        "--ledger",
+        "state/shard-0.sqlite",
+        "--ledger",
+        "state/shard-1.sqlite",
+    ]);
+    assert_eq!(report.code, 0, "{report:?}");
+}
+
+/// Waits until the ledger records `pass` as finished and returns its copied count.
+async fn pass_finished(fx: &Fixture, pass: i64) -> i64 {
+    let started = Instant::now();
+    loop {
+        let copied = fx.count(&format!(
+            "SELECT objects_copied FROM passes WHERE id = {pass} AND finished_at IS NOT NULL"
+        ));
+        let done = fx.count(&format!(
+            "SELECT COUNT(*) FROM passes WHERE id = {pass} AND finished_at IS NOT NULL"
+        ));
+        if done == 1 {
+            return copied;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "pass {pass} never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_copies_exactly_what_changed_and_removes_deletions_after_two_passes() {
+    let fx = Fixture::with_destination(
+        "daemon",
+        "concurrency = 8",
+        "interval = \"3s\"\ndelete = true",
+        None,
+    )
+    .await;
+    let mut set = onix(&fx, 20);
+    fx.fill(&set).await;
+    let dest = format!("hub-{}", set[0].bucket);
+    let daemon = fx.spawn_ferry(&["run"]);
+
+    assert_eq!(pass_finished(&fx, 1).await, 20);
+    // Between passes: two new keys, one changed, one deleted.
+    let mut added: Vec<DemoObject> = onix(&fx, 22).split_off(20);
+    for o in &added {
+        demo::put(&fx.source, o).await.unwrap();
+    }
+    set[5].seed ^= 99;
+    demo::put(&fx.source, &set[5]).await.unwrap();
+    let gone = set.remove(7);
+    fx.source
+        .delete_object()
+        .bucket(&gone.bucket)
+        .key(&gone.key)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        pass_finished(&fx, 2).await,
+        3,
+        "the pass copies exactly the new and the changed keys"
+    );
+    // status, from a second process, while the daemon runs.
+    let status = fx.ferry(&["status", "--format", "json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let row = json["status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == set[0].bucket.as_str())
+        .unwrap();
+    assert_eq!(row["deleted"].as_u64(), Some(1), "{json}");
+    assert_eq!(row["pending"].as_u64(), Some(0), "{json}");
+    let keys: Vec<String> = list_all(&fx.destination, &dest)
+        .await
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    assert!(
+        keys.contains(&gone.key),
+        "deleted at the destination in the pass that first saw it gone"
+    );
+
+    pass_finished(&fx, 3).await;
+    let keys: Vec<String> = list_all(&fx.destination, &dest)
+        .await
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    assert!(
+        !keys.contains(&gone.key),
+        "still at the destination after two passes without it"
+    );
+
+    set.append(&mut added);
+    for o in &set {
+        let got = demo::observe(&fx.destination, Side::Destination, &dest, &o.key)
+            .await
+            .unwrap();
+        assert_eq!(got.sha256, o.expected_digests().sha256_hex(), "{}", o.key);
+    }
+    assert_eq!(keys.len(), set.len());
+
+    let pid = daemon.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("pass finished"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_delete_a_key_deleted_at_the_source_stays_and_is_reported() {
+    let fx = Fixture::new("keep", "concurrency = 8").await;
+    let set = onix(&fx, 5);
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+    fx.source
+        .delete_object()
+        .bucket(&set[0].bucket)
+        .key(&set[0].key)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let run = fx.ferry(&["run", "--once"]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let dest = format!("hub-{}", set[0].bucket);
+    assert_eq!(
+        list_all(&fx.destination, &dest).await.len(),
+        5,
+        "nothing is removed without delete = true"
+    );
+    let report = fx.ferry(&["report", "--format", "csv"]);
+    assert!(
+        report.stdout.contains("deleted at the source"),
+        "{report:?}"
+    );
+}
