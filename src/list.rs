@@ -8,7 +8,7 @@ use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Shard;
+use crate::config::{BucketPair, Shard};
 use crate::copy::hashing::bare_etag;
 use crate::ledger::{self, ListedObject, Writer};
 use crate::store::{Side, StoreError};
@@ -38,11 +38,11 @@ pub async fn list_bucket(
     writer: &Writer,
     bucket_id: i64,
     pass_id: i64,
-    bucket: &str,
-    prefix: &str,
+    pair: &BucketPair,
     shard: Option<Shard>,
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
+    let (bucket, prefix) = (pair.source.as_str(), pair.prefix.as_str());
     let pass_id = writer
         .call(move |c| ledger::listing_pass(c, bucket_id, pass_id))
         .await?;

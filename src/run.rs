@@ -210,8 +210,7 @@ impl Runner {
                 writer,
                 bucket_id,
                 pass_id,
-                &pair.source,
-                &pair.prefix,
+                pair,
                 self.config.shard,
                 &self.stop,
             )
@@ -331,8 +330,7 @@ impl Runner {
                 writer,
                 bucket_id,
                 0,
-                &pair.source,
-                &pair.prefix,
+                pair,
                 self.config.shard,
                 &self.stop,
             )
