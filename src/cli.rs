@@ -28,6 +28,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9898.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Take only shard I of N of the keys (overrides `shard` in the config).
     #[arg(long, global = true, value_name = "I/N")]
     pub shard: Option<String>,

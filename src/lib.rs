@@ -12,6 +12,7 @@ pub mod copy;
 pub mod demo;
 pub mod ledger;
 pub mod list;
+pub mod metrics;
 pub mod progress;
 pub mod report;
 pub mod run;

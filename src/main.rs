@@ -49,7 +49,17 @@ fn main() -> ExitCode {
                 (Err(e), _) => return fail(&e),
             }
         },
-        Command::Run { once } => runtime().block_on(run(config, once)),
+        Command::Run { once } => {
+            let runtime = runtime();
+            if let Some(addr) = cli.metrics_addr {
+                // The exporter's listener runs on this runtime.
+                if let Err(e) = runtime.block_on(async { ferry::metrics::serve(addr) }) {
+                    eprintln!("ferry: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            runtime.block_on(run(config, once))
+        }
         Command::Plan {
             bandwidth,
             egress_price_per_gb,

@@ -263,6 +263,16 @@ impl Runner {
             .await?;
         report.failed.extend(mismatched);
         report.took = started.elapsed();
+        let backlog = writer.call(|c| ledger::bucket_status(c)).await?;
+        crate::metrics::pass_finished(
+            pass_id,
+            report.took,
+            backlog.iter().map(|b| b.pending).sum(),
+            backlog
+                .iter()
+                .map(|b| b.bytes_listed - b.bytes_copied.min(b.bytes_listed))
+                .sum(),
+        );
         tracing::info!(
             pass = pass_id,
             objects_copied = report.copy.objects_copied,

@@ -99,6 +99,22 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// A short label, for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::AccessDenied => "access_denied",
+            FailureKind::NoSuchBucket => "no_such_bucket",
+            FailureKind::NoSuchKey => "no_such_key",
+            FailureKind::NoSuchUpload => "no_such_upload",
+            FailureKind::SourceChanged => "source_changed",
+            FailureKind::Archived => "archived",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Throttled => "throttled",
+            FailureKind::Corrupt => "corrupt",
+            FailureKind::Other => "other",
+        }
+    }
+
     pub fn is_retryable(self) -> bool {
         matches!(
             self,

@@ -220,3 +220,67 @@ async fn without_delete_a_key_deleted_at_the_source_stays_and_is_reported() {
         "{report:?}"
     );
 }
+
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: ferry\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_endpoint_is_scraped_during_a_run() {
+    let fx =
+        Fixture::with_destination("metrics", "concurrency = 8", "interval = \"1h\"", None).await;
+    let set = onix(&fx, 12);
+    fx.fill(&set).await;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let daemon = fx.spawn_ferry(&["--metrics-addr", &addr, "run"]);
+    pass_finished(&fx, 1).await;
+    let text = scrape(&addr).await;
+    assert!(
+        text.starts_with("HTTP/1.") && text.contains(" 200 "),
+        "{text}"
+    );
+    let bytes: u64 = set.iter().map(|o| o.size).sum();
+    assert_eq!(
+        metric(&text, "ferry_objects_copied_total"),
+        Some(set.len() as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "ferry_bytes_copied_total"),
+        Some(bytes as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "ferry_objects_verified_total"),
+        Some(set.len() as f64),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "ferry_pass"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "ferry_backlog_objects"), Some(0.0), "{text}");
+    assert_eq!(
+        metric(&text, "ferry_objects_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "ferry_last_pass_seconds").unwrap() > 0.0,
+        "{text}"
+    );
+    drop(daemon); // kill_on_drop
+}

@@ -154,7 +154,12 @@ impl Engine {
                         _ = stop.cancelled() => break 'batches,
                     }
                 }
-                workers.spawn(work(self.clone(), item));
+                let in_flight = crate::metrics::InFlight::object();
+                let job = work(self.clone(), item);
+                workers.spawn(async move {
+                    let _in_flight = in_flight;
+                    job.await
+                });
             }
         }
         let mut deadline = None;
@@ -202,7 +207,10 @@ impl Engine {
             }
         };
         let ok = verdict.ok;
-        if !ok {
+        if ok {
+            crate::metrics::verified(item.size);
+        } else {
+            crate::metrics::failed("mismatch");
             tracing::warn!(bucket = %item.dest_bucket, key = %item.key, reason = ?verdict.reason, "mismatch");
         }
         self.writer
@@ -266,6 +274,7 @@ impl Engine {
                     .call(move |c| ledger::record_copied(c, &record))
                     .await?;
                 tracing::debug!(bucket = %item.source_bucket, key = %item.key, bytes, took = ?started.elapsed(), "copied");
+                crate::metrics::copied(bytes);
                 let copied = PassSummary {
                     objects_copied: 1,
                     bytes_copied: bytes,
@@ -297,6 +306,7 @@ impl Engine {
             }
             Err(CopyError::Ledger(e)) => Err(e),
             Err(CopyError::Store(e)) => {
+                crate::metrics::failed(e.kind.label());
                 let text = e.to_string();
                 tracing::warn!(bucket = %item.source_bucket, key = %item.key, error = %text, "copy failed");
                 self.writer
@@ -368,6 +378,7 @@ where
                 let jitter =
                     Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
                 tracing::debug!(what, tries, error = %e, "retrying");
+                crate::metrics::retried();
                 tokio::time::sleep(backoff + jitter).await;
             }
             other => return other,

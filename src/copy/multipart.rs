@@ -452,6 +452,7 @@ async fn send_part(
         part.number, item.source_bucket, item.key
     );
     let keep = hasher.is_some();
+    let _in_flight = crate::metrics::InFlight::part();
     let (digests, chunks, etag) = with_retries(&what, || {
         send_part_once(engine, item, upload_id, part, keep)
     })

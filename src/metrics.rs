@@ -1,0 +1,69 @@
+//! Prometheus metrics for monitoring a long run (`--metrics-addr`). Every
+//! metric's name lives here; the rest of ferry calls these functions.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+/// Serves `/metrics` on `addr` (any path answers) until the process ends.
+pub fn serve(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| {
+            format!("cannot serve metrics on {addr}: {e}. Pick a free address with --metrics-addr")
+        })
+}
+
+pub fn copied(bytes: u64) {
+    counter!("ferry_objects_copied_total").increment(1);
+    counter!("ferry_bytes_copied_total").increment(bytes);
+}
+
+pub fn verified(bytes: u64) {
+    counter!("ferry_objects_verified_total").increment(1);
+    counter!("ferry_bytes_verified_total").increment(bytes);
+}
+
+/// An object that failed, by kind (access_denied, throttled, mismatch, …).
+pub fn failed(kind: &'static str) {
+    counter!("ferry_failures_total", "kind" => kind).increment(1);
+}
+
+pub fn retried() {
+    counter!("ferry_retries_total").increment(1);
+}
+
+/// Counts one object or part in flight for as long as it lives, however it
+/// ends (done, failed or dropped at shutdown).
+pub struct InFlight(&'static str);
+
+impl InFlight {
+    pub fn object() -> InFlight {
+        Self::start("ferry_objects_in_flight")
+    }
+
+    pub fn part() -> InFlight {
+        Self::start("ferry_parts_in_flight")
+    }
+
+    fn start(name: &'static str) -> InFlight {
+        gauge!(name).increment(1.0);
+        InFlight(name)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(self.0).decrement(1.0);
+    }
+}
+
+pub fn pass_finished(pass: i64, took: Duration, backlog_objects: u64, backlog_bytes: u64) {
+    gauge!("ferry_pass").set(pass as f64);
+    gauge!("ferry_last_pass_seconds").set(took.as_secs_f64());
+    gauge!("ferry_backlog_objects").set(backlog_objects as f64);
+    gauge!("ferry_backlog_bytes").set(backlog_bytes as f64);
+}
