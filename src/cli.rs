@@ -28,6 +28,13 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Draw progress bars (default: when stderr is a terminal and logs are text).
+    #[arg(long, global = true, overrides_with = "no_progress")]
+    pub progress: bool,
+    /// Never draw progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9898.
     #[arg(long, global = true, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,

@@ -14,7 +14,15 @@ use ferry::run::{Runner, VerifyOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ferry::progress::init_logging(cli.log_format);
+    let bars = match (cli.progress, cli.no_progress) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    ferry::progress::init(
+        cli.log_format,
+        ferry::progress::wanted(bars, cli.log_format),
+    );
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

@@ -284,3 +284,93 @@ async fn the_metrics_endpoint_is_scraped_during_a_run() {
     );
     drop(daemon); // kill_on_drop
 }
+
+/// Removes terminal escape sequences, keeping the text.
+fn plain(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bars_are_drawn_on_a_terminal_and_never_tear_log_lines() {
+    let fx = Fixture::new(
+        "bars",
+        "concurrency = 4\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"",
+    )
+    .await;
+    let mut set = onix(&fx, 30);
+    let mut book = DemoObject::new(
+        &format!("audio{}", fx.suffix),
+        "books/a/full.mp3".into(),
+        40 << 20,
+        "audio/mpeg",
+    );
+    book.multipart = true;
+    set.push(book);
+    fx.fill(&set).await;
+
+    // `script` gives ferry a pseudo-terminal and records what it drew.
+    let capture = fx.dir.path().join("terminal.txt");
+    let command = format!(
+        "{} --config {} run --once",
+        env!("CARGO_BIN_EXE_ferry"),
+        fx.config_path.display()
+    );
+    let status = std::process::Command::new("script")
+        .args(["-qfec", &command])
+        .arg(&capture)
+        .current_dir(fx.dir.path())
+        .envs(
+            support::servers()
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("script (util-linux) runs ferry in a pty");
+    assert!(status.success());
+    let drawn = std::fs::read_to_string(&capture).unwrap();
+    assert!(
+        drawn.contains('█') && drawn.contains("objects "),
+        "no bars drawn:\n{drawn}"
+    );
+    assert!(
+        drawn.contains("part "),
+        "no line for the large object:\n{drawn}"
+    );
+    let text = plain(&drawn);
+    let mut log_lines = 0;
+    for segment in text.split(['\r', '\n']) {
+        if segment.contains(" INFO ") {
+            log_lines += 1;
+            assert!(
+                segment.starts_with("20"),
+                "a log line torn by a bar: {segment:?}"
+            );
+        }
+    }
+    assert!(log_lines >= 3, "{text}");
+
+    // Without a terminal: logs only, no bar characters.
+    assert_eq!(fx.ferry(&["verify", "--all"]).code, 0);
+    let piped = fx.ferry(&["run", "--once"]);
+    assert!(
+        !piped.stderr.contains('█') && !piped.stderr.contains('\x1b'),
+        "{piped:?}"
+    );
+    assert!(piped.stderr.contains("INFO"), "{piped:?}");
+}

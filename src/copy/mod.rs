@@ -71,6 +71,11 @@ impl Engine {
         stop: &CancellationToken,
         grace: Duration,
     ) -> Result<PassSummary, LedgerError> {
+        let ids = bucket_ids.clone();
+        let totals = self
+            .writer
+            .call(move |c| ledger::totals_in_states(c, &ids, "'listed', 'copying'"))
+            .await?;
         let writer = self.writer.clone();
         let fetch = move |after_id| {
             let (writer, ids) = (writer.clone(), bucket_ids.clone());
@@ -81,13 +86,8 @@ impl Engine {
                 Ok(batch.last().map(|i| i.object_id).map(|last| (last, batch)))
             }
         };
-        self.drive(
-            fetch,
-            |engine, item| async move { engine.copy_and_record(item).await },
-            stop,
-            grace,
-        )
-        .await
+        let work = |engine: Arc<Engine>, item| async move { engine.copy_and_record(item).await };
+        self.drive(fetch, work, ("copy", totals), stop, grace).await
     }
 
     /// Reads back every copied object of `bucket_ids` (with `again`, the
@@ -101,6 +101,20 @@ impl Engine {
         stop: &CancellationToken,
         grace: Duration,
     ) -> Result<PassSummary, LedgerError> {
+        let ids = bucket_ids.clone();
+        let states = if again {
+            "'copied', 'verified', 'mismatched'"
+        } else {
+            "'copied'"
+        };
+        let (objects, bytes) = self
+            .writer
+            .call(move |c| ledger::totals_in_states(c, &ids, states))
+            .await?;
+        let totals = (
+            (objects as f64 * sample.min(1.0)) as u64,
+            (bytes as f64 * sample.min(1.0)) as u64,
+        );
         let writer = self.writer.clone();
         let fetch = move |after_id| {
             let (writer, ids) = (writer.clone(), bucket_ids.clone());
@@ -116,7 +130,8 @@ impl Engine {
         let work = |engine: Arc<Engine>, item: VerifyItem| async move {
             engine.verify_and_record(&item).await
         };
-        self.drive(fetch, work, stop, grace).await
+        self.drive(fetch, work, ("verify", totals), stop, grace)
+            .await
     }
 
     /// The bounded pool: takes batches from `fetch` (the last id seen and the
@@ -130,6 +145,7 @@ impl Engine {
         self: &Arc<Self>,
         mut fetch: Fetch,
         work: Work,
+        (label, (objects, bytes)): (&str, (u64, u64)),
         stop: &CancellationToken,
         grace: Duration,
     ) -> Result<PassSummary, LedgerError>
@@ -142,6 +158,17 @@ impl Engine {
         let mut summary = PassSummary::default();
         let mut workers = JoinSet::new();
         let mut after_id = 0;
+        crate::progress::pass_started(label, objects, bytes);
+        let mut finished = 0;
+        let mut settle = |summary: &mut PassSummary, done| {
+            let before = summary.clone();
+            tally(summary, done)?;
+            finished += 1;
+            let moved = (summary.bytes_copied - before.bytes_copied)
+                .max(summary.bytes_verified - before.bytes_verified);
+            crate::progress::advance(moved, finished, objects);
+            Ok::<(), LedgerError>(())
+        };
         'batches: while !stop.is_cancelled() {
             let Some((last, batch)) = fetch(after_id).await? else {
                 break;
@@ -150,7 +177,7 @@ impl Engine {
             for item in batch {
                 while workers.len() >= self.transfer.concurrency {
                     tokio::select! {
-                        done = workers.join_next() => tally(&mut summary, done)?,
+                        done = workers.join_next() => settle(&mut summary, done)?,
                         _ = stop.cancelled() => break 'batches,
                     }
                 }
@@ -185,10 +212,11 @@ impl Engine {
                 }
             };
             match next {
-                Some(done) => tally(&mut summary, Some(done))?,
+                Some(done) => settle(&mut summary, Some(done))?,
                 None => break,
             }
         }
+        crate::progress::pass_finished();
         Ok(summary)
     }
 

@@ -370,6 +370,8 @@ async fn send_parts_and_complete(
     // once completed.
     let hasher = kept.is_empty().then(|| Arc::new(OrderedHasher::new(1)));
     let kept_numbers: HashSet<u32> = kept.iter().map(|p| p.number).collect();
+    let bar = crate::progress::ObjectBar::new(&item.key, layout.len() as u64);
+    kept.iter().for_each(|_| bar.part_done());
     let mut done = kept;
     let mut running = FuturesUnordered::new();
     for &part in layout.iter().filter(|p| !kept_numbers.contains(&p.number)) {
@@ -378,7 +380,10 @@ async fn send_parts_and_complete(
         let ticket = loop {
             tokio::select! {
                 biased;
-                Some(finished) = running.next() => done.push(finished?),
+                Some(finished) = running.next() => {
+                    done.push(finished?);
+                    bar.part_done();
+                }
                 ticket = engine.budget.admit(part.length) => break ticket,
             }
         };
@@ -393,6 +398,7 @@ async fn send_parts_and_complete(
     }
     while let Some(finished) = running.next().await {
         done.push(finished?);
+        bar.part_done();
     }
     drop(running);
     done.sort_by_key(|p| p.number);

@@ -629,6 +629,25 @@ pub fn forget_upload_id(conn: &Connection, upload_id: &str) -> rusqlite::Result<
     conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])
 }
 
+/// How many objects, and bytes, are in `states` in these buckets: the size
+/// of the work a pass is about to do, for its progress bar.
+pub fn totals_in_states(
+    conn: &Connection,
+    bucket_ids: &[i64],
+    states: &str,
+) -> rusqlite::Result<(u64, u64)> {
+    let ids = bucket_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    conn.query_row(
+        &format!("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects WHERE state IN ({states}) AND bucket_id IN ({ids})"),
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+}
+
 /// Copied objects to read back, in id order after `after_id`; with `again`,
 /// verified ones too.
 pub fn verify_batch(
