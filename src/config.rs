@@ -644,6 +644,25 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configs_are_valid() {
+        let any = |_: &str| Some("set".to_owned());
+        for (name, text) in [
+            ("config/ferry.toml", include_str!("../config/ferry.toml")),
+            (
+                "config/hetzner.example.toml",
+                include_str!("../config/hetzner.example.toml"),
+            ),
+            (
+                "deploy/compose-ferry.toml",
+                include_str!("../deploy/compose-ferry.toml"),
+            ),
+        ] {
+            let c = Config::parse(Path::new(name), text, &any).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.buckets.len(), 4, "{name}");
+        }
+    }
+
+    #[test]
     fn toml_syntax_errors_say_where() {
         let e = error("ledger = \n");
         assert!(e.contains("ferry.toml"), "{e}");

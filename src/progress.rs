@@ -101,12 +101,18 @@ pub fn pass_started(what: &str, objects: u64, bytes: u64) {
     bars.pass.reset_eta();
 }
 
+/// Bytes that arrived (a part, a small object) or were read back.
+pub fn bytes_done(bytes: u64) {
+    if let Some(bars) = BARS.get() {
+        bars.pass.inc(bytes);
+    }
+}
+
 /// Objects done so far out of the pass's total.
-pub fn advance(bytes: u64, objects_done: u64, objects: u64) {
-    let Some(bars) = BARS.get() else { return };
-    bars.pass.inc(bytes);
-    bars.pass
-        .set_message(format!("objects {objects_done}/{objects}"));
+pub fn objects_done(done: u64, objects: u64) {
+    if let Some(bars) = BARS.get() {
+        bars.pass.set_message(format!("objects {done}/{objects}"));
+    }
 }
 
 pub fn pass_finished() {
@@ -133,7 +139,8 @@ impl ObjectBar {
         ObjectBar(Some(bar))
     }
 
-    pub fn part_done(&self) {
+    pub fn part_done(&self, bytes: u64) {
+        bytes_done(bytes);
         if let Some(bar) = &self.0 {
             bar.inc(1);
         }

@@ -161,12 +161,9 @@ impl Engine {
         crate::progress::pass_started(label, objects, bytes);
         let mut finished = 0;
         let mut settle = |summary: &mut PassSummary, done| {
-            let before = summary.clone();
             tally(summary, done)?;
             finished += 1;
-            let moved = (summary.bytes_copied - before.bytes_copied)
-                .max(summary.bytes_verified - before.bytes_verified);
-            crate::progress::advance(moved, finished, objects);
+            crate::progress::objects_done(finished, objects);
             Ok::<(), LedgerError>(())
         };
         'batches: while !stop.is_cancelled() {

@@ -371,7 +371,8 @@ async fn send_parts_and_complete(
     let hasher = kept.is_empty().then(|| Arc::new(OrderedHasher::new(1)));
     let kept_numbers: HashSet<u32> = kept.iter().map(|p| p.number).collect();
     let bar = crate::progress::ObjectBar::new(&item.key, layout.len() as u64);
-    kept.iter().for_each(|_| bar.part_done());
+    let length_of = |number: u32| layout.get(number as usize - 1).map_or(0, |p| p.length);
+    kept.iter().for_each(|p| bar.part_done(length_of(p.number)));
     let mut done = kept;
     let mut running = FuturesUnordered::new();
     for &part in layout.iter().filter(|p| !kept_numbers.contains(&p.number)) {
@@ -381,8 +382,9 @@ async fn send_parts_and_complete(
             tokio::select! {
                 biased;
                 Some(finished) = running.next() => {
-                    done.push(finished?);
-                    bar.part_done();
+                    let finished: PartDone = finished?;
+                    bar.part_done(length_of(finished.number));
+                    done.push(finished);
                 }
                 ticket = engine.budget.admit(part.length) => break ticket,
             }
@@ -397,8 +399,9 @@ async fn send_parts_and_complete(
         ));
     }
     while let Some(finished) = running.next().await {
-        done.push(finished?);
-        bar.part_done();
+        let finished = finished?;
+        bar.part_done(length_of(finished.number));
+        done.push(finished);
     }
     drop(running);
     done.sort_by_key(|p| p.number);

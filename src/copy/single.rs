@@ -13,7 +13,9 @@ use crate::store::{FailureKind, Side, StoreError};
 
 pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
     let _ticket = engine.budget.admit(item.size).await;
-    with_retries(&item.key, || attempt(engine, item)).await
+    let copied = with_retries(&item.key, || attempt(engine, item)).await?;
+    crate::progress::bytes_done(item.size);
+    Ok(copied)
 }
 
 async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
