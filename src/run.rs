@@ -278,6 +278,9 @@ impl Runner {
             objects_copied = report.copy.objects_copied,
             bytes_copied = report.copy.bytes_copied,
             objects_failed = report.copy.objects_failed,
+            objects_verified = report.copy.objects_verified,
+            objects_mismatched = report.copy.objects_mismatched,
+            deleted_at_source = report.deleted_at_source,
             took = ?report.took,
             "pass finished"
         );
