@@ -87,6 +87,9 @@ pub enum FailureKind {
     NoSuchUpload,
     /// If-Match failed: the source object changed since it was listed.
     SourceChanged,
+    /// The bytes read from the source do not hash to the source's ETag: read
+    /// again, from the start of the object.
+    SourceCorrupt,
     /// The object is archived (Glacier) and must be restored first.
     Archived,
     /// Network trouble or a timeout: worth retrying.
@@ -107,6 +110,7 @@ impl FailureKind {
             FailureKind::NoSuchKey => "no_such_key",
             FailureKind::NoSuchUpload => "no_such_upload",
             FailureKind::SourceChanged => "source_changed",
+            FailureKind::SourceCorrupt => "source_corrupt",
             FailureKind::Archived => "archived",
             FailureKind::Unreachable => "unreachable",
             FailureKind::Throttled => "throttled",

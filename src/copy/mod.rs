@@ -278,6 +278,13 @@ impl Engine {
                         Err(e) => break Err(e),
                     }
                 }
+                Err(CopyError::Store(e))
+                    if e.kind == FailureKind::SourceCorrupt && versions_seen < ATTEMPTS =>
+                {
+                    versions_seen += 1;
+                    crate::metrics::retried();
+                    tracing::warn!(bucket = %item.source_bucket, key = %item.key, error = %e, "reading the object again");
+                }
                 other => break other,
             }
         };
@@ -430,6 +437,36 @@ pub(crate) fn check_etag(
         )
         .into())
     }
+}
+
+/// Whether a source ETag is the MD5 of the object's bytes: a single-part
+/// upload, stored unencrypted or with SSE-S3 (SSE-KMS and SSE-C ETags are not).
+pub(crate) fn etag_is_md5(
+    etag: &str,
+    sse: Option<&aws_sdk_s3::types::ServerSideEncryption>,
+) -> bool {
+    use aws_sdk_s3::types::ServerSideEncryption as Sse;
+    etag.len() == 32
+        && etag.bytes().all(|b| b.is_ascii_hexdigit())
+        && matches!(sse, None | Some(Sse::Aes256))
+}
+
+/// The bytes read must be the source's: compare what was computed with what
+/// the source's ETag says they are.
+pub(crate) fn check_source(item: &WorkItem, computed_etag: &str) -> Result<(), CopyError> {
+    if computed_etag == item.source_etag {
+        return Ok(());
+    }
+    Err(StoreError::new(
+        Side::Source,
+        FailureKind::SourceCorrupt,
+        format!("GetObject {}/{}", item.source_bucket, item.key),
+        format!(
+            "the bytes read hash to {computed_etag}, but the source's ETag is {}",
+            item.source_etag
+        ),
+    )
+    .into())
 }
 
 pub(crate) fn copy_record(

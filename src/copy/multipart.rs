@@ -21,7 +21,7 @@ use super::hashing::{
 use super::metadata::Metadata;
 use super::scheduler::Ticket;
 use super::single::quoted;
-use super::{check_etag, copy_record, with_retries, CopyError, Engine};
+use super::{check_etag, check_source, copy_record, etag_is_md5, with_retries, CopyError, Engine};
 use crate::config::{MAX_PARTS, MAX_PART_SIZE};
 use crate::ledger::{self, CopyRecord, PartRecord, UploadRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError};
@@ -80,7 +80,7 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
         match reconcile(engine, item, &previous, &layout).await? {
             Reconciled::Completed(record) => return Ok(record),
             Reconciled::Resume(kept) => {
-                return finish(engine, item, &previous, &layout, kept).await
+                return finish(engine, item, &previous, &layout, kept, &head).await
             }
             Reconciled::Gone => {}
         }
@@ -88,7 +88,7 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
     let part_size = part_size_for(item.size, engine.transfer.part_size);
     let layout = plan(engine, item, &head, source_parts, part_size).await?;
     let upload = start_upload(engine, item, &head, &layout).await?;
-    finish(engine, item, &upload, &layout, Vec::new()).await
+    finish(engine, item, &upload, &layout, Vec::new(), &head).await
 }
 
 /// The part layout: the source's own for a source multipart object, else
@@ -321,8 +321,10 @@ async fn finish(
     upload: &UploadRecord,
     layout: &[PartPlan],
     kept: Vec<PartDone>,
+    head: &HeadObjectOutput,
 ) -> Result<CopyRecord, CopyError> {
-    match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept).await {
+    let source_md5 = etag_is_md5(&item.source_etag, head.server_side_encryption());
+    match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept, source_md5).await {
         Err(CopyError::Store(e)) if !e.kind.is_retryable() => {
             abort(engine, upload).await;
             let id = item.object_id;
@@ -364,6 +366,7 @@ async fn send_parts_and_complete(
     upload_id: &str,
     layout: &[PartPlan],
     kept: Vec<PartDone>,
+    source_md5: bool,
 ) -> Result<CopyRecord, CopyError> {
     // A fresh upload hashes the whole object as the parts pass. A resumed one
     // cannot (the kept parts' bytes are gone), so it reads the object back
@@ -406,6 +409,24 @@ async fn send_parts_and_complete(
     drop(running);
     done.sort_by_key(|p| p.number);
 
+    // Before anything becomes visible: do the bytes read hash to what the
+    // source says they are? Its ETag is the MD5 of the parts' MD5s for a
+    // multipart source (same layout), the plain MD5 for an unencrypted
+    // single-part one.
+    let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
+    let sent_etag = multipart_etag(&md5s);
+    let whole = hasher.map(|h| {
+        Arc::try_unwrap(h)
+            .ok()
+            .expect("all parts finished")
+            .finish()
+    });
+    if item.source_etag.contains('-') {
+        check_source(item, &sent_etag)?;
+    } else if let (true, Some(whole)) = (source_md5, &whole) {
+        check_source(item, &whole.md5_hex())?;
+    }
+
     let what = format!("CompleteMultipartUpload {}/{}", item.dest_bucket, item.key);
     let parts = done
         .iter()
@@ -430,13 +451,9 @@ async fn send_parts_and_complete(
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
-    let etag = check_etag(&what, &multipart_etag(&md5s), completed.e_tag())?;
-    let whole = match hasher {
-        Some(h) => Arc::try_unwrap(h)
-            .ok()
-            .expect("all parts finished")
-            .finish(),
+    let etag = check_etag(&what, &sent_etag, completed.e_tag())?;
+    let whole = match whole {
+        Some(whole) => whole,
         None => read_back(engine, item, layout, &done).await?,
     };
     Ok(copy_record(

@@ -30,6 +30,7 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .await
         .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
     let metadata = Metadata::from_get(&got);
+    let got_sse = got.server_side_encryption().cloned();
     let body = got
         .body
         .collect()
@@ -53,6 +54,9 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .into());
     }
     let digests = Digests::of(&body);
+    if super::etag_is_md5(&item.source_etag, got_sse.as_ref()) {
+        super::check_source(item, &digests.md5_hex())?;
+    }
     let what = format!("PutObject {}/{}", item.dest_bucket, item.key);
     let request = engine
         .destination

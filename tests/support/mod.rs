@@ -3,6 +3,7 @@
 //! buckets and ledger, and the real `ferry` binary as a child process.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -215,8 +216,8 @@ pub fn ferry_in(dir: &Path, config: &Path, args: &[&str], env: &[(String, String
         .arg("--config")
         .arg(config)
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("FERRY_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .expect("run ferry");
     Run {

@@ -1,0 +1,160 @@
+//! A hostile network: a proxy of our own injects errors, resets, stalls,
+//! truncations and flipped bits on both sides, and ferry must still end with
+//! every object byte-equal, never having completed a corrupt one.
+
+mod support;
+
+use std::time::Duration;
+
+use ferry::demo::{self, DemoObject};
+use ferry::store::Side;
+use support::faults::{FaultProxy, Rates};
+use support::{servers, Fixture};
+
+fn rates(flip_request: f64, flip_response: f64) -> Rates {
+    Rates {
+        slow_down: 0.05,
+        internal_error: 0.02,
+        reset_before: 0.02,
+        reset_during: 0.02,
+        stall: 0.01,
+        truncate: 0.02,
+        flip_request,
+        flip_response,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_through_ten_percent_faults_on_both_sides_ends_byte_equal() {
+    let transfer = "concurrency = 8\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\nread_timeout = \"2s\"";
+    let fx = Fixture::new("faults", transfer).await;
+    let onix = format!("onix{}", fx.suffix);
+    let audio = format!("audio{}", fx.suffix);
+    let mut set: Vec<DemoObject> = (0..80)
+        .map(|i| {
+            DemoObject::new(
+                &onix,
+                format!("feeds/onix-{i:03}.xml"),
+                2_000 + i * 301,
+                "application/xml",
+            )
+        })
+        .collect();
+    let mut book = DemoObject::new(
+        &audio,
+        "books/a/full.mp3".into(),
+        (24 << 20) + 7,
+        "audio/mpeg",
+    );
+    book.multipart = true;
+    set.push(book);
+    set.push(DemoObject::new(
+        &audio,
+        "books/b/single.mp3".into(),
+        (12 << 20) + 3,
+        "audio/mpeg",
+    ));
+    fx.fill(&set).await;
+
+    // ≥ 10 % of requests on each side get a fault; flips go in request bodies
+    // towards the destination and in response bodies from the source.
+    let stall = Duration::from_secs(3);
+    let source = FaultProxy::start(
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        rates(0.0, 0.06),
+        stall,
+    )
+    .await;
+    let destination = FaultProxy::start(
+        servers().get("FERRY_DEST_ENDPOINT"),
+        rates(0.06, 0.0),
+        stall,
+    )
+    .await;
+    let text = std::fs::read_to_string(&fx.config_path)
+        .unwrap()
+        .replace(servers().get("FERRY_SOURCE_ENDPOINT"), &source.url())
+        .replace(servers().get("FERRY_DEST_ENDPOINT"), &destination.url());
+    let hostile = fx.dir.path().join("hostile.toml");
+    std::fs::write(&hostile, text).unwrap();
+
+    let mut runs = 0;
+    let (mut caught_at_source, mut caught_at_destination) = (0, 0);
+    loop {
+        runs += 1;
+        let mut env = servers().env.clone();
+        env.push(("FERRY_LOG".into(), "ferry=debug".into()));
+        let run = support::ferry_in(fx.dir.path(), &hostile, &["run", "--once"], &env);
+        // Each line is one request whose bytes ferry refused to trust.
+        let lines = |words: &[&str]| {
+            run.stderr
+                .lines()
+                .filter(|l| words.iter().any(|w| l.contains(w)))
+                .count()
+        };
+        caught_at_source += lines(&["the bytes read hash to"]);
+        caught_at_destination += lines(&[
+            "BadDigest",
+            "the bytes sent have MD5",
+            "XAmzContentSHA256Mismatch",
+        ]);
+        // Whatever is visible at the destination (read directly) is whole and right.
+        for o in &set {
+            let dest = format!("hub-{}", o.bucket);
+            if let Ok(got) = demo::observe(&fx.destination, Side::Destination, &dest, &o.key).await
+            {
+                assert_eq!(
+                    got.sha256,
+                    o.expected_digests().sha256_hex(),
+                    "a corrupt {} was completed (run {runs})",
+                    o.key
+                );
+            }
+        }
+        if run.code == 0 {
+            break;
+        }
+        assert!(runs < 8, "still failing after {runs} runs: {run:?}");
+    }
+    let db = fx.ledger();
+    let verified: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM objects WHERE state = 'verified'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(verified as usize, set.len());
+    for o in &set {
+        let sha: String = db
+            .query_row("SELECT c.sha256 FROM copies c JOIN objects o ON o.id = c.object_id WHERE o.key = ?1", [&o.key], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sha, o.expected_digests().sha256_hex(), "{}", o.key);
+    }
+    let (s, d) = (&source.injected, &destination.injected);
+    eprintln!(
+        "faults: {runs} runs; source: {} faults in {} requests, {} bit flips, {caught_at_source} caught; \
+         destination: {} faults in {} requests, {} bit flips, {caught_at_destination} caught",
+        s.total(),
+        s.requests(),
+        s.flips(),
+        d.total(),
+        d.requests(),
+        d.flips()
+    );
+    assert!(
+        s.total() * 10 >= s.requests() && d.total() * 10 >= d.requests(),
+        "fewer than 10 % of requests got a fault"
+    );
+    assert!(
+        s.flips() > 0 && d.flips() > 0,
+        "no bit was flipped on one side: the test proved nothing there"
+    );
+    // Flips in several parts of one object are caught together, before the
+    // upload completes; a flip in a Complete request's XML is refused by the
+    // store. Every flip is caught in the end: the bytes above are right.
+    assert!(
+        caught_at_source >= 1 && caught_at_destination >= 1,
+        "flips went unnoticed"
+    );
+}

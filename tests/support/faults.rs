@@ -1,0 +1,372 @@
+//! A fault-injecting HTTP proxy of our own, between ferry and a server. At
+//! configured rates it answers 503 SlowDown or 500, resets the connection
+//! before or during a body, stalls, truncates a response body, or flips one
+//! bit in a request body (towards the destination) or a response body (from
+//! the source). It counts everything it injected.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+fn io(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Chances per request, each from 0 to 1; at most one fault per request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rates {
+    pub slow_down: f64,
+    pub internal_error: f64,
+    pub reset_before: f64,
+    pub reset_during: f64,
+    pub stall: f64,
+    pub truncate: f64,
+    pub flip_request: f64,
+    pub flip_response: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Injected {
+    pub requests: AtomicU64,
+    pub slow_down: AtomicU64,
+    pub internal_error: AtomicU64,
+    pub reset_before: AtomicU64,
+    pub reset_during: AtomicU64,
+    pub stall: AtomicU64,
+    pub truncate: AtomicU64,
+    pub flip_request: AtomicU64,
+    pub flip_response: AtomicU64,
+}
+
+impl Injected {
+    pub fn flips(&self) -> u64 {
+        self.flip_request.load(Ordering::Relaxed) + self.flip_response.load(Ordering::Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        [
+            &self.slow_down,
+            &self.internal_error,
+            &self.reset_before,
+            &self.reset_during,
+            &self.stall,
+            &self.truncate,
+            &self.flip_request,
+            &self.flip_response,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    SlowDown,
+    InternalError,
+    ResetBefore,
+    ResetDuring,
+    Stall,
+    Truncate,
+    FlipRequest,
+    FlipResponse,
+}
+
+impl Rates {
+    fn roll(&self) -> Fault {
+        let mut x = fastrand::f64();
+        for (rate, fault) in [
+            (self.slow_down, Fault::SlowDown),
+            (self.internal_error, Fault::InternalError),
+            (self.reset_before, Fault::ResetBefore),
+            (self.reset_during, Fault::ResetDuring),
+            (self.stall, Fault::Stall),
+            (self.truncate, Fault::Truncate),
+            (self.flip_request, Fault::FlipRequest),
+            (self.flip_response, Fault::FlipResponse),
+        ] {
+            if x < rate {
+                return fault;
+            }
+            x -= rate;
+        }
+        Fault::None
+    }
+}
+
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    pub injected: Arc<Injected>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// `stall` is how long a stalled response waits before its body: longer
+    /// than ferry's read timeout.
+    pub async fn start(upstream: &str, rates: Rates, stall: Duration) -> FaultProxy {
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let injected = Arc::new(Injected::default());
+        let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build_http();
+        let counts = injected.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (client, counts, upstream) = (client.clone(), counts.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let (client, counts, upstream) =
+                            (client.clone(), counts.clone(), upstream.clone());
+                        async move { handle(req, client, counts, &upstream, rates, stall).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy {
+            addr,
+            injected,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn error_body(code: &str, message: &str) -> ProxyBody {
+    let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>");
+    Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed()
+}
+
+type Upstream = Client<hyper_util::client::legacy::connect::HttpConnector, ProxyBody>;
+
+async fn handle(
+    req: Request<Incoming>,
+    client: Upstream,
+    counts: Arc<Injected>,
+    upstream: &str,
+    rates: Rates,
+    stall: Duration,
+) -> Result<Response<ProxyBody>, std::io::Error> {
+    counts.requests.fetch_add(1, Ordering::Relaxed);
+    let fault = rates.roll();
+    let count = |c: &AtomicU64| {
+        c.fetch_add(1, Ordering::Relaxed);
+    };
+    match fault {
+        Fault::SlowDown => {
+            count(&counts.slow_down);
+            return Ok(Response::builder()
+                .status(503)
+                .body(error_body("SlowDown", "Please reduce your request rate."))
+                .unwrap());
+        }
+        Fault::InternalError => {
+            count(&counts.internal_error);
+            return Ok(Response::builder()
+                .status(500)
+                .body(error_body("InternalError", "injected"))
+                .unwrap());
+        }
+        Fault::ResetBefore => {
+            count(&counts.reset_before);
+            return Err(io("injected reset"));
+        }
+        _ => {}
+    }
+    let (parts, body) = req.into_parts();
+    let has_body = body.size_hint().lower() > 0;
+    let body: ProxyBody = if fault == Fault::FlipRequest && has_body {
+        count(&counts.flip_request);
+        FlipOne::new(body.map_err(io).boxed()).boxed()
+    } else {
+        body.map_err(io).boxed()
+    };
+    let uri = format!(
+        "{upstream}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut forward = Request::builder().method(parts.method.clone()).uri(uri);
+    for (k, v) in &parts.headers {
+        forward = forward.header(k, v);
+    }
+    let response = client
+        .request(forward.body(body).map_err(io)?)
+        .await
+        .map_err(io)?;
+    let (mut head, body) = response.into_parts();
+    let len = body.size_hint().exact().unwrap_or(0);
+    let body: ProxyBody = body.map_err(io).boxed();
+    let body = match fault {
+        Fault::FlipResponse if len > 0 && head.status.is_success() => {
+            count(&counts.flip_response);
+            FlipOne::new(body).boxed()
+        }
+        Fault::Stall => {
+            count(&counts.stall);
+            tokio::time::sleep(stall).await;
+            body
+        }
+        Fault::ResetDuring if len > 1 => {
+            count(&counts.reset_during);
+            Cut::new(body, len / 2, true).boxed()
+        }
+        Fault::Truncate if len > 1 => {
+            count(&counts.truncate);
+            // Claims the full length, ends early: the connection closes.
+            Cut::new(body, len / 2, false).boxed()
+        }
+        // A body fault rolled for a response without a body (or a request
+        // flip for one without a body): the store did the work, and the
+        // client hears SlowDown anyway, so the rate injected is the rate rolled.
+        Fault::FlipResponse | Fault::ResetDuring | Fault::Truncate => {
+            count(&counts.slow_down);
+            return Ok(Response::builder()
+                .status(503)
+                .body(error_body("SlowDown", "Please reduce your request rate."))
+                .unwrap());
+        }
+        Fault::FlipRequest if !has_body => {
+            count(&counts.slow_down);
+            return Ok(Response::builder()
+                .status(503)
+                .body(error_body("SlowDown", "Please reduce your request rate."))
+                .unwrap());
+        }
+        _ => body,
+    };
+    head.headers.remove(hyper::header::TRANSFER_ENCODING);
+    Ok(Response::from_parts(head, body))
+}
+
+/// Flips one bit in the first non-empty data frame.
+struct FlipOne {
+    inner: ProxyBody,
+    done: bool,
+}
+
+impl FlipOne {
+    fn new(inner: ProxyBody) -> Self {
+        FlipOne { inner, done: false }
+    }
+}
+
+impl Body for FlipOne {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if !self.done => match frame.into_data() {
+                Ok(data) if !data.is_empty() => {
+                    self.done = true;
+                    let mut bytes = BytesMut::from(&data[..]);
+                    let at = bytes.len() / 2;
+                    bytes[at] ^= 0x10;
+                    Poll::Ready(Some(Ok(Frame::data(bytes.freeze()))))
+                }
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Passes `keep` bytes, then fails (a reset) or ends (a truncation).
+struct Cut {
+    inner: ProxyBody,
+    left: u64,
+    fail: bool,
+    hint: hyper::body::SizeHint,
+}
+
+impl Cut {
+    fn new(inner: ProxyBody, keep: u64, fail: bool) -> Self {
+        let hint = inner.size_hint();
+        Cut {
+            inner,
+            left: keep,
+            fail,
+            hint,
+        }
+    }
+}
+
+impl Body for Cut {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(if self.fail {
+                Some(Err(io("injected reset mid-body")))
+            } else {
+                None
+            });
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    if data.len() as u64 > self.left {
+                        data.truncate(self.left as usize);
+                    }
+                    self.left -= data.len() as u64;
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.hint.clone()
+    }
+}
