@@ -193,6 +193,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        warn_if_shared(path, "the config");
         Self::parse(path, &text, &|name| std::env::var(name).ok())
     }
 
@@ -463,6 +464,22 @@ impl Validator<'_> {
                 format!("is {value:?}, which is not a duration: write it like \"30s\", \"15m\" or \"1h\""),
             )
         })
+    }
+}
+
+/// A file others can read (the config names key variables; the ledger names
+/// every object) is worth a warning, not a refusal.
+pub fn warn_if_shared(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o044 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "{what} can be read by other users: chmod 600 it"
+            );
+        }
     }
 }
 

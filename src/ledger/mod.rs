@@ -83,6 +83,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
         path: path.to_owned(),
         message: describe_open_error(&e),
     };
+    crate::config::warn_if_shared(path, "the ledger");
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

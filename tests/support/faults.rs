@@ -367,6 +367,6 @@ impl Body for Cut {
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }

@@ -1,0 +1,103 @@
+//! Secrets stay secret: the keys appear nowhere ferry writes, at any log
+//! level, with the SDK's own logging on.
+
+mod support;
+
+use ferry::demo::DemoObject;
+use support::{servers, Fixture};
+
+fn secrets() -> Vec<String> {
+    servers()
+        .env
+        .iter()
+        .filter(|(k, _)| k.contains("SECRET"))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_keys_appear_in_no_log_ledger_report_or_error() {
+    let fx = Fixture::new(
+        "secrets",
+        "concurrency = 4\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"",
+    )
+    .await;
+    let onix = format!("onix{}", fx.suffix);
+    let mut set: Vec<DemoObject> = (0..5)
+        .map(|i| DemoObject::new(&onix, format!("f-{i}.xml"), 1000, "application/xml"))
+        .collect();
+    let mut big = DemoObject::new(
+        &onix,
+        "big.bin".into(),
+        11 << 20,
+        "application/octet-stream",
+    );
+    big.multipart = true;
+    set.push(big);
+    fx.fill(&set).await;
+
+    let mut env = servers().env.clone();
+    // Everything, the SDK's signing and HTTP layers included.
+    env.push(("FERRY_LOG".into(), "trace".into()));
+    let mut outputs = Vec::new();
+    for args in [
+        &["run", "--once"][..],
+        &["status", "--format", "json"],
+        &["verify", "--all"],
+        &["report", "--format", "csv"],
+        &["plan", "--format", "json"],
+        &["cleanup"],
+    ] {
+        let run = support::ferry_in(fx.dir.path(), &fx.config_path, args, &env);
+        assert!(run.code == 0, "{args:?}: {}", run.stdout);
+        outputs.push((format!("{args:?}"), run.stdout + &run.stderr));
+    }
+    assert!(outputs[0].1.contains("TRACE"), "trace logging was not on");
+    // An error with wrong keys.
+    let mut wrong = servers().env.clone();
+    for (k, v) in wrong.iter_mut() {
+        if k == "FERRY_DEST_SECRET_ACCESS_KEY" {
+            *v = "wrong-secret-0123456789abcdef0123456789abcdef0123456789abcdef".into();
+        }
+    }
+    wrong.push(("FERRY_LOG".into(), "trace".into()));
+    let failed = support::ferry_in(fx.dir.path(), &fx.config_path, &["run", "--once"], &wrong);
+    outputs.push(("wrong keys".into(), failed.stdout + &failed.stderr));
+
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(fx.dir.path().join("state")).unwrap() {
+        let path = entry.unwrap().path();
+        files.push((
+            path.display().to_string(),
+            String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned(),
+        ));
+    }
+    let mut secrets = secrets();
+    secrets.push("wrong-secret-0123456789abcdef0123456789abcdef0123456789abcdef".into());
+    for secret in &secrets {
+        assert!(secret.len() >= 32);
+        for (what, text) in outputs.iter().chain(&files) {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret key appears in {what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_config_others_can_read_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.toml");
+    std::fs::write(&path, "ledger = \"l.sqlite\"\n[destination]\nendpoint = \"http://127.0.0.1:9\"\nregion = \"x\"\n[source]\n[[buckets]]\nsource = \"abc\"\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = support::ferry_in(dir.path(), &path, &["status"], &[]);
+    assert!(
+        run.stderr.contains("can be read by other users: chmod 600"),
+        "{run:?}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = support::ferry_in(dir.path(), &path, &["status"], &[]);
+    assert!(!run.stderr.contains("other users"), "{run:?}");
+}
