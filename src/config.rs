@@ -133,6 +133,8 @@ pub struct Config {
     /// Remove at the destination what was deleted at the source (after two passes).
     pub delete: bool,
     pub shard: Option<Shard>,
+    /// Create destination buckets that do not exist yet.
+    pub create_buckets: bool,
 }
 
 // ---- the file as written -------------------------------------------------
@@ -145,6 +147,7 @@ struct RawConfig {
     shutdown_grace: Option<String>,
     delete: Option<bool>,
     shard: Option<String>,
+    create_buckets: Option<bool>,
     source: Option<RawStore>,
     destination: Option<RawStore>,
     #[serde(default)]
@@ -300,6 +303,7 @@ impl Validator<'_> {
             interval,
             shutdown_grace,
             delete: raw.delete.unwrap_or(false),
+            create_buckets: raw.create_buckets.unwrap_or(false),
             shard: raw
                 .shard
                 .map(|s| Shard::parse(&s).map_err(|p| self.invalid("shard", p)))

@@ -414,6 +414,23 @@ async fn check_buckets(
                     // HEAD has no body, so a missing bucket is a bare 404.
                     e.kind = store::FailureKind::NoSuchBucket;
                     e.message = format!("does not exist. Create it at the {side}, or fix the bucket name in the config");
+                    if side == Side::Destination {
+                        e.message.push_str(", or set create_buckets = true");
+                    }
+                }
+                if e.kind == store::FailureKind::NoSuchBucket
+                    && side == Side::Destination
+                    && config.create_buckets
+                {
+                    match client.create_bucket().bucket(name).send().await {
+                        Ok(_) => {
+                            tracing::info!(bucket = %name, "created the destination bucket (create_buckets = true)");
+                            continue;
+                        }
+                        Err(create) => {
+                            e = StoreError::from_sdk(side, format!("CreateBucket {name}"), create)
+                        }
+                    }
                 }
                 if e.kind == store::FailureKind::Unreachable {
                     let store = if side == Side::Source {

@@ -184,3 +184,122 @@ async fn an_unreachable_endpoint_is_named() {
         "{run:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_destination_bucket_is_named_and_created_only_when_asked() {
+    use ferry::demo::DemoObject;
+    let fx = Fixture::new("nodest", "").await;
+    let onix = format!("onix{}", fx.suffix);
+    let set = vec![DemoObject::new(
+        &onix,
+        "a.xml".into(),
+        100,
+        "application/xml",
+    )];
+    // Source buckets only.
+    for (src, _) in fx.pairs() {
+        ferry::demo::ensure_bucket(&fx.source, ferry::store::Side::Source, &src)
+            .await
+            .unwrap();
+    }
+    ferry::demo::put(&fx.source, &set[0]).await.unwrap();
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("hub-{onix}")) && run.stderr.contains("create_buckets = true"),
+        "{run:?}"
+    );
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(&fx.config_path, format!("create_buckets = true\n{text}")).unwrap();
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let got = ferry::demo::observe(
+        &fx.destination,
+        ferry::store::Side::Destination,
+        &format!("hub-{onix}"),
+        "a.xml",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.sha256, set[0].expected_digests().sha256_hex());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_keys_empty_objects_and_part_size_edges_arrive_intact() {
+    use ferry::demo::DemoObject;
+    let fx = Fixture::new(
+        "oddkeys",
+        "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"",
+    )
+    .await;
+    let onix = format!("onix{}", fx.suffix);
+    let part = 5u64 << 20;
+    let mut long = String::from("k/");
+    while long.len() < 1024 {
+        long.push('x');
+    }
+    let cases = [
+        (long, 10),
+        ("tab\there".to_owned(), 10),
+        ("bell\u{7}and\u{1b}escape".to_owned(), 10),
+        ("new\nline".to_owned(), 10),
+        ("empty".to_owned(), 0),
+        ("exactly-part-size".to_owned(), part),
+        ("part-size-minus-1".to_owned(), part - 1),
+        ("part-size-plus-1".to_owned(), part + 1),
+        ("a+b%20c d".to_owned(), 10),
+    ];
+    let set: Vec<DemoObject> = cases
+        .iter()
+        .map(|(k, n)| DemoObject::new(&onix, k.clone(), *n, "application/octet-stream"))
+        .collect();
+    fx.fill(&set).await;
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let dest = format!("hub-{onix}");
+    for o in &set {
+        let got = ferry::demo::observe(
+            &fx.destination,
+            ferry::store::Side::Destination,
+            &dest,
+            &o.key,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (got.size, got.sha256),
+            (o.size, o.expected_digests().sha256_hex()),
+            "{:?}",
+            o.key
+        );
+    }
+    let parts = |key: &str| -> i64 {
+        fx.ledger().query_row("SELECT c.part_count FROM copies c JOIN objects o ON o.id = c.object_id WHERE o.key = ?1", [key], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(
+        parts("part-size-minus-1"),
+        1,
+        "below the threshold: one PUT"
+    );
+    assert_eq!(parts("exactly-part-size"), 1, "at the threshold: one part");
+    assert_eq!(parts("part-size-plus-1"), 2, "one byte over: two parts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ledger_that_is_not_sqlite_is_refused_and_left_alone() {
+    let fx = Fixture::new("notsqlite", "").await;
+    fx.fill(&[]).await;
+    std::fs::create_dir_all(fx.dir.path().join("state")).unwrap();
+    let junk = b"id,key\n1,not a ledger\n".repeat(300);
+    std::fs::write(&fx.config.ledger, &junk).unwrap();
+    for args in [&["run", "--once"][..], &["status"], &["report"]] {
+        let run = fx.ferry(args);
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("not a SQLite file")
+                && run.stderr.contains("Point `ledger` at a new path"),
+            "{run:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&fx.config.ledger).unwrap(), junk);
+}
