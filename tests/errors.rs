@@ -190,7 +190,7 @@ async fn a_missing_destination_bucket_is_named_and_created_only_when_asked() {
     use ferry::demo::DemoObject;
     let fx = Fixture::new("nodest", "").await;
     let onix = format!("onix{}", fx.suffix);
-    let set = vec![DemoObject::new(
+    let set = [DemoObject::new(
         &onix,
         "a.xml".into(),
         100,
