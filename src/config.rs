@@ -89,6 +89,7 @@ pub struct StaticKeys {
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
+    pub limits: crate::limits::Limits,
     pub region: String,
     /// None means AWS itself.
     pub endpoint: Option<String>,
@@ -165,6 +166,7 @@ struct RawStore {
     access_key_id_env: Option<String>,
     secret_access_key_env: Option<String>,
     path_style: Option<bool>,
+    max_requests_per_second: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -177,6 +179,7 @@ struct RawTransfer {
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
     verify_after_copy: Option<bool>,
+    max_bandwidth: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -251,7 +254,17 @@ impl Validator<'_> {
         if ledger.as_os_str().is_empty() {
             return Err(self.invalid("ledger", "is empty: give a file path"));
         }
-        let source = self.store("source", raw.source, "eu-central-1")?;
+        let mut source = self.store("source", raw.source, "eu-central-1")?;
+        if let Some(text) = &raw.transfer.max_bandwidth {
+            let rate = parse_bandwidth(text).map_err(|_| {
+                self.invalid(
+                    "transfer.max_bandwidth",
+                    format!("is {text:?}, which is not a bandwidth: write it like \"800Mbit/s\" or \"100MB/s\""),
+                )
+            })?;
+            // Everything copied is read from the source once: limit it there.
+            source.limits.bytes_per_second = Some(rate as u64);
+        }
         let destination = self.store("destination", raw.destination, "")?;
         if destination.endpoint.is_none() {
             return Err(self.invalid(
@@ -366,7 +379,17 @@ impl Validator<'_> {
                 "is set together with access_key_id_env: keep one way of giving credentials",
             ));
         }
+        if raw.max_requests_per_second == Some(0) {
+            return Err(self.invalid(
+                &format!("{table}.max_requests_per_second"),
+                "must be above 0: leave it out for no limit",
+            ));
+        }
         Ok(StoreConfig {
+            limits: crate::limits::Limits {
+                requests_per_second: raw.max_requests_per_second,
+                bytes_per_second: None,
+            },
             region,
             endpoint: raw.endpoint.map(|e| e.trim_end_matches('/').to_owned()),
             profile: raw.profile,
@@ -468,6 +491,30 @@ impl Validator<'_> {
                 format!("is {value:?}, which is not a duration: write it like \"30s\", \"15m\" or \"1h\""),
             )
         })
+    }
+}
+
+/// Parses a bandwidth like "1Gbit/s", "800Mbit/s", "100MB/s" or "50MiB/s"
+/// into bytes per second.
+pub fn parse_bandwidth(text: &str) -> Result<f64, String> {
+    let t = text.trim().trim_end_matches("/s").trim_end_matches("ps");
+    let err = || format!("--bandwidth {text:?}: write it like 1Gbit/s, 800Mbit/s or 100MB/s");
+    let value = if let Some(bits) = t.strip_suffix("bit").or_else(|| t.strip_suffix("b")) {
+        let (number, scale) = match bits.chars().last() {
+            Some('k' | 'K') => (&bits[..bits.len() - 1], 1e3),
+            Some('M') => (&bits[..bits.len() - 1], 1e6),
+            Some('G') => (&bits[..bits.len() - 1], 1e9),
+            Some('T') => (&bits[..bits.len() - 1], 1e12),
+            _ => (bits, 1.0),
+        };
+        number.trim().parse::<f64>().map_err(|_| err())? * scale / 8.0
+    } else {
+        t.parse::<bytesize::ByteSize>().map_err(|_| err())?.as_u64() as f64
+    };
+    if value > 0.0 {
+        Ok(value)
+    } else {
+        Err(err())
     }
 }
 
@@ -615,6 +662,13 @@ mod tests {
         assert!(e.contains("16MiB"), "{e}");
         let e = error(&GOOD.replace("\"8MiB\"", "\"1MiB\""));
         assert!(e.contains("5MiB to 5GiB"), "{e}");
+        let e = error(&GOOD.replace("concurrency = 8", "max_bandwidth = \"fast\""));
+        assert!(
+            e.contains("transfer.max_bandwidth") && e.contains("800Mbit/s"),
+            "{e}"
+        );
+        let c = parse(&GOOD.replace("concurrency = 8", "max_bandwidth = \"800Mbit/s\"")).unwrap();
+        assert_eq!(c.source.limits.bytes_per_second, Some(100_000_000));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod copy;
 pub mod demo;
 pub mod ledger;
+pub mod limits;
 pub mod list;
 pub mod metrics;
 pub mod progress;

@@ -52,6 +52,9 @@ pub async fn client(side: Side, store: &StoreConfig, transfer: &TransferConfig) 
                 .read_timeout(transfer.read_timeout)
                 .build(),
         );
+    if !store.limits.is_empty() {
+        loader = loader.http_client(crate::limits::http_client(&store.limits));
+    }
     if let Some(profile) = &store.profile {
         loader = loader.profile_name(profile);
     }

@@ -35,29 +35,7 @@ pub struct Assumptions {
     pub egress_price_per_gb: f64,
 }
 
-/// Parses a bandwidth like "1Gbit/s", "800Mbit/s", "100MB/s" or "50MiB/s"
-/// into bytes per second.
-pub fn parse_bandwidth(text: &str) -> Result<f64, String> {
-    let t = text.trim().trim_end_matches("/s").trim_end_matches("ps");
-    let err = || format!("--bandwidth {text:?}: write it like 1Gbit/s, 800Mbit/s or 100MB/s");
-    let value = if let Some(bits) = t.strip_suffix("bit").or_else(|| t.strip_suffix("b")) {
-        let (number, scale) = match bits.chars().last() {
-            Some('k' | 'K') => (&bits[..bits.len() - 1], 1e3),
-            Some('M') => (&bits[..bits.len() - 1], 1e6),
-            Some('G') => (&bits[..bits.len() - 1], 1e9),
-            Some('T') => (&bits[..bits.len() - 1], 1e12),
-            _ => (bits, 1.0),
-        };
-        number.trim().parse::<f64>().map_err(|_| err())? * scale / 8.0
-    } else {
-        t.parse::<bytesize::ByteSize>().map_err(|_| err())?.as_u64() as f64
-    };
-    if value > 0.0 {
-        Ok(value)
-    } else {
-        Err(err())
-    }
-}
+pub use crate::config::parse_bandwidth;
 
 struct BucketPlan {
     pair: BucketPair,

@@ -42,6 +42,8 @@ pub struct Rates {
 #[derive(Debug, Default)]
 pub struct Injected {
     pub requests: AtomicU64,
+    /// When the first and the last request arrived.
+    pub window: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>,
     pub slow_down: AtomicU64,
     pub internal_error: AtomicU64,
     pub reset_before: AtomicU64,
@@ -59,6 +61,16 @@ impl Injected {
 
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests per second between the first and the last.
+    pub fn request_rate(&self) -> f64 {
+        match *self.window.lock().unwrap() {
+            Some((first, last)) if last > first => {
+                (self.requests() - 1) as f64 / (last - first).as_secs_f64()
+            }
+            _ => 0.0,
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -181,6 +193,11 @@ async fn handle(
     stall: Duration,
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     counts.requests.fetch_add(1, Ordering::Relaxed);
+    {
+        let now = std::time::Instant::now();
+        let mut window = counts.window.lock().unwrap();
+        *window = Some((window.map_or(now, |w| w.0), now));
+    }
     let fault = rates.roll();
     let count = |c: &AtomicU64| {
         c.fetch_add(1, Ordering::Relaxed);

@@ -14,7 +14,32 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Bytes sent from the client towards the server, headers included.
     pub sent: Arc<AtomicU64>,
+    pub stats: Arc<Stats>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the proxy saw besides the bytes sent.
+#[derive(Default)]
+pub struct Stats {
+    /// Bytes from the server to the client.
+    pub received: AtomicU64,
+    pub open: AtomicU64,
+    pub most_open: AtomicU64,
+    /// When the first and the last byte came back from the server.
+    pub window: Mutex<Option<(Instant, Instant)>>,
+}
+
+impl Stats {
+    /// Bytes per second from the server over the time they flowed.
+    pub fn received_rate(&self) -> f64 {
+        let window = *self.window.lock().unwrap();
+        match window {
+            Some((first, last)) if last > first => {
+                self.received.load(Ordering::Relaxed) as f64 / (last - first).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 struct Pace {
@@ -51,14 +76,19 @@ impl Proxy {
             })
         });
         let counter = sent.clone();
+        let stats = Arc::new(Stats::default());
+        let seen = stats.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let (counter, pace) = (counter.clone(), pace.clone());
+                let (counter, pace, stats) = (counter.clone(), pace.clone(), seen.clone());
                 tokio::spawn(async move {
+                    let open = stats.open.fetch_add(1, Ordering::SeqCst) + 1;
+                    stats.most_open.fetch_max(open, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect(upstream).await else {
+                        stats.open.fetch_sub(1, Ordering::SeqCst);
                         return;
                     };
                     let (mut client_read, mut client_write) = client.into_split();
@@ -81,14 +111,35 @@ impl Proxy {
                         let _ = server_write.shutdown().await;
                     };
                     let download = async {
-                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match server_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            {
+                                let now = Instant::now();
+                                let mut window = stats.window.lock().unwrap();
+                                *window = Some((window.map_or(now, |w| w.0), now));
+                            }
+                            stats.received.fetch_add(n as u64, Ordering::Relaxed);
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
                         let _ = client_write.shutdown().await;
                     };
                     tokio::join!(upload, download);
+                    stats.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Proxy { addr, sent, task }
+        Proxy {
+            addr,
+            sent,
+            stats,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
