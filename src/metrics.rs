@@ -67,3 +67,8 @@ pub fn pass_finished(pass: i64, took: Duration, backlog_objects: u64, backlog_by
     gauge!("ferry_backlog_objects").set(backlog_objects as f64);
     gauge!("ferry_backlog_bytes").set(backlog_bytes as f64);
 }
+
+/// Requests allowed in flight now (lowered when a store throttles).
+pub fn concurrency(limit: usize) {
+    gauge!("ferry_concurrency").set(limit as f64);
+}

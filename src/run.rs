@@ -165,9 +165,21 @@ impl Runner {
     /// Opens the ledger, builds both clients and checks that every configured
     /// bucket can be reached before anything is written.
     pub async fn start(config: Config, stop: CancellationToken) -> Result<Runner, RunError> {
-        let source = store::client(Side::Source, &config.source, &config.transfer).await;
-        let destination =
-            store::client(Side::Destination, &config.destination, &config.transfer).await;
+        let budget = Engine::budget_for(&config.transfer);
+        let source = store::client_with(
+            Side::Source,
+            &config.source,
+            &config.transfer,
+            Some(budget.clone()),
+        )
+        .await;
+        let destination = store::client_with(
+            Side::Destination,
+            &config.destination,
+            &config.transfer,
+            Some(budget.clone()),
+        )
+        .await;
         check_buckets(&config, &source, &destination).await?;
         let writer = Writer::open(&config.ledger)?;
         let mut bucket_ids = Vec::new();
@@ -184,6 +196,7 @@ impl Runner {
             destination,
             writer,
             config.transfer.clone(),
+            budget,
         ));
         Ok(Runner {
             config,

@@ -13,7 +13,14 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 
+use std::sync::Arc;
+
+use aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::box_error::BoxError;
+
 use crate::config::{StoreConfig, TransferConfig};
+use crate::copy::scheduler::Budget;
 
 /// Which side of the copy a client or an error belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +45,17 @@ impl fmt::Display for Side {
 /// aws-chunked bodies are refused by Ceph (Hetzner) and other S3-compatible
 /// stores. ferry computes and checks MD5 and SHA-256 itself in any case.
 pub async fn client(side: Side, store: &StoreConfig, transfer: &TransferConfig) -> Client {
+    client_with(side, store, transfer, None).await
+}
+
+/// As [`client`], telling `budget` of every throttling answer (503, 429,
+/// SlowDown), the SDK's own retries included, so ferry sends less.
+pub async fn client_with(
+    side: Side,
+    store: &StoreConfig,
+    transfer: &TransferConfig,
+    budget: Option<Arc<Budget>>,
+) -> Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(store.region.clone()))
         // The SDK retries calls whose body it can replay (HEAD, List, Create,
@@ -69,6 +87,9 @@ pub async fn client(side: Side, store: &StoreConfig, transfer: &TransferConfig) 
     }
     let shared = loader.load().await;
     let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(store.path_style);
+    if let Some(budget) = budget {
+        builder = builder.interceptor(ThrottleWatch(budget));
+    }
     if let Some(endpoint) = &store.endpoint {
         builder = builder
             .endpoint_url(endpoint)
@@ -77,6 +98,28 @@ pub async fn client(side: Side, store: &StoreConfig, transfer: &TransferConfig) 
     }
     tracing::debug!(%side, region = %store.region, endpoint = ?store.endpoint, "client ready");
     Client::from_conf(builder.build())
+}
+
+/// Sees every response, and lowers the requests in flight on a throttle.
+#[derive(Debug)]
+struct ThrottleWatch(Arc<Budget>);
+
+impl Intercept for ThrottleWatch {
+    fn name(&self) -> &'static str {
+        "ferry-throttle-watch"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if matches!(context.response().status().as_u16(), 429 | 503) {
+            self.0.throttled();
+        }
+        Ok(())
+    }
 }
 
 /// What went wrong with a store call, sorted by what a worker should do next.

@@ -35,7 +35,7 @@ pub async fn verify_object(engine: &Engine, item: &VerifyItem) -> Result<Verific
     // A read holds no object in memory, only a request slot.
     let _ticket = engine.budget.admit(0).await;
     let what = format!("GetObject {}/{} (verify)", item.dest_bucket, item.key);
-    let read = with_retries(&what, || async {
+    let read = with_retries(&engine.budget, &what, || async {
         let got = engine
             .destination
             .get_object()

@@ -158,3 +158,66 @@ async fn a_copy_through_ten_percent_faults_on_both_sides_ends_byte_equal() {
         "flips went unnoticed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttling_store_lowers_the_requests_in_flight_and_success_raises_them() {
+    let fx = Fixture::new("throttle", "concurrency = 16").await;
+    let onix = format!("onix{}", fx.suffix);
+    let set: Vec<DemoObject> = (0..150)
+        .map(|i| {
+            DemoObject::new(
+                &onix,
+                format!("feeds/onix-{i:03}.xml"),
+                4_000,
+                "application/xml",
+            )
+        })
+        .collect();
+    fx.fill(&set).await;
+    let slow = Rates {
+        slow_down: 0.15,
+        ..Rates::default()
+    };
+    let destination =
+        FaultProxy::start(servers().get("FERRY_DEST_ENDPOINT"), slow, Duration::ZERO).await;
+    let text = std::fs::read_to_string(&fx.config_path)
+        .unwrap()
+        .replace(servers().get("FERRY_DEST_ENDPOINT"), &destination.url());
+    let throttled = fx.dir.path().join("throttled.toml");
+    std::fs::write(&throttled, text).unwrap();
+    let mut runs = 0;
+    let mut logs = String::new();
+    loop {
+        runs += 1;
+        let run = support::ferry_in(
+            fx.dir.path(),
+            &throttled,
+            &["run", "--once"],
+            &servers().env,
+        );
+        logs.push_str(&run.stderr);
+        if run.code == 0 {
+            break;
+        }
+        assert!(runs < 5, "{run:?}");
+    }
+    assert!(
+        logs.contains("the store is throttling: fewer requests in flight from=16 to=8"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("requests succeed again: one more in flight"),
+        "{logs}"
+    );
+    for o in &set {
+        let got = demo::observe(
+            &fx.destination,
+            Side::Destination,
+            &format!("hub-{onix}"),
+            &o.key,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.sha256, o.expected_digests().sha256_hex());
+    }
+}

@@ -43,17 +43,19 @@ pub struct Engine {
     pub destination: Client,
     pub writer: Writer,
     pub transfer: TransferConfig,
-    pub(crate) budget: Budget,
+    pub(crate) budget: Arc<Budget>,
 }
 
 impl Engine {
+    /// `budget` comes from [`Engine::budget_for`], shared with the clients'
+    /// throttle watch.
     pub fn new(
         source: Client,
         destination: Client,
         writer: Writer,
         transfer: TransferConfig,
+        budget: Arc<Budget>,
     ) -> Engine {
-        let budget = Budget::new(transfer.concurrency, transfer.max_bytes_in_flight);
         Engine {
             source,
             destination,
@@ -61,6 +63,13 @@ impl Engine {
             transfer,
             budget,
         }
+    }
+
+    pub fn budget_for(transfer: &TransferConfig) -> Arc<Budget> {
+        Arc::new(Budget::new(
+            transfer.concurrency,
+            transfer.max_bytes_in_flight,
+        ))
     }
 
     /// Copies every pending object of `bucket_ids`. Objects that fail are
@@ -396,7 +405,13 @@ fn tally(
 
 /// Runs `attempt` until it succeeds, fails in a way retrying cannot fix, or
 /// has been tried [`ATTEMPTS`] times. Backoff is exponential with jitter.
-pub(crate) async fn with_retries<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, CopyError>
+/// Successes raise the requests in flight again after a store throttled
+/// (the clients' throttle watch lowers them).
+pub(crate) async fn with_retries<T, F, Fut>(
+    budget: &Budget,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, CopyError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CopyError>>,
@@ -404,7 +419,11 @@ where
     let mut tries = 0;
     loop {
         tries += 1;
-        match attempt().await {
+        let result = attempt().await;
+        if result.is_ok() {
+            budget.succeeded();
+        }
+        match result {
             Err(CopyError::Store(e)) if e.kind.is_retryable() && tries < ATTEMPTS => {
                 let backoff = Duration::from_millis(200 * 2u64.pow(tries - 1));
                 let jitter =

@@ -479,7 +479,7 @@ async fn send_part(
     );
     let keep = hasher.is_some();
     let _in_flight = crate::metrics::InFlight::part();
-    let (digests, chunks, etag) = with_retries(&what, || {
+    let (digests, chunks, etag) = with_retries(&engine.budget, &what, || {
         send_part_once(engine, item, upload_id, part, keep)
     })
     .await?;

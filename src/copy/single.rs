@@ -13,7 +13,7 @@ use crate::store::{FailureKind, Side, StoreError};
 
 pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
     let _ticket = engine.budget.admit(item.size).await;
-    let copied = with_retries(&item.key, || attempt(engine, item)).await?;
+    let copied = with_retries(&engine.budget, &item.key, || attempt(engine, item)).await?;
     crate::progress::bytes_done(item.size);
     Ok(copied)
 }
