@@ -3,7 +3,7 @@
 //! whole object and part by part. Hetzner does not check the checksums it is
 //! sent, so this is ferry's proof that what arrived is still what was sent.
 
-use crate::copy::hashing::{bare_etag, read_and_check, ExpectedPart};
+use crate::copy::hashing::{bare_etag, read_and_check, Digests, ExpectedPart};
 use crate::copy::{with_retries, CopyError, Engine};
 use crate::ledger::{self, Verification, VerifyItem};
 use crate::store::{FailureKind, Side, StoreError};
@@ -35,27 +35,14 @@ pub async fn verify_object(engine: &Engine, item: &VerifyItem) -> Result<Verific
     // A read holds no object in memory, only a request slot.
     let _ticket = engine.budget.admit(0).await;
     let what = format!("GetObject {}/{} (verify)", item.dest_bucket, item.key);
-    let read = with_retries(&engine.budget, &what, || async {
-        let got = engine
-            .destination
-            .get_object()
-            .bucket(&item.dest_bucket)
-            .key(&item.key)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-        let etag = bare_etag(got.e_tag().unwrap_or_default()).to_owned();
-        let (whole, parts) = read_and_check(got.body, expected.clone())
-            .await
-            .map_err(|e| {
-                StoreError::new(
-                    Side::Destination,
-                    FailureKind::Unreachable,
-                    &what,
-                    e.to_string(),
-                )
-            })?;
-        Ok((etag, whole, parts))
+    let read = with_retries(&engine.budget, &what, || {
+        read_copy(
+            engine,
+            &item.dest_bucket,
+            &item.key,
+            expected.clone(),
+            &what,
+        )
     })
     .await;
     let (etag, whole, parts) = match read {
@@ -102,6 +89,35 @@ pub async fn verify_object(engine: &Engine, item: &VerifyItem) -> Result<Verific
         sha256: Some(sha256),
         md5: Some(md5),
     })
+}
+
+/// Streams a copy from the destination once: its ETag, its whole-object
+/// digests, and whether each part reads back with its recorded SHA-256.
+pub(crate) async fn read_copy(
+    engine: &Engine,
+    bucket: &str,
+    key: &str,
+    expected: Vec<ExpectedPart>,
+    what: &str,
+) -> Result<(String, Digests, Result<(), String>), CopyError> {
+    let got = engine
+        .destination
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Destination, what, e))?;
+    let etag = bare_etag(got.e_tag().unwrap_or_default()).to_owned();
+    let (whole, parts) = read_and_check(got.body, expected).await.map_err(|e| {
+        StoreError::new(
+            Side::Destination,
+            FailureKind::Unreachable,
+            what,
+            e.to_string(),
+        )
+    })?;
+    Ok((etag, whole, parts))
 }
 
 /// Parses `--sample`: "5%" or "0.05".

@@ -77,6 +77,14 @@ async fn shards_split_the_keys_and_together_copy_everything() {
     assert_eq!(report.code, 0, "{report:?}");
 }
 
+async fn dest_keys(fx: &Fixture, bucket: &str) -> Vec<String> {
+    list_all(&fx.destination, bucket)
+        .await
+        .into_iter()
+        .map(|k| k.0)
+        .collect()
+}
+
 /// Waits until the ledger records `pass` as finished and returns its copied count.
 async fn pass_finished(fx: &Fixture, pass: i64) -> i64 {
     let started = Instant::now();
@@ -146,22 +154,14 @@ async fn a_daemon_copies_exactly_what_changed_and_removes_deletions_after_two_pa
         .unwrap();
     assert_eq!(row["deleted"].as_u64(), Some(1), "{json}");
     assert_eq!(row["pending"].as_u64(), Some(0), "{json}");
-    let keys: Vec<String> = list_all(&fx.destination, &dest)
-        .await
-        .into_iter()
-        .map(|k| k.0)
-        .collect();
+    let keys = dest_keys(&fx, &dest).await;
     assert!(
         keys.contains(&gone.key),
         "deleted at the destination in the pass that first saw it gone"
     );
 
     pass_finished(&fx, 3).await;
-    let keys: Vec<String> = list_all(&fx.destination, &dest)
-        .await
-        .into_iter()
-        .map(|k| k.0)
-        .collect();
+    let keys = dest_keys(&fx, &dest).await;
     assert!(
         !keys.contains(&gone.key),
         "still at the destination after two passes without it"

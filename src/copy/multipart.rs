@@ -16,7 +16,7 @@ use aws_smithy_types::body::SdkBody;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::hashing::{
-    bare_etag, multipart_etag, read_and_check, Digests, ExpectedPart, HashingBody, OrderedHasher,
+    bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher,
 };
 use super::metadata::Metadata;
 use super::scheduler::Ticket;
@@ -520,14 +520,6 @@ async fn read_back(
     parts: &[PartDone],
 ) -> Result<Digests, CopyError> {
     let what = format!("GetObject {}/{} (read back)", item.dest_bucket, item.key);
-    let got = engine
-        .destination
-        .get_object()
-        .bucket(&item.dest_bucket)
-        .key(&item.key)
-        .send()
-        .await
-        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
     let sha_of: HashMap<u32, &str> = parts
         .iter()
         .map(|p| (p.number, p.sha256.as_str()))
@@ -540,14 +532,8 @@ async fn read_back(
             sha256: sha_of.get(&p.number).map(|s| s.to_string()),
         })
         .collect();
-    let (whole, parts_ok) = read_and_check(got.body, expected).await.map_err(|e| {
-        StoreError::new(
-            Side::Destination,
-            FailureKind::Unreachable,
-            &what,
-            e.to_string(),
-        )
-    })?;
+    let (_, whole, parts_ok) =
+        crate::verify::read_copy(engine, &item.dest_bucket, &item.key, expected, &what).await?;
     parts_ok.map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
     Ok(whole)
 }

@@ -177,6 +177,13 @@ impl Drop for FaultProxy {
     }
 }
 
+fn slow_down() -> Response<ProxyBody> {
+    Response::builder()
+        .status(503)
+        .body(error_body("SlowDown", "Please reduce your request rate."))
+        .unwrap()
+}
+
 fn error_body(code: &str, message: &str) -> ProxyBody {
     let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>");
     Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed()
@@ -205,10 +212,7 @@ async fn handle(
     match fault {
         Fault::SlowDown => {
             count(&counts.slow_down);
-            return Ok(Response::builder()
-                .status(503)
-                .body(error_body("SlowDown", "Please reduce your request rate."))
-                .unwrap());
+            return Ok(slow_down());
         }
         Fault::InternalError => {
             count(&counts.internal_error);
@@ -274,17 +278,11 @@ async fn handle(
         // client hears SlowDown anyway, so the rate injected is the rate rolled.
         Fault::FlipResponse | Fault::ResetDuring | Fault::Truncate => {
             count(&counts.slow_down);
-            return Ok(Response::builder()
-                .status(503)
-                .body(error_body("SlowDown", "Please reduce your request rate."))
-                .unwrap());
+            return Ok(slow_down());
         }
         Fault::FlipRequest if !has_body => {
             count(&counts.slow_down);
-            return Ok(Response::builder()
-                .status(503)
-                .body(error_body("SlowDown", "Please reduce your request rate."))
-                .unwrap());
+            return Ok(slow_down());
         }
         _ => body,
     };
