@@ -18,6 +18,8 @@ echo "== building ferry (release)"
 cargo build --release --quiet --bins
 
 FERRY=target/release/ferry
+# The config names env vars, not keys; still, ferry warns about a config others can read.
+chmod 600 config/ferry.toml
 CONFIG=config/ferry.toml
 echo "== filling the source buckets"
 target/release/ferry-demo --config "$CONFIG" fill --scale full
