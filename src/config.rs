@@ -167,6 +167,7 @@ struct RawStore {
     secret_access_key_env: Option<String>,
     path_style: Option<bool>,
     max_requests_per_second: Option<u32>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,10 +386,17 @@ impl Validator<'_> {
                 "must be above 0: leave it out for no limit",
             ));
         }
+        if raw.max_connections == Some(0) {
+            return Err(self.invalid(
+                &format!("{table}.max_connections"),
+                "must be above 0: leave it out for no limit",
+            ));
+        }
         Ok(StoreConfig {
             limits: crate::limits::Limits {
                 requests_per_second: raw.max_requests_per_second,
                 bytes_per_second: None,
+                max_connections: raw.max_connections,
             },
             region,
             endpoint: raw.endpoint.map(|e| e.trim_end_matches('/').to_owned()),
@@ -669,6 +677,19 @@ mod tests {
         );
         let c = parse(&GOOD.replace("concurrency = 8", "max_bandwidth = \"800Mbit/s\"")).unwrap();
         assert_eq!(c.source.limits.bytes_per_second, Some(100_000_000));
+    }
+
+    #[test]
+    fn store_limits_are_read_and_zero_is_refused() {
+        let limited = GOOD.replace("[destination]\n", "[destination]\nmax_connections = 200\n");
+        let c = parse(&limited).unwrap();
+        assert_eq!(c.destination.limits.max_connections, Some(200));
+        assert_eq!(c.source.limits.max_connections, None);
+        let e = error(&limited.replace("= 200", "= 0"));
+        assert!(
+            e.contains("destination.max_connections") && e.contains("leave it out"),
+            "{e}"
+        );
     }
 
     #[test]

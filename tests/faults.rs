@@ -74,7 +74,11 @@ async fn a_copy_through_ten_percent_faults_on_both_sides_ends_byte_equal() {
     let text = std::fs::read_to_string(&fx.config_path)
         .unwrap()
         .replace(servers().get("FERRY_SOURCE_ENDPOINT"), &source.url())
-        .replace(servers().get("FERRY_DEST_ENDPOINT"), &destination.url());
+        .replace(servers().get("FERRY_DEST_ENDPOINT"), &destination.url())
+        // The destination goes through ferry's own socket-capped client, the
+        // source through the SDK's: both must classify faults for retry.
+        .replace("[destination]\n", "[destination]\nmax_connections = 6\n");
+    assert!(text.contains("max_connections = 6"));
     let hostile = fx.dir.path().join("hostile.toml");
     std::fs::write(&hostile, text).unwrap();
 

@@ -4,6 +4,7 @@ mod support;
 
 use ferry::demo::DemoObject;
 use support::faults::{FaultProxy, Rates};
+use support::proxy::Proxy;
 use support::{servers, Fixture};
 
 /// A fixture whose config reaches the source through `proxy_url`, with
@@ -98,4 +99,37 @@ async fn bandwidth_stays_within_ten_percent_of_the_limit() {
         "{rate:.0} B/s over a limit of {limit:.0}"
     );
     assert!(rate >= limit * 0.5, "{rate:.0} B/s: far under the limit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_connections_never_exceed_max_connections() {
+    // A TCP proxy sees every socket ferry opens to the source.
+    let proxy = Proxy::start(servers().get("FERRY_SOURCE_ENDPOINT"), None).await;
+    let transfer =
+        "concurrency = 16\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\nmax_bytes_in_flight = \"64MiB\"";
+    let (fx, config) = through("connections", transfer, "max_connections = 4", &proxy.url()).await;
+    let onix = format!("onix{}", fx.suffix);
+    let audio = format!("audio{}", fx.suffix);
+    let mut set: Vec<DemoObject> = (0..120)
+        .map(|i| DemoObject::new(&onix, format!("f-{i}.xml"), 2_000 + i, "application/xml"))
+        .collect();
+    let mut book = DemoObject::new(&audio, "book.mp3".into(), 31 << 20, "audio/mpeg");
+    book.multipart = true;
+    set.push(book);
+    fx.fill(&set).await;
+    run(&fx, &config);
+    let most = proxy
+        .stats
+        .most_open
+        .load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("limits: at most {most} connections open to the source (limit 4)");
+    assert!(
+        most <= 4,
+        "{most} connections open at once, over a limit of 4"
+    );
+    assert!(
+        most >= 2,
+        "only {most} connection: the cap serialises more than asked"
+    );
+    support::assert_all_copied_byte_equal(&fx, &set).await;
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry::demo::{self, DemoObject};
 use ferry::store::Side;
 use support::proxy::Proxy;
-use support::{list_all, servers, Fixture};
+use support::{assert_all_copied_byte_equal, list_all, servers, Fixture};
 
 const MIB: u64 = 1 << 20;
 
@@ -70,59 +70,6 @@ async fn assert_only_whole_objects_visible(fx: &Fixture, set: &[DemoObject]) -> 
         }
     }
     visible
-}
-
-async fn assert_all_copied_byte_equal(fx: &Fixture, set: &[DemoObject]) {
-    for o in set {
-        let got = demo::observe(
-            &fx.destination,
-            Side::Destination,
-            &format!("hub-{}", o.bucket),
-            &o.key,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{} missing: {e}", o.key));
-        assert_eq!(
-            got.sha256,
-            o.expected_digests().sha256_hex(),
-            "{} differs",
-            o.key
-        );
-    }
-    let db = fx.ledger();
-    let (objects, copied): (i64, i64) = db
-        .query_row(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'verified') FROM objects",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((objects, copied), (set.len() as i64, set.len() as i64));
-    let wrong_hashes: i64 = db
-        .query_row("SELECT COUNT(*) FROM copies c JOIN objects o ON o.id = c.object_id WHERE c.size != o.size", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(wrong_hashes, 0);
-    for o in set {
-        let sha: String = db
-            .query_row("SELECT c.sha256 FROM copies c JOIN objects o ON o.id = c.object_id WHERE o.key = ?1", [&o.key], |r| r.get(0))
-            .unwrap();
-        assert_eq!(
-            sha,
-            o.expected_digests().sha256_hex(),
-            "ledger SHA-256 of {}",
-            o.key
-        );
-    }
-    for (_, dst) in fx.pairs() {
-        let open = ferry::cleanup::incomplete_uploads(&fx.destination, &dst)
-            .await
-            .unwrap();
-        assert!(open.is_empty(), "uploads left behind in {dst}: {open:?}");
-    }
-    let uploads: i64 = db
-        .query_row("SELECT COUNT(*) FROM uploads", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(uploads, 0);
 }
 
 async fn run_to_end(fx: &Fixture) {

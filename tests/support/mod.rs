@@ -247,3 +247,59 @@ pub async fn list_all(client: &Client, bucket: &str) -> Vec<(String, u64, String
     out.sort();
     out
 }
+
+/// Every object of `set` is at the destination with its exact bytes, verified
+/// in the ledger with the right SHA-256, and no upload is left open.
+pub async fn assert_all_copied_byte_equal(fx: &Fixture, set: &[ferry::demo::DemoObject]) {
+    let pairs: std::collections::HashMap<String, String> = fx.pairs().into_iter().collect();
+    for o in set {
+        let got = ferry::demo::observe(
+            &fx.destination,
+            Side::Destination,
+            &pairs[&o.bucket],
+            &o.key,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} missing: {e}", o.key));
+        assert_eq!(
+            got.sha256,
+            o.expected_digests().sha256_hex(),
+            "{} differs",
+            o.key
+        );
+    }
+    let db = fx.ledger();
+    let (objects, copied): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'verified') FROM objects",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((objects, copied), (set.len() as i64, set.len() as i64));
+    let wrong_hashes: i64 = db
+        .query_row("SELECT COUNT(*) FROM copies c JOIN objects o ON o.id = c.object_id WHERE c.size != o.size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(wrong_hashes, 0);
+    for o in set {
+        let sha: String = db
+            .query_row("SELECT c.sha256 FROM copies c JOIN objects o ON o.id = c.object_id WHERE o.key = ?1", [&o.key], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            sha,
+            o.expected_digests().sha256_hex(),
+            "ledger SHA-256 of {}",
+            o.key
+        );
+    }
+    for (_, dst) in fx.pairs() {
+        let open = ferry::cleanup::incomplete_uploads(&fx.destination, &dst)
+            .await
+            .unwrap();
+        assert!(open.is_empty(), "uploads left behind in {dst}: {open:?}");
+    }
+    let uploads: i64 = db
+        .query_row("SELECT COUNT(*) FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(uploads, 0);
+}

@@ -1,7 +1,10 @@
 //! Limits on what ferry asks of a store: requests per second and (on the
 //! source) bytes per second. They sit in the HTTP client itself, so every
 //! request counts: listings, HEADs, the SDK's own retries, and the bodies of
-//! streamed GETs.
+//! streamed GETs. `max_connections` caps the sockets themselves
+//! (see [`connections`]).
+
+mod connections;
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -28,6 +31,8 @@ pub struct Limits {
     pub requests_per_second: Option<u32>,
     /// Bytes per second of response bodies (what is read from the store).
     pub bytes_per_second: Option<u64>,
+    /// TCP sessions open to the store at once.
+    pub max_connections: Option<usize>,
 }
 
 impl Limits {
@@ -45,9 +50,12 @@ struct Gates {
 
 /// An HTTP client (the SDK's default HTTPS client) behind `limits`.
 pub fn http_client(limits: &Limits) -> SharedHttpClient {
-    let inner = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
-        .build_https();
+    let inner = match limits.max_connections {
+        Some(max) => connections::capped_client(max),
+        None => aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .build_https(),
+    };
     let nonzero =
         |n: u64| NonZeroU32::new(n.clamp(1, u32::MAX as u64) as u32).expect("clamped above 0");
     // A tenth of a second of burst: smooth over a few seconds, yet never
