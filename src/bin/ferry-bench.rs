@@ -1,0 +1,729 @@
+//! ferry-bench: ferry side by side with rclone and s3sync on the same local
+//! servers, and the servers' own ceiling for the same bytes. Prints one table
+//! per data set: medians of several runs, every run's copy checked byte-equal
+//! so that no tool is counted fast for copying wrong.
+//!
+//! Run it through `scripts/bench.sh`, which installs the peers and starts the
+//! servers; it reads their endpoints and keys from the `FERRY_*` env vars.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use ferry::config::Config;
+use ferry::demo::{self, DemoObject, Scale};
+use ferry::store::{self, Side};
+
+#[derive(Parser)]
+#[command(about = "ferry against rclone and s3sync, and the servers' ceiling")]
+struct Args {
+    /// Data sets: small (10,000 × 16 KiB), large (4 × 1 GiB, half multipart
+    /// at the source), mix (the demo's shapes).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "small,large,mix"
+    )]
+    sets: Vec<SetName>,
+    /// Runs per tool; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Tiny data sets and one run: CI runs this so the bench cannot rot.
+    #[arg(long)]
+    smoke: bool,
+    /// Tools to run besides the ceiling: ferry, rclone, s3sync.
+    #[arg(long, value_delimiter = ',', default_value = "ferry,rclone,s3sync")]
+    tools: Vec<String>,
+    /// The ferry binary to measure.
+    #[arg(long, default_value = "target/release/ferry")]
+    ferry: PathBuf,
+    /// Also append the tables (Markdown) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SetName {
+    Small,
+    Large,
+    Mix,
+}
+
+const MIB: u64 = 1 << 20;
+
+fn data_set(name: SetName, smoke: bool) -> Vec<DemoObject> {
+    let bucket = source_bucket(name);
+    match name {
+        SetName::Small => (0..if smoke { 200 } else { 10_000 })
+            .map(|i| DemoObject::new(&bucket, format!("onix/{i:05}.xml"), 16 << 10, "text/xml"))
+            .collect(),
+        SetName::Large => (0..if smoke { 2 } else { 4 })
+            .map(|i| {
+                let size = if smoke { 24 * MIB + 5 } else { 1024 * MIB };
+                let mut o =
+                    DemoObject::new(&bucket, format!("audio/book-{i}.mp3"), size, "audio/mpeg");
+                o.multipart = i % 2 == 0;
+                o
+            })
+            .collect(),
+        SetName::Mix => {
+            // The demo's four buckets in one: their keys do not overlap.
+            let scale = if smoke { Scale::Small } else { Scale::Full };
+            let set: Vec<DemoObject> = demo::data_set(scale, "")
+                .into_iter()
+                .map(|mut o| {
+                    o.bucket = bucket.clone();
+                    o
+                })
+                .collect();
+            let mut keys: Vec<&str> = set.iter().map(|o| o.key.as_str()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), set.len(), "the demo's keys overlap");
+            set
+        }
+    }
+}
+
+fn source_bucket(name: SetName) -> String {
+    format!("bench-{}", format!("{name:?}").to_lowercase())
+}
+
+fn destination_bucket(name: SetName) -> String {
+    format!("{}-copy", source_bucket(name))
+}
+
+/// What every correct copy must hold: size, MD5 and SHA-256 per key.
+struct Expected {
+    objects: HashMap<String, (u64, String, String)>,
+    bytes: u64,
+}
+
+impl Expected {
+    fn of(set: &[DemoObject]) -> Expected {
+        let objects: HashMap<_, _> = set
+            .iter()
+            .map(|o| {
+                let d = o.expected_digests();
+                (o.key.clone(), (o.size, d.md5_hex(), d.sha256_hex()))
+            })
+            .collect();
+        Expected {
+            bytes: set.iter().map(|o| o.size).sum(),
+            objects,
+        }
+    }
+}
+
+/// One tool with one set of flags.
+struct Variant {
+    tool: &'static str,
+    flags: String,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    env_remove: Vec<&'static str>,
+}
+
+struct Endpoints {
+    source: String,
+    destination: String,
+    source_key: (String, String),
+    destination_key: (String, String),
+}
+
+impl Endpoints {
+    fn from_env() -> Result<Endpoints> {
+        let get = |name: &str| {
+            std::env::var(name).with_context(|| {
+                format!("{name} is not set: run through scripts/bench.sh, or eval \"$(scripts/s3-local.sh up)\" first")
+            })
+        };
+        Ok(Endpoints {
+            source: get("FERRY_SOURCE_ENDPOINT")?,
+            destination: get("FERRY_DEST_ENDPOINT")?,
+            source_key: (
+                get("FERRY_SOURCE_ACCESS_KEY_ID")?,
+                get("FERRY_SOURCE_SECRET_ACCESS_KEY")?,
+            ),
+            destination_key: (
+                get("FERRY_DEST_ACCESS_KEY_ID")?,
+                get("FERRY_DEST_SECRET_ACCESS_KEY")?,
+            ),
+        })
+    }
+}
+
+const SOURCE_REGION: &str = "eu-central-1";
+const DESTINATION_REGION: &str = "fsn1";
+
+fn ferry_config(
+    ep: &Endpoints,
+    dir: &Path,
+    set: SetName,
+    file: &str,
+    transfer: &str,
+) -> Result<PathBuf> {
+    let text = format!(
+        r#"ledger = "{ledger}"
+
+[source]
+region = "{SOURCE_REGION}"
+endpoint = "{source}"
+access_key_id_env = "FERRY_SOURCE_ACCESS_KEY_ID"
+secret_access_key_env = "FERRY_SOURCE_SECRET_ACCESS_KEY"
+path_style = true
+
+[destination]
+region = "{DESTINATION_REGION}"
+endpoint = "{destination}"
+access_key_id_env = "FERRY_DEST_ACCESS_KEY_ID"
+secret_access_key_env = "FERRY_DEST_SECRET_ACCESS_KEY"
+path_style = true
+
+[transfer]
+{transfer}
+
+[[buckets]]
+source = "{src}"
+destination = "{dst}"
+"#,
+        ledger = dir.join("ledger.sqlite").display(),
+        source = ep.source,
+        destination = ep.destination,
+        src = source_bucket(set),
+        dst = destination_bucket(set),
+    );
+    let path = dir.join(file);
+    std::fs::write(&path, text)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(path)
+}
+
+fn variants(
+    args: &Args,
+    ep: &Endpoints,
+    ferry_configs: &[(&str, PathBuf)],
+    set: SetName,
+) -> Vec<Variant> {
+    let (src, dst) = (source_bucket(set), destination_bucket(set));
+    let mut out = Vec::new();
+    if args.tools.iter().any(|t| t == "ferry") {
+        for (flags, config) in ferry_configs {
+            out.push(Variant {
+                tool: "ferry",
+                flags: flags.to_string(),
+                program: args.ferry.display().to_string(),
+                args: vec![
+                    "-c".into(),
+                    config.display().to_string(),
+                    "--no-progress".into(),
+                    "run".into(),
+                    "--once".into(),
+                ],
+                env: vec![],
+                env_remove: vec![],
+            });
+        }
+    }
+    if args.tools.iter().any(|t| t == "rclone") {
+        let env = |remote: &str, endpoint: &str, key: &(String, String), region: &str| {
+            let p = format!("RCLONE_CONFIG_{remote}_");
+            vec![
+                (format!("{p}TYPE"), "s3".to_string()),
+                (format!("{p}PROVIDER"), "Other".into()),
+                (format!("{p}ENDPOINT"), endpoint.into()),
+                (format!("{p}ACCESS_KEY_ID"), key.0.clone()),
+                (format!("{p}SECRET_ACCESS_KEY"), key.1.clone()),
+                (format!("{p}REGION"), region.into()),
+            ]
+        };
+        let mut remotes = env("SRC", &ep.source, &ep.source_key, SOURCE_REGION);
+        remotes.extend(env(
+            "DST",
+            &ep.destination,
+            &ep.destination_key,
+            DESTINATION_REGION,
+        ));
+        for flags in [
+            "",
+            "--transfers 16 --checkers 16",
+            "--transfers 32 --checkers 32 --fast-list --s3-upload-concurrency 8 --s3-chunk-size 16M",
+        ] {
+            let mut a = vec!["copy".to_string(), format!("SRC:{src}"), format!("DST:{dst}")];
+            a.extend(flags.split_whitespace().map(String::from));
+            out.push(Variant {
+                tool: "rclone",
+                flags: if flags.is_empty() { "defaults".into() } else { flags.into() },
+                program: "rclone".into(),
+                args: a,
+                env: remotes.clone(),
+                // rclone fails on every S3 remote while AWS_CA_BUNDLE is set.
+                env_remove: vec!["AWS_CA_BUNDLE"],
+            });
+        }
+    }
+    if args.tools.iter().any(|t| t == "s3sync") {
+        let env = vec![
+            ("SOURCE_ACCESS_KEY".to_string(), ep.source_key.0.clone()),
+            ("SOURCE_SECRET_ACCESS_KEY".into(), ep.source_key.1.clone()),
+            ("TARGET_ACCESS_KEY".into(), ep.destination_key.0.clone()),
+            (
+                "TARGET_SECRET_ACCESS_KEY".into(),
+                ep.destination_key.1.clone(),
+            ),
+        ];
+        // --auto-chunksize in both: without it s3sync exits 3 on sources
+        // with multipart objects (ETag warnings).
+        for flags in [
+            "--worker-size 16 --auto-chunksize",
+            "--worker-size 64 --auto-chunksize",
+        ] {
+            let mut a: Vec<String> = [
+                "--source-region",
+                SOURCE_REGION,
+                "--source-endpoint-url",
+                &ep.source,
+                "--source-force-path-style",
+                "--target-region",
+                DESTINATION_REGION,
+                "--target-endpoint-url",
+                &ep.destination,
+                "--target-force-path-style",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(flags.split_whitespace().map(String::from));
+            a.push(format!("s3://{src}/"));
+            a.push(format!("s3://{dst}/"));
+            out.push(Variant {
+                tool: "s3sync",
+                flags: flags.into(),
+                program: "s3sync".into(),
+                args: a,
+                env: env.clone(),
+                env_remove: vec![],
+            });
+        }
+    }
+    out
+}
+
+struct Measured {
+    wall: Duration,
+    rss_kib: u64,
+    /// Empty when the copy is byte-equal; else what was wrong.
+    wrong: String,
+    exit: i32,
+}
+
+/// Runs one variant under `/usr/bin/time -v`; returns wall time and peak RSS.
+fn run_timed(v: &Variant) -> Result<(Duration, u64, i32, String)> {
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-v").arg(&v.program).args(&v.args);
+    for (k, val) in &v.env {
+        cmd.env(k, val);
+    }
+    for k in &v.env_remove {
+        cmd.env_remove(k);
+    }
+    let started = Instant::now();
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot run /usr/bin/time {}: install `time`", v.program))?;
+    let wall = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let rss = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .context("no peak RSS in /usr/bin/time's output")?;
+    let exit = output.status.code().unwrap_or(-1);
+    let tail: String = stderr
+        .lines()
+        .filter(|l| !l.starts_with('\t'))
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    Ok((wall, rss, exit, tail))
+}
+
+async fn empty_bucket(client: &Client, bucket: &str) -> Result<()> {
+    loop {
+        let page = client.list_objects_v2().bucket(bucket).send().await?;
+        let keys: Vec<ObjectIdentifier> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            break;
+        }
+        client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(
+                Delete::builder()
+                    .set_objects(Some(keys))
+                    .quiet(true)
+                    .build()?,
+            )
+            .send()
+            .await?;
+    }
+    for upload in ferry::cleanup::incomplete_uploads(client, bucket).await? {
+        client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every expected object at the destination with its bytes, and nothing else.
+/// Single-part copies are checked by the server's MD5 of what it received;
+/// the rest are read back and hashed.
+async fn check_copy(client: &Client, bucket: &str, expected: &Expected) -> Result<String> {
+    let mut listed: HashMap<String, (u64, String)> = HashMap::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.try_next().await? {
+        for o in page.contents() {
+            let etag = o.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+            listed.insert(
+                o.key().unwrap_or_default().to_owned(),
+                (o.size().unwrap_or(0) as u64, etag),
+            );
+        }
+    }
+    let mut wrong = Vec::new();
+    let extra = listed
+        .keys()
+        .filter(|k| !expected.objects.contains_key(*k))
+        .count();
+    if extra > 0 {
+        wrong.push(format!("{extra} extra"));
+    }
+    let mut to_read = Vec::new();
+    let mut missing = 0;
+    for (key, (size, md5, sha)) in &expected.objects {
+        match listed.get(key) {
+            None => missing += 1,
+            Some((got, _)) if got != size => wrong.push(format!("{key}: {got} bytes, not {size}")),
+            Some((_, etag)) if etag == md5 => {}
+            Some(_) => to_read.push((key.clone(), sha.clone())),
+        }
+    }
+    if missing > 0 {
+        wrong.push(format!("{missing} missing"));
+    }
+    let differ: Vec<String> = futures::stream::iter(to_read)
+        .map(|(key, sha)| async move {
+            let got = sha256_of(client, bucket, &key).await?;
+            Ok::<_, anyhow::Error>((got != sha).then_some(key))
+        })
+        .buffer_unordered(4)
+        .try_filter_map(|k| async move { Ok(k) })
+        .try_collect()
+        .await?;
+    if !differ.is_empty() {
+        wrong.push(format!("{} with other bytes", differ.len()));
+    }
+    Ok(wrong.join(", "))
+}
+
+async fn sha256_of(client: &Client, bucket: &str, key: &str) -> Result<String> {
+    let mut body = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await?
+        .body;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = body.try_next().await? {
+        hasher.update(&chunk);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Puts the data set at the source unless it is there already.
+async fn fill(client: &Client, bucket: &str, set: &[DemoObject]) -> Result<()> {
+    demo::ensure_bucket(client, Side::Source, bucket).await?;
+    let mut present: HashMap<String, u64> = HashMap::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.try_next().await? {
+        for o in page.contents() {
+            present.insert(
+                o.key().unwrap_or_default().into(),
+                o.size().unwrap_or(0) as u64,
+            );
+        }
+    }
+    let missing: Vec<&DemoObject> = set
+        .iter()
+        .filter(|o| present.get(&o.key) != Some(&o.size))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("bench: putting {} objects in {bucket}", missing.len());
+    futures::stream::iter(missing)
+        .map(|o| demo::put(client, o))
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// The servers alone: every object read from the source with nothing done
+/// to the bytes, and the same sizes written to the destination from memory.
+async fn ceiling(
+    source: &Client,
+    destination: &Client,
+    set: &[DemoObject],
+    dst_bucket: &str,
+) -> Result<(Duration, Duration)> {
+    let concurrency = if set.len() > 100 {
+        64
+    } else {
+        set.len().max(1)
+    };
+    let started = Instant::now();
+    futures::stream::iter(set)
+        .map(|o| async move {
+            let mut body = source
+                .get_object()
+                .bucket(&o.bucket)
+                .key(&o.key)
+                .send()
+                .await?
+                .body;
+            while body.try_next().await?.is_some() {}
+            Ok::<_, anyhow::Error>(())
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let get = started.elapsed();
+    // Bodies are made before the clock starts; each is unique (Garage
+    // deduplicates blocks).
+    let bodies: Vec<(String, Bytes)> = set
+        .iter()
+        .map(|o| (o.key.clone(), demo::content(o.seed ^ 1, 0, o.size as usize)))
+        .collect();
+    let started = Instant::now();
+    futures::stream::iter(bodies)
+        .map(|(key, body)| async move {
+            destination
+                .put_object()
+                .bucket(dst_bucket)
+                .key(key)
+                .body(ByteStream::from(body))
+                .send()
+                .await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok((get, started.elapsed()))
+}
+
+fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+struct Row {
+    tool: String,
+    flags: String,
+    wall: Duration,
+    rss_mib: Option<f64>,
+    note: String,
+}
+
+fn render(name: SetName, expected: &Expected, runs: usize, rows: &[Row]) -> String {
+    let ferry_wall = rows
+        .iter()
+        .find(|r| r.tool == "ferry")
+        .map(|r| r.wall.as_secs_f64());
+    let mut out = format!(
+        "\n### {name:?}: {} objects, {:.1} MiB (median of {runs} run{})\n\n",
+        expected.objects.len(),
+        expected.bytes as f64 / MIB as f64,
+        if runs == 1 { "" } else { "s" }
+    );
+    out.push_str(
+        "| tool | flags | wall s | MiB/s | objects/s | peak RSS MiB | time ÷ ferry's | copy |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---|\n");
+    for r in rows {
+        let secs = r.wall.as_secs_f64().max(1e-9);
+        out.push_str(&format!(
+            "| {} | {} | {:.2} | {:.1} | {:.0} | {} | {} | {} |\n",
+            r.tool,
+            r.flags,
+            secs,
+            expected.bytes as f64 / MIB as f64 / secs,
+            expected.objects.len() as f64 / secs,
+            r.rss_mib.map_or("–".into(), |m| format!("{m:.0}")),
+            ferry_wall.map_or("–".into(), |f| format!("{:.2}", secs / f)),
+            r.note,
+        ));
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let runs = if args.smoke { 1 } else { args.runs.max(1) };
+    let ep = Endpoints::from_env()?;
+    if args.tools.iter().any(|t| t == "ferry") && !args.ferry.exists() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release`",
+            args.ferry.display()
+        );
+    }
+    let work = std::env::temp_dir().join(format!("ferry-bench-{}", std::process::id()));
+    let mut all = String::new();
+    for &name in &args.sets {
+        let set = data_set(name, args.smoke);
+        let dir = work.join(format!("{name:?}"));
+        std::fs::create_dir_all(&dir)?;
+        let config_path = ferry_config(&ep, &dir, name, "ferry.toml", "")?;
+        let ferry_configs = [
+            ("defaults (reads every copy back)", config_path.clone()),
+            (
+                "verify_after_copy = false",
+                ferry_config(
+                    &ep,
+                    &dir,
+                    name,
+                    "noverify.toml",
+                    "verify_after_copy = false",
+                )?,
+            ),
+        ];
+        let config = Config::load(&config_path)?;
+        let source = store::client(Side::Source, &config.source, &config.transfer).await;
+        let destination =
+            store::client(Side::Destination, &config.destination, &config.transfer).await;
+        let (src, dst) = (source_bucket(name), destination_bucket(name));
+        fill(&source, &src, &set).await?;
+        demo::ensure_bucket(&destination, Side::Destination, &dst).await?;
+        eprintln!("bench: {name:?}: hashing the expected bytes");
+        let expected = Expected::of(&set);
+
+        let mut rows = Vec::new();
+        let (mut gets, mut puts) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            empty_bucket(&destination, &dst).await?;
+            let (get, put) = ceiling(&source, &destination, &set, &dst).await?;
+            gets.push(get);
+            puts.push(put);
+        }
+        let concurrency = if set.len() > 100 { 64 } else { set.len() };
+        rows.push(Row {
+            tool: "server ceiling".into(),
+            flags: format!("GET only, {concurrency} in flight"),
+            wall: median(gets),
+            rss_mib: None,
+            note: "–".into(),
+        });
+        rows.push(Row {
+            tool: "server ceiling".into(),
+            flags: format!("PUT only, {concurrency} in flight"),
+            wall: median(puts),
+            rss_mib: None,
+            note: "–".into(),
+        });
+        for v in variants(&args, &ep, &ferry_configs, name) {
+            let mut measured = Vec::new();
+            for run in 0..runs {
+                empty_bucket(&destination, &dst).await?;
+                let _ = std::fs::remove_file(dir.join("ledger.sqlite"));
+                let (wall, rss_kib, exit, tail) = run_timed(&v)?;
+                let wrong = check_copy(&destination, &dst, &expected).await?;
+                eprintln!(
+                    "bench: {name:?} {} {} run {}: {:.2}s, {} MiB, exit {exit}{}",
+                    v.tool,
+                    v.flags,
+                    run + 1,
+                    wall.as_secs_f64(),
+                    rss_kib / 1024,
+                    if wrong.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", WRONG: {wrong}; {tail}")
+                    }
+                );
+                measured.push(Measured {
+                    wall,
+                    rss_kib,
+                    wrong,
+                    exit,
+                });
+            }
+            let bad: Vec<String> = measured
+                .iter()
+                .filter(|m| !m.wrong.is_empty() || m.exit != 0)
+                .map(|m| format!("exit {}: {}", m.exit, m.wrong))
+                .collect();
+            rows.push(Row {
+                tool: v.tool.into(),
+                flags: v.flags.clone(),
+                wall: median(measured.iter().map(|m| m.wall).collect()),
+                rss_mib: Some(median(measured.iter().map(|m| m.rss_kib).collect()) as f64 / 1024.0),
+                note: if bad.is_empty() {
+                    "byte-equal".into()
+                } else {
+                    format!("WRONG in {}/{runs}: {}", bad.len(), bad.join("; "))
+                },
+            });
+        }
+        empty_bucket(&destination, &dst).await?;
+        let table = render(name, &expected, runs, &rows);
+        println!("{table}");
+        all.push_str(&table);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    if let Some(path) = &args.out {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        f.write_all(all.as_bytes())?;
+    }
+    Ok(())
+}
