@@ -31,6 +31,71 @@ pub struct Listed {
     pub complete: bool,
 }
 
+/// One page of a listing, in key order, before any shard filter.
+pub struct Page {
+    pub objects: Vec<ListedObject>,
+    pub truncated: bool,
+}
+
+/// Where listing pages come from: the source store in ferry; a generator in
+/// the ledger benchmark, which measures this path at millions of keys.
+pub trait PageSource {
+    /// What is listed, for the logs.
+    fn name(&self) -> &str;
+
+    /// The page of keys after `after` (from the start when `None`).
+    fn page(
+        &mut self,
+        after: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<Page, StoreError>> + Send;
+}
+
+/// A source bucket under a prefix, 1,000 keys a page.
+pub struct BucketPages<'a> {
+    pub client: &'a Client,
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+}
+
+impl PageSource for BucketPages<'_> {
+    fn name(&self) -> &str {
+        self.bucket
+    }
+
+    async fn page(&mut self, after: Option<&str>) -> Result<Page, StoreError> {
+        let mut request = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket)
+            // Keys may hold characters XML cannot carry; ask for them encoded.
+            .encoding_type(EncodingType::Url)
+            .max_keys(1000);
+        if !self.prefix.is_empty() {
+            request = request.prefix(self.prefix);
+        }
+        if let Some(after) = after {
+            request = request.start_after(after);
+        }
+        let page = request.send().await.map_err(|e| {
+            StoreError::from_sdk(Side::Source, format!("ListObjectsV2 {}", self.bucket), e)
+        })?;
+        Ok(Page {
+            objects: page
+                .contents()
+                .iter()
+                .map(|o| ListedObject {
+                    key: decode_key(o.key().unwrap_or_default()),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
+                    last_modified: o.last_modified().map(|t| t.to_string()),
+                    storage_class: o.storage_class().map(|s| s.as_str().to_owned()),
+                })
+                .collect(),
+            truncated: page.is_truncated().unwrap_or(false),
+        })
+    }
+}
+
 /// Lists `bucket` under `prefix` into the ledger. Returns how many keys were
 /// seen. Stops after the current page when `stop` is cancelled.
 pub async fn list_bucket(
@@ -42,7 +107,25 @@ pub async fn list_bucket(
     shard: Option<Shard>,
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
-    let (bucket, prefix) = (pair.source.as_str(), pair.prefix.as_str());
+    let pages = BucketPages {
+        client,
+        bucket: &pair.source,
+        prefix: &pair.prefix,
+    };
+    list_into_ledger(pages, writer, bucket_id, pass_id, shard, stop).await
+}
+
+/// Records every page of `pages` in the ledger, one transaction per page with
+/// the cursor after it, so an interrupted listing resumes after its last
+/// committed page and memory never holds more than one page.
+pub async fn list_into_ledger(
+    mut pages: impl PageSource,
+    writer: &Writer,
+    bucket_id: i64,
+    pass_id: i64,
+    shard: Option<Shard>,
+    stop: &CancellationToken,
+) -> Result<Listed, ListError> {
     let pass_id = writer
         .call(move |c| ledger::listing_pass(c, bucket_id, pass_id))
         .await?;
@@ -50,7 +133,7 @@ pub async fn list_bucket(
         .call(move |c| ledger::list_cursor(c, bucket_id))
         .await?;
     if let Some(after) = &cursor {
-        tracing::info!(bucket, after = %after, "resuming an interrupted listing");
+        tracing::info!(bucket = pages.name(), after = %after, "resuming an interrupted listing");
     }
     let mut seen = 0u64;
     loop {
@@ -62,39 +145,14 @@ pub async fn list_bucket(
                 complete: false,
             });
         }
-        let mut request = client
-            .list_objects_v2()
-            .bucket(bucket)
-            // Keys may hold characters XML cannot carry; ask for them encoded.
-            .encoding_type(EncodingType::Url)
-            .max_keys(1000);
-        if !prefix.is_empty() {
-            request = request.prefix(prefix);
-        }
-        if let Some(after) = &cursor {
-            request = request.start_after(after);
-        }
-        let page = request.send().await.map_err(|e| {
-            StoreError::from_sdk(Side::Source, format!("ListObjectsV2 {bucket}"), e)
-        })?;
+        let page = pages.page(cursor.as_deref()).await?;
         // The cursor moves past every key of the page, ours or another shard's.
-        let Some(last) = page
-            .contents()
-            .last()
-            .map(|o| decode_key(o.key().unwrap_or_default()))
-        else {
+        let Some(last) = page.objects.last().map(|o| o.key.clone()) else {
             break;
         };
         let objects: Vec<ListedObject> = page
-            .contents()
-            .iter()
-            .map(|o| ListedObject {
-                key: decode_key(o.key().unwrap_or_default()),
-                size: o.size().unwrap_or(0).max(0) as u64,
-                etag: bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
-                last_modified: o.last_modified().map(|t| t.to_string()),
-                storage_class: o.storage_class().map(|s| s.as_str().to_owned()),
-            })
+            .objects
+            .into_iter()
             .filter(|o| shard.is_none_or(|s| s.owns(&o.key)))
             .collect();
         seen += objects.len() as u64;
@@ -104,9 +162,9 @@ pub async fn list_bucket(
                 ledger::record_listing_page(c, bucket_id, pass_id, &objects, &page_cursor)
             })
             .await?;
-        tracing::debug!(bucket, seen, "listing page committed");
+        tracing::debug!(bucket = pages.name(), seen, "listing page committed");
         cursor = Some(last);
-        if !page.is_truncated().unwrap_or(false) {
+        if !page.truncated {
             break;
         }
     }
