@@ -26,7 +26,7 @@ struct Args {
     dir: Option<std::path::PathBuf>,
 }
 
-/// Keys in order, 1,000 a page, shaped like an audiobook platform's.
+/// Keys in listing (byte) order, 1,000 a page, as S3 returns them.
 struct Synthetic {
     total: u64,
     next: u64,
@@ -41,7 +41,7 @@ impl PageSource for Synthetic {
         let end = (self.next + 1000).min(self.total);
         let objects = (self.next..end)
             .map(|i| ListedObject {
-                key: format!("feeds/{:04}/{:02}/onix-{i:010}.xml", 2000 + i % 27, i % 12),
+                key: format!("feeds/{:06}/onix-{i:010}.xml", i / 10_000),
                 size: 2_000 + (i * 7919) % 300_000,
                 etag: format!("{:032x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
                 last_modified: Some("2026-11-01T12:00:00Z".into()),

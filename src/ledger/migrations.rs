@@ -7,10 +7,11 @@ use rusqlite::Connection;
 
 use super::LedgerError;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("v2_verify.sql"),
     include_str!("v3_deletions.sql"),
+    include_str!("v4_totals.sql"),
 ];
 
 /// The version this ferry writes.

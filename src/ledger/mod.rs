@@ -763,20 +763,20 @@ pub const RATE_WINDOW_SECS: u64 = 300;
 pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
     let mut stmt = conn.prepare(
         "SELECT b.source, b.destination, b.prefix,
-                COUNT(o.id),
-                COUNT(o.id) FILTER (WHERE o.state IN ('copied', 'verified')),
-                COUNT(o.id) FILTER (WHERE o.state = 'verified'),
-                COUNT(o.id) FILTER (WHERE o.state = 'mismatched'),
-                COUNT(o.id) FILTER (WHERE o.state = 'failed'),
-                COUNT(o.id) FILTER (WHERE o.state = 'skipped'),
-                COUNT(o.id) FILTER (WHERE o.state IN ('listed', 'copying')),
-                COUNT(o.id) FILTER (WHERE o.state IN ('deleted', 'removed')),
-                COALESCE(SUM(o.size) FILTER (WHERE o.state NOT IN ('deleted', 'removed')), 0),
-                COALESCE(SUM(o.size) FILTER (WHERE o.state IN ('copied', 'verified')), 0),
+                COALESCE(SUM(t.objects), 0),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state IN ('copied', 'verified')), 0),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = 'verified'), 0),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = 'mismatched'), 0),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = 'failed'), 0),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = 'skipped'), 0),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state IN ('listed', 'copying')), 0),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state IN ('deleted', 'removed')), 0),
+                COALESCE(SUM(t.bytes) FILTER (WHERE t.state NOT IN ('deleted', 'removed')), 0),
+                COALESCE(SUM(t.bytes) FILTER (WHERE t.state IN ('copied', 'verified')), 0),
                 (SELECT COALESCE(SUM(c.size), 0) FROM copies c JOIN objects r ON r.id = c.object_id
                  WHERE r.bucket_id = b.id
                    AND c.copied_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-300 seconds'))
-         FROM buckets b LEFT JOIN objects o ON o.bucket_id = b.id
+         FROM buckets b LEFT JOIN state_totals t ON t.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
     )?;
     let rows = stmt.query_map([], |r| {

@@ -276,3 +276,97 @@ fn failed_objects_are_named_and_requeued_next_pass() {
     assert_eq!(requeue_failed(&conn).unwrap(), 1);
     assert_eq!(pending_batch(&conn, &[b], 0, 1).unwrap().len(), 1);
 }
+
+/// The running totals `status` reads, against a full count of the objects.
+fn totals_match_a_recount(conn: &Connection) {
+    let read = |sql: &str| -> Vec<(i64, String, i64, i64)> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let kept = read(
+        "SELECT bucket_id, state, objects, bytes FROM state_totals
+         WHERE objects != 0 ORDER BY bucket_id, state",
+    );
+    let counted = read(
+        "SELECT bucket_id, state, COUNT(*), SUM(size) FROM objects
+         GROUP BY bucket_id, state ORDER BY bucket_id, state",
+    );
+    assert_eq!(kept, counted);
+}
+
+#[test]
+fn status_totals_follow_every_change_of_state_and_size() {
+    let (_dir, mut conn) = fresh();
+    let a = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    let o = ensure_bucket(&conn, "onix", "hub-onix", "").unwrap();
+    let pass = start_pass(&conn).unwrap();
+    let mut glacier = listed("cold.mp3", 700, "g");
+    glacier.storage_class = Some("GLACIER".into());
+    let page = [
+        listed("a.mp3", 100, "a"),
+        listed("b.mp3", 200, "b"),
+        glacier,
+    ];
+    record_listing_page(&mut conn, a, pass, &page, "cold.mp3").unwrap();
+    record_listing_page(&mut conn, o, pass, &[listed("x.xml", 5, "x")], "x.xml").unwrap();
+    totals_match_a_recount(&conn);
+
+    let work = pending_batch(&conn, &[a, o], 0, 10).unwrap();
+    record_copying(&conn, work[0].object_id).unwrap();
+    let mut copy = copy_of(work[0].object_id, "a");
+    copy.size = 100;
+    record_copied(&mut conn, &copy).unwrap();
+    record_failed(&conn, work[1].object_id, "boom").unwrap();
+    totals_match_a_recount(&conn);
+
+    // The next pass: one key changed size, one is gone, the rest unchanged.
+    let pass = start_pass(&conn).unwrap();
+    requeue_failed(&conn).unwrap();
+    let page = [listed("a.mp3", 150, "a2"), listed("cold.mp3", 700, "g")];
+    record_listing_page(&mut conn, a, pass, &page, "cold.mp3").unwrap();
+    finish_listing(&conn, a, pass).unwrap();
+    totals_match_a_recount(&conn);
+
+    let status = bucket_status(&conn).unwrap();
+    let audio = &status[0];
+    assert_eq!(
+        (audio.listed, audio.pending, audio.skipped, audio.deleted),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(audio.bytes_listed, 150 + 700, "deleted keys do not count");
+    assert_eq!((status[1].listed, status[1].pending), (1, 1));
+}
+
+#[test]
+fn a_ledger_from_before_the_totals_gets_them_from_its_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &super::migrations::MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO buckets (id, source, destination, prefix) VALUES (1, 'onix', 'hub-onix', '');
+             INSERT INTO objects (bucket_id, key, size, source_etag, state) VALUES
+                (1, 'a', 10, 'e', 'copied'), (1, 'b', 20, 'e', 'listed'), (1, 'c', 30, 'e', 'listed');",
+        )
+        .unwrap();
+    }
+    let conn = open_for_writing(&path).unwrap();
+    totals_match_a_recount(&conn);
+    let status = bucket_status(&conn).unwrap();
+    assert_eq!(
+        (
+            status[0].listed,
+            status[0].copied,
+            status[0].pending,
+            status[0].bytes_listed
+        ),
+        (3, 1, 2, 60)
+    );
+}
