@@ -136,8 +136,13 @@ pub async fn list_into_ledger(
         tracing::info!(bucket = pages.name(), after = %after, "resuming an interrupted listing");
     }
     let mut seen = 0u64;
+    // The previous page's write runs while the next page is fetched.
+    let mut writing = None;
     loop {
         if stop.is_cancelled() {
+            if let Some(write) = writing.take() {
+                write.await?;
+            }
             // The cursor stays: the next run resumes after the last page.
             return Ok(Listed {
                 seen,
@@ -145,7 +150,11 @@ pub async fn list_into_ledger(
                 complete: false,
             });
         }
-        let page = pages.page(cursor.as_deref()).await?;
+        let page = pages.page(cursor.as_deref()).await;
+        if let Some(write) = writing.take() {
+            write.await?;
+        }
+        let page = page?;
         // The cursor moves past every key of the page, ours or another shard's.
         let Some(last) = page.objects.last().map(|o| o.key.clone()) else {
             break;
@@ -157,16 +166,17 @@ pub async fn list_into_ledger(
             .collect();
         seen += objects.len() as u64;
         let page_cursor = last.clone();
-        writer
-            .call(move |c| {
-                ledger::record_listing_page(c, bucket_id, pass_id, &objects, &page_cursor)
-            })
-            .await?;
-        tracing::debug!(bucket = pages.name(), seen, "listing page committed");
+        writing = Some(writer.call(move |c| {
+            ledger::record_listing_page(c, bucket_id, pass_id, &objects, &page_cursor)
+        }));
+        tracing::debug!(bucket = pages.name(), seen, "listing page queued");
         cursor = Some(last);
         if !page.truncated {
             break;
         }
+    }
+    if let Some(write) = writing.take() {
+        write.await?;
     }
     let newly_missing = writer
         .call(move |c| ledger::finish_listing(c, bucket_id, pass_id))

@@ -42,19 +42,25 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Runs `f` on the writer thread and returns its result.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, LedgerError>
+    /// Runs `f` on the writer thread and returns its result. The job is
+    /// queued at once, before the answer is awaited, so a caller can prepare
+    /// its next write (or fetch its next page) while this one runs.
+    pub fn call<T, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, LedgerError>>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.jobs
+        let queued = self
+            .jobs
             .send(Box::new(move |conn| {
                 let _ = reply.send(f(conn));
             }))
-            .map_err(|_| LedgerError::WriterGone)?;
-        Ok(answer.await.map_err(|_| LedgerError::WriterGone)??)
+            .map_err(|_| LedgerError::WriterGone);
+        async move {
+            queued?;
+            Ok(answer.await.map_err(|_| LedgerError::WriterGone)??)
+        }
     }
 }
 
