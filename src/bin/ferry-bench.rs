@@ -48,6 +48,10 @@ struct Args {
     /// The ferry binary to measure.
     #[arg(long, default_value = "target/release/ferry")]
     ferry: PathBuf,
+    /// Extra ferry rows, each with these `[transfer]` settings
+    /// (e.g. "concurrency = 64"; `;` separates lines).
+    #[arg(long)]
+    ferry_transfer: Vec<String>,
     /// Also append the tables (Markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -215,7 +219,7 @@ destination = "{dst}"
 fn variants(
     args: &Args,
     ep: &Endpoints,
-    ferry_configs: &[(&str, PathBuf)],
+    ferry_configs: &[(String, PathBuf)],
     set: SetName,
 ) -> Vec<Variant> {
     let (src, dst) = (source_bucket(set), destination_bucket(set));
@@ -224,7 +228,7 @@ fn variants(
         for (flags, config) in ferry_configs {
             out.push(Variant {
                 tool: "ferry",
-                flags: flags.to_string(),
+                flags: flags.clone(),
                 program: args.ferry.display().to_string(),
                 args: vec![
                     "-c".into(),
@@ -505,13 +509,14 @@ async fn fill(client: &Client, bucket: &str, set: &[DemoObject]) -> Result<()> {
 }
 
 /// The servers alone: every object read from the source with nothing done
-/// to the bytes, and the same sizes written to the destination from memory.
+/// to the bytes; the same sizes written to the destination from memory; and
+/// a minimal copy (GET, then PUT of the bytes, no checks, no ledger).
 async fn ceiling(
     source: &Client,
     destination: &Client,
     set: &[DemoObject],
     dst_bucket: &str,
-) -> Result<(Duration, Duration)> {
+) -> Result<[Duration; 3]> {
     let concurrency = if set.len() > 100 {
         64
     } else {
@@ -555,7 +560,31 @@ async fn ceiling(
         .buffer_unordered(concurrency)
         .try_collect::<Vec<_>>()
         .await?;
-    Ok((get, started.elapsed()))
+    let put = started.elapsed();
+    empty_bucket(destination, dst_bucket).await?;
+    let started = Instant::now();
+    futures::stream::iter(set)
+        .map(|o| async move {
+            let got = source
+                .get_object()
+                .bucket(&o.bucket)
+                .key(&o.key)
+                .send()
+                .await?;
+            let body = got.body.collect().await?.into_bytes();
+            destination
+                .put_object()
+                .bucket(dst_bucket)
+                .key(&o.key)
+                .body(ByteStream::from(body))
+                .send()
+                .await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok([get, put, started.elapsed()])
 }
 
 fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
@@ -621,10 +650,13 @@ async fn main() -> Result<()> {
         let dir = work.join(format!("{name:?}"));
         std::fs::create_dir_all(&dir)?;
         let config_path = ferry_config(&ep, &dir, name, "ferry.toml", "")?;
-        let ferry_configs = [
-            ("defaults (reads every copy back)", config_path.clone()),
+        let mut ferry_configs = vec![
             (
-                "verify_after_copy = false",
+                "defaults (reads every copy back)".to_string(),
+                config_path.clone(),
+            ),
+            (
+                "verify_after_copy = false".to_string(),
                 ferry_config(
                     &ep,
                     &dir,
@@ -634,6 +666,11 @@ async fn main() -> Result<()> {
                 )?,
             ),
         ];
+        for (i, lines) in args.ferry_transfer.iter().enumerate() {
+            let transfer = lines.replace(';', "\n");
+            let path = ferry_config(&ep, &dir, name, &format!("extra-{i}.toml"), &transfer)?;
+            ferry_configs.push((lines.clone(), path));
+        }
         let config = Config::load(&config_path)?;
         let source = store::client(Side::Source, &config.source, &config.transfer).await;
         let destination =
@@ -645,28 +682,27 @@ async fn main() -> Result<()> {
         let expected = Expected::of(&set);
 
         let mut rows = Vec::new();
-        let (mut gets, mut puts) = (Vec::new(), Vec::new());
+        let mut ceilings: [Vec<Duration>; 3] = Default::default();
         for _ in 0..runs {
             empty_bucket(&destination, &dst).await?;
-            let (get, put) = ceiling(&source, &destination, &set, &dst).await?;
-            gets.push(get);
-            puts.push(put);
+            let measured = ceiling(&source, &destination, &set, &dst).await?;
+            for (all, one) in ceilings.iter_mut().zip(measured) {
+                all.push(one);
+            }
         }
         let concurrency = if set.len() > 100 { 64 } else { set.len() };
-        rows.push(Row {
-            tool: "server ceiling".into(),
-            flags: format!("GET only, {concurrency} in flight"),
-            wall: median(gets),
-            rss_mib: None,
-            note: "–".into(),
-        });
-        rows.push(Row {
-            tool: "server ceiling".into(),
-            flags: format!("PUT only, {concurrency} in flight"),
-            wall: median(puts),
-            rss_mib: None,
-            note: "–".into(),
-        });
+        for (what, times) in ["GET only", "PUT only", "GET then PUT, no checks"]
+            .into_iter()
+            .zip(ceilings)
+        {
+            rows.push(Row {
+                tool: "server ceiling".into(),
+                flags: format!("{what}, {concurrency} in flight"),
+                wall: median(times),
+                rss_mib: None,
+                note: "–".into(),
+            });
+        }
         for v in variants(&args, &ep, &ferry_configs, name) {
             let mut measured = Vec::new();
             for run in 0..runs {
