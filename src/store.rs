@@ -243,6 +243,11 @@ fn classify(
             FailureKind::NoSuchBucket,
             format!("{detail}. Create the bucket at the {side}, or fix the bucket name in the config"),
         ),
+        // S3 answers a GET of an archived object with 403: the code decides, not the status.
+        (Some("InvalidObjectState"), _) => (
+            FailureKind::Archived,
+            format!("{detail}. The object is archived: restore it at the source first"),
+        ),
         (Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
         | (_, Some(401 | 403)) => (
             FailureKind::AccessDenied,
@@ -253,10 +258,6 @@ fn classify(
         (Some("PreconditionFailed"), _) | (_, Some(412)) => (
             FailureKind::SourceChanged,
             "the source object changed since it was listed; it will be listed and copied again".to_owned(),
-        ),
-        (Some("InvalidObjectState"), _) => (
-            FailureKind::Archived,
-            format!("{detail}. The object is archived: restore it at the source first"),
         ),
         (Some("BadDigest" | "InvalidDigest" | "IncompleteBody"), _) => (FailureKind::Corrupt, detail),
         (Some("SlowDown" | "ServiceUnavailable" | "RequestTimeout" | "InternalError"), _) => {

@@ -303,3 +303,95 @@ async fn a_ledger_that_is_not_sqlite_is_refused_and_left_alone() {
     }
     assert_eq!(std::fs::read(&fx.config.ledger).unwrap(), junk);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archived_objects_are_skipped_or_failed_fast_with_the_fix() {
+    use ferry::demo::DemoObject;
+    use support::faults::{Archive, FaultProxy};
+    // Garage has no archive tier: our proxy plays one in front of the source.
+    let proxy = FaultProxy::archive(
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        Archive {
+            // Listed as DEEP_ARCHIVE: ferry must not even try it.
+            listed: Some("archived-".into()),
+            // Listed as STANDARD, but not readable (archived since): S3's
+            // 403 InvalidObjectState, which no retry can fix.
+            refused: Some("thawing-".into()),
+        },
+    )
+    .await;
+    let fx = Fixture::new("archive", "").await;
+    let audio = format!("audio{}", fx.suffix);
+    let set: Vec<DemoObject> = ["archived-1998.mp3", "thawing-2001.mp3", "plain.mp3"]
+        .iter()
+        .map(|k| DemoObject::new(&audio, k.to_string(), 1_000, "audio/mpeg"))
+        .collect();
+    fx.fill(&set).await;
+    let text = std::fs::read_to_string(&fx.config_path)
+        .unwrap()
+        .replace(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url());
+    let config = fx.dir.path().join("archive.toml");
+    std::fs::write(&config, text).unwrap();
+
+    let run = ferry_in(fx.dir.path(), &config, &["run", "--once"], &servers().env);
+    assert_eq!(run.code, 1, "a failed object exits 1: {run:?}");
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("thawing-2001.mp3"), "{said}");
+    assert!(said.contains("restore it at the source"), "{said}");
+    assert_eq!(
+        proxy
+            .injected
+            .refused_gets
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "InvalidObjectState is final: no retries"
+    );
+
+    let state = |key: &str| -> (String, String) {
+        fx.ledger()
+            .query_row(
+                "SELECT state, COALESCE(last_error, '') FROM objects WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let (skipped, why) = state("archived-1998.mp3");
+    assert_eq!(skipped, "skipped");
+    assert!(
+        why.contains("DEEP_ARCHIVE") && why.contains("restore it at the source"),
+        "{why}"
+    );
+    let (failed, why) = state("thawing-2001.mp3");
+    assert_eq!(failed, "failed");
+    assert!(why.contains("restore it at the source first"), "{why}");
+    assert_eq!(state("plain.mp3").0, "verified");
+
+    let dest = format!("hub-{audio}");
+    let there: Vec<String> = support::list_all(&fx.destination, &dest)
+        .await
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    assert_eq!(
+        there,
+        vec!["plain.mp3".to_string()],
+        "only the readable object arrives"
+    );
+    let status = fx.ferry(&["status", "--format", "csv"]);
+    let mut lines = status
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(',').collect::<Vec<_>>());
+    let header = lines.next().unwrap();
+    let row = lines
+        .find(|r| r[0] == audio)
+        .expect("a status row for the bucket");
+    let column = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(
+        (column("skipped"), column("failed"), column("verified")),
+        ("1", "1", "1"),
+        "{status:?}"
+    );
+}

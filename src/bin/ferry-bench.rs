@@ -547,16 +547,7 @@ async fn ceiling(
         .collect();
     let started = Instant::now();
     futures::stream::iter(bodies)
-        .map(|(key, body)| async move {
-            destination
-                .put_object()
-                .bucket(dst_bucket)
-                .key(key)
-                .body(ByteStream::from(body))
-                .send()
-                .await?;
-            Ok::<_, anyhow::Error>(())
-        })
+        .map(|(key, body)| put_one(destination, dst_bucket, key, body))
         .buffer_unordered(concurrency)
         .try_collect::<Vec<_>>()
         .await?;
@@ -572,19 +563,23 @@ async fn ceiling(
                 .send()
                 .await?;
             let body = got.body.collect().await?.into_bytes();
-            destination
-                .put_object()
-                .bucket(dst_bucket)
-                .key(&o.key)
-                .body(ByteStream::from(body))
-                .send()
-                .await?;
-            Ok::<_, anyhow::Error>(())
+            put_one(destination, dst_bucket, o.key.clone(), body).await
         })
         .buffer_unordered(concurrency)
         .try_collect::<Vec<_>>()
         .await?;
     Ok([get, put, started.elapsed()])
+}
+
+async fn put_one(client: &Client, bucket: &str, key: String, body: Bytes) -> Result<()> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await?;
+    Ok(())
 }
 
 fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {

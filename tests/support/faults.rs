@@ -2,7 +2,8 @@
 //! configured rates it answers 503 SlowDown or 500, resets the connection
 //! before or during a body, stalls, truncates a response body, or flips one
 //! bit in a request body (towards the destination) or a response body (from
-//! the source). It counts everything it injected.
+//! the source). It counts everything it injected. It can also play an
+//! archive tier (Glacier) for keys with a given prefix.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -39,8 +40,23 @@ pub struct Rates {
     pub flip_response: f64,
 }
 
+/// Keys the proxy pretends are archived (S3 Glacier / Deep Archive).
+#[derive(Clone, Debug, Default)]
+pub struct Archive {
+    /// Keys starting with this are listed in the DEEP_ARCHIVE storage class.
+    pub listed: Option<String>,
+    /// GETs of keys starting with this answer 403 InvalidObjectState, as
+    /// S3 does for an archived object that is not restored.
+    pub refused: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct Injected {
+    /// GETs answered InvalidObjectState.
+    pub refused_gets: AtomicU64,
+    /// Keys (decoded) of every object body that went through whole with a
+    /// flipped bit: what the receiver could and must have caught.
+    pub flipped_keys: std::sync::Mutex<Vec<String>>,
     pub requests: AtomicU64,
     /// When the first and the last request arrived.
     pub window: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>,
@@ -135,6 +151,21 @@ impl FaultProxy {
     /// `stall` is how long a stalled response waits before its body: longer
     /// than ferry's read timeout.
     pub async fn start(upstream: &str, rates: Rates, stall: Duration) -> FaultProxy {
+        Self::start_with(upstream, rates, stall, Archive::default()).await
+    }
+
+    /// A proxy that injects nothing but plays an archive tier.
+    pub async fn archive(upstream: &str, archive: Archive) -> FaultProxy {
+        Self::start_with(upstream, Rates::default(), Duration::ZERO, archive).await
+    }
+
+    async fn start_with(
+        upstream: &str,
+        rates: Rates,
+        stall: Duration,
+        archive: Archive,
+    ) -> FaultProxy {
+        let archive = Arc::new(archive);
         let upstream = upstream.trim_end_matches('/').to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -146,12 +177,28 @@ impl FaultProxy {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (client, counts, upstream) = (client.clone(), counts.clone(), upstream.clone());
+                let (client, counts, upstream, archive) = (
+                    client.clone(),
+                    counts.clone(),
+                    upstream.clone(),
+                    archive.clone(),
+                );
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        let (client, counts, upstream) =
-                            (client.clone(), counts.clone(), upstream.clone());
-                        async move { handle(req, client, counts, &upstream, rates, stall).await }
+                        let (client, counts, upstream, archive) = (
+                            client.clone(),
+                            counts.clone(),
+                            upstream.clone(),
+                            archive.clone(),
+                        );
+                        async move {
+                            let faults = Faults {
+                                rates,
+                                stall,
+                                archive: &archive,
+                            };
+                            handle(req, client, counts, &upstream, faults).await
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -191,13 +238,48 @@ fn error_body(code: &str, message: &str) -> ProxyBody {
 
 type Upstream = Client<hyper_util::client::legacy::connect::HttpConnector, ProxyBody>;
 
+struct Faults<'a> {
+    rates: Rates,
+    stall: Duration,
+    archive: &'a Archive,
+}
+
+/// The key of a path-style request (`/bucket/key`), still percent-encoded.
+fn key_of(path: &str) -> &str {
+    path.splitn(3, '/').nth(2).unwrap_or("")
+}
+
+/// A ListObjectsV2 answer with every key under `prefix` in DEEP_ARCHIVE.
+fn archive_listing(xml: &str, prefix: &str) -> String {
+    xml.split("<Contents>")
+        .enumerate()
+        .map(|(i, entry)| {
+            if i == 0 || !entry.contains(&format!("<Key>{prefix}")) {
+                return entry.to_owned();
+            }
+            let class = "<StorageClass>DEEP_ARCHIVE</StorageClass>";
+            match (entry.find("<StorageClass>"), entry.find("</StorageClass>")) {
+                (Some(start), Some(end)) => {
+                    let end = end + "</StorageClass>".len();
+                    format!("{}{class}{}", &entry[..start], &entry[end..])
+                }
+                _ => entry.replacen("</Contents>", &format!("{class}</Contents>"), 1),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("<Contents>")
+}
+
 async fn handle(
     req: Request<Incoming>,
     client: Upstream,
     counts: Arc<Injected>,
     upstream: &str,
-    rates: Rates,
-    stall: Duration,
+    Faults {
+        rates,
+        stall,
+        archive,
+    }: Faults<'_>,
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     counts.requests.fetch_add(1, Ordering::Relaxed);
     {
@@ -228,10 +310,43 @@ async fn handle(
         _ => {}
     }
     let (parts, body) = req.into_parts();
+    let key = key_of(parts.uri.path());
+    if let Some(prefix) = &archive.refused {
+        if parts.method == hyper::Method::GET && key.starts_with(prefix.as_str()) {
+            count(&counts.refused_gets);
+            return Ok(Response::builder()
+                .status(403)
+                .body(error_body(
+                    "InvalidObjectState",
+                    "The operation is not valid for the object's storage class",
+                ))
+                .unwrap());
+        }
+    }
+    let query = parts.uri.query().unwrap_or("");
+    let is_listing =
+        parts.method == hyper::Method::GET && key.is_empty() && query.contains("list-type=2");
+    // Bits are flipped in object bytes only (PutObject and UploadPart
+    // bodies, GetObject answers), never in the XML around them: that is what
+    // ferry's checksums guard (TLS guards the rest in real life).
+    let object_bytes =
+        !key.is_empty() && !query.contains("uploads") && !query.contains("list-type");
+    let decoded_key = percent_encoding::percent_decode_str(key)
+        .decode_utf8_lossy()
+        .into_owned();
     let has_body = body.size_hint().lower() > 0;
-    let body: ProxyBody = if fault == Fault::FlipRequest && has_body {
+    let flip_request = fault == Fault::FlipRequest
+        && has_body
+        && object_bytes
+        && parts.method == hyper::Method::PUT;
+    let body: ProxyBody = if flip_request {
         count(&counts.flip_request);
-        FlipOne::new(body.map_err(io).boxed()).boxed()
+        FlipOne::new(
+            body.map_err(io).boxed(),
+            counts.clone(),
+            decoded_key.clone(),
+        )
+        .boxed()
     } else {
         body.map_err(io).boxed()
     };
@@ -252,12 +367,27 @@ async fn handle(
         .await
         .map_err(io)?;
     let (mut head, body) = response.into_parts();
+    if let (Some(prefix), true) = (&archive.listed, is_listing) {
+        let xml = body.collect().await.map_err(io)?.to_bytes();
+        let xml = archive_listing(&String::from_utf8_lossy(&xml), prefix);
+        head.headers.remove(hyper::header::CONTENT_LENGTH);
+        return Ok(Response::from_parts(
+            head,
+            Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed(),
+        ));
+    }
     let len = body.size_hint().exact().unwrap_or(0);
     let body: ProxyBody = body.map_err(io).boxed();
     let body = match fault {
-        Fault::FlipResponse if len > 0 && head.status.is_success() => {
+        Fault::FlipResponse
+            if len > 0
+                && head.status.is_success()
+                && object_bytes
+                && !query.contains("uploadId")
+                && parts.method == hyper::Method::GET =>
+        {
             count(&counts.flip_response);
-            FlipOne::new(body).boxed()
+            FlipOne::new(body, counts.clone(), decoded_key).boxed()
         }
         Fault::Stall => {
             count(&counts.stall);
@@ -280,7 +410,7 @@ async fn handle(
             count(&counts.slow_down);
             return Ok(slow_down());
         }
-        Fault::FlipRequest if !has_body => {
+        Fault::FlipRequest if !flip_request => {
             count(&counts.slow_down);
             return Ok(slow_down());
         }
@@ -290,15 +420,35 @@ async fn handle(
     Ok(Response::from_parts(head, body))
 }
 
-/// Flips one bit in the first non-empty data frame.
+/// Flips one bit in the first non-empty data frame; notes the key once the
+/// whole body has gone through.
 struct FlipOne {
     inner: ProxyBody,
     done: bool,
+    counts: Arc<Injected>,
+    key: String,
+    /// Bytes still to come when the length is known: hyper stops polling a
+    /// body once its Content-Length has passed, so its end is never seen.
+    left: Option<u64>,
 }
 
 impl FlipOne {
-    fn new(inner: ProxyBody) -> Self {
-        FlipOne { inner, done: false }
+    fn new(inner: ProxyBody, counts: Arc<Injected>, key: String) -> Self {
+        let left = inner.size_hint().exact();
+        FlipOne {
+            inner,
+            done: false,
+            counts,
+            key,
+            left,
+        }
+    }
+
+    fn went_through_whole(&mut self) {
+        let key = std::mem::take(&mut self.key);
+        if self.done && !key.is_empty() {
+            self.counts.flipped_keys.lock().unwrap().push(key);
+        }
     }
 }
 
@@ -310,20 +460,37 @@ impl Body for FlipOne {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) if !self.done => match frame.into_data() {
-                Ok(data) if !data.is_empty() => {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let frame = match polled {
+            Poll::Ready(None) => {
+                self.went_through_whole();
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                let data = if !self.done && !data.is_empty() {
                     self.done = true;
                     let mut bytes = BytesMut::from(&data[..]);
                     let at = bytes.len() / 2;
                     bytes[at] ^= 0x10;
-                    Poll::Ready(Some(Ok(Frame::data(bytes.freeze()))))
+                    bytes.freeze()
+                } else {
+                    data
+                };
+                if let Some(left) = self.left.as_mut() {
+                    *left = left.saturating_sub(data.len() as u64);
+                    if *left == 0 {
+                        self.went_through_whole();
+                    }
                 }
-                Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
-                Err(frame) => Poll::Ready(Some(Ok(frame))),
-            },
-            other => other,
-        }
+                Frame::data(data)
+            }
+            Err(frame) => frame,
+        };
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
