@@ -13,6 +13,7 @@ use ferry::report::status;
 use ferry::run::{Runner, VerifyOptions};
 
 fn main() -> ExitCode {
+    return_big_buffers_to_the_os();
     let cli = Cli::parse();
     let bars = match (cli.progress, cli.no_progress) {
         (true, _) => Some(true),
@@ -231,3 +232,18 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("ferry: {e}");
     ExitCode::from(1)
 }
+
+/// HTTP read buffers (up to ~400 KiB) come and go on every worker thread.
+/// glibc raises its mmap threshold after the first such free and then keeps
+/// them in per-thread arenas, where they fragment: peak RSS copying 4 × 1 GiB
+/// was 134 MiB with a 64 MiB byte budget, 85 MiB with the threshold pinned.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_big_buffers_to_the_os() {
+    // SAFETY: mallopt only sets an allocator tunable; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_big_buffers_to_the_os() {}
