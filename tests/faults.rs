@@ -65,6 +65,9 @@ async fn the_demo_copied_through_ten_percent_faults_on_both_sides_ends_byte_equa
     // Log lines where ferry refused bytes: a hash that differs from the
     // source's ETag, or a store that refused a body (Content-MD5).
     let (mut caught_at_source, mut caught_at_destination) = (Vec::new(), Vec::new());
+    // Attempts ferry gave up for another fault (a part whose upload then
+    // failed): bytes read in them, flipped or not, were never used.
+    let mut abandoned = Vec::new();
     loop {
         runs += 1;
         let mut env = servers().env.clone();
@@ -78,6 +81,7 @@ async fn the_demo_copied_through_ten_percent_faults_on_both_sides_ends_byte_equa
                 .collect()
         };
         caught_at_source.extend(lines(&["the bytes read hash to"]));
+        abandoned.extend(lines(&["retrying"]));
         caught_at_destination.extend(lines(&[
             "BadDigest",
             "the bytes sent have MD5",
@@ -143,7 +147,8 @@ async fn the_demo_copied_through_ten_percent_faults_on_both_sides_ends_byte_equa
         "no flipped body went through on one side: the test proved nothing there"
     );
     // Every flipped body that went through whole was refused, naming its
-    // object; and nothing was refused that the proxy had not flipped.
+    // object, or belonged to an attempt abandoned for another fault; and
+    // nothing was refused that the proxy had not flipped.
     for (side, flipped, caught) in [
         ("source", &flipped_at_source, &caught_at_source),
         (
@@ -153,8 +158,9 @@ async fn the_demo_copied_through_ten_percent_faults_on_both_sides_ends_byte_equa
         ),
     ] {
         for key in flipped {
+            let named = |lines: &Vec<String>| lines.iter().any(|l| l.contains(key.as_str()));
             assert!(
-                caught.iter().any(|line| line.contains(key.as_str())),
+                named(caught) || named(&abandoned),
                 "a flipped bit in {key} from the {side} went unnoticed"
             );
         }
@@ -164,14 +170,6 @@ async fn the_demo_copied_through_ten_percent_faults_on_both_sides_ends_byte_equa
                 "refused at the {side} without a flip: {line}"
             );
         }
-        assert!(
-            caught.len()
-                >= flipped
-                    .iter()
-                    .collect::<std::collections::HashSet<_>>()
-                    .len(),
-            "{side}: fewer refusals than objects flipped"
-        );
     }
 }
 
