@@ -100,8 +100,17 @@ fn data_set(name: SetName, smoke: bool) -> Vec<DemoObject> {
     }
 }
 
+/// Smoke runs use buckets of their own, so a full data set left on the same
+/// servers by an earlier bench does not count as extra objects.
+static SMOKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn source_bucket(name: SetName) -> String {
-    format!("bench-{}", format!("{name:?}").to_lowercase())
+    let smoke = SMOKE.load(std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "bench-{}{}",
+        format!("{name:?}").to_lowercase(),
+        if smoke { "-smoke" } else { "" }
+    )
 }
 
 fn destination_bucket(name: SetName) -> String {
@@ -405,11 +414,9 @@ async fn empty_bucket(client: &Client, bucket: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every expected object at the destination with its bytes, and nothing else.
-/// Single-part copies are checked by the server's MD5 of what it received;
-/// the rest are read back and hashed.
-async fn check_copy(client: &Client, bucket: &str, expected: &Expected) -> Result<String> {
-    let mut listed: HashMap<String, (u64, String)> = HashMap::new();
+/// Every object in `bucket`: its size and bare ETag.
+async fn listing(client: &Client, bucket: &str) -> Result<HashMap<String, (u64, String)>> {
+    let mut listed = HashMap::new();
     let mut pages = client
         .list_objects_v2()
         .bucket(bucket)
@@ -424,6 +431,14 @@ async fn check_copy(client: &Client, bucket: &str, expected: &Expected) -> Resul
             );
         }
     }
+    Ok(listed)
+}
+
+/// Every expected object at the destination with its bytes, and nothing else.
+/// Single-part copies are checked by the server's MD5 of what it received;
+/// the rest are read back and hashed.
+async fn check_copy(client: &Client, bucket: &str, expected: &Expected) -> Result<String> {
+    let listed = listing(client, bucket).await?;
     let mut wrong = Vec::new();
     let extra = listed
         .keys()
@@ -478,23 +493,10 @@ async fn sha256_of(client: &Client, bucket: &str, key: &str) -> Result<String> {
 /// Puts the data set at the source unless it is there already.
 async fn fill(client: &Client, bucket: &str, set: &[DemoObject]) -> Result<()> {
     demo::ensure_bucket(client, Side::Source, bucket).await?;
-    let mut present: HashMap<String, u64> = HashMap::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.try_next().await? {
-        for o in page.contents() {
-            present.insert(
-                o.key().unwrap_or_default().into(),
-                o.size().unwrap_or(0) as u64,
-            );
-        }
-    }
+    let present = listing(client, bucket).await?;
     let missing: Vec<&DemoObject> = set
         .iter()
-        .filter(|o| present.get(&o.key) != Some(&o.size))
+        .filter(|o| present.get(&o.key).map(|(size, _)| size) != Some(&o.size))
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -630,6 +632,7 @@ fn render(name: SetName, expected: &Expected, runs: usize, rows: &[Row]) -> Stri
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    SMOKE.store(args.smoke, std::sync::atomic::Ordering::Relaxed);
     let runs = if args.smoke { 1 } else { args.runs.max(1) };
     let ep = Endpoints::from_env()?;
     if args.tools.iter().any(|t| t == "ferry") && !args.ferry.exists() {
