@@ -5,7 +5,7 @@ mod support;
 
 use aws_sdk_s3::primitives::ByteStream;
 use ferry::demo::{self, DemoObject};
-use support::Fixture;
+use support::{csv_block, Fixture};
 
 const TRANSFER: &str = r#"
 concurrency = 8
@@ -30,19 +30,6 @@ fn data(fx: &Fixture) -> Vec<DemoObject> {
     book.multipart = true;
     set.push(book);
     set
-}
-
-/// The rows of one `# title` block of a CSV report.
-fn csv_block(text: &str, title: &str) -> Vec<csv::StringRecord> {
-    let block = text
-        .split("\n\n")
-        .find(|b| b.starts_with(&format!("# {title}\n")))
-        .unwrap_or_else(|| panic!("no {title} block in\n{text}"));
-    let body = block.split_once('\n').unwrap().1;
-    csv::Reader::from_reader(body.as_bytes())
-        .records()
-        .map(Result::unwrap)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -379,16 +379,12 @@ async fn archived_objects_are_skipped_or_failed_fast_with_the_fix() {
         "only the readable object arrives"
     );
     let status = fx.ferry(&["status", "--format", "csv"]);
-    let mut lines = status
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split(',').collect::<Vec<_>>());
-    let header = lines.next().unwrap();
-    let row = lines
+    let (header, rows) = support::csv_table(&status.stdout, "status");
+    let row = rows
+        .iter()
         .find(|r| r[0] == audio)
         .expect("a status row for the bucket");
-    let column = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    let column = |name: &str| &row[header.iter().position(|h| h == name).unwrap()];
     assert_eq!(
         (column("skipped"), column("failed"), column("verified")),
         ("1", "1", "1"),

@@ -303,3 +303,20 @@ pub async fn assert_all_copied_byte_equal(fx: &Fixture, set: &[ferry::demo::Demo
         .unwrap();
     assert_eq!(uploads, 0);
 }
+
+/// The `# title` block of a `--format csv` output: its header and its rows.
+pub fn csv_table(text: &str, title: &str) -> (csv::StringRecord, Vec<csv::StringRecord>) {
+    let block = text
+        .split("\n\n")
+        .find(|b| b.starts_with(&format!("# {title}\n")))
+        .unwrap_or_else(|| panic!("no {title} block in\n{text}"));
+    let body = block.split_once('\n').unwrap().1;
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    (header, reader.records().map(Result::unwrap).collect())
+}
+
+/// The rows of a `# title` block of a `--format csv` output.
+pub fn csv_block(text: &str, title: &str) -> Vec<csv::StringRecord> {
+    csv_table(text, title).1
+}
