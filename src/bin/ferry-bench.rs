@@ -67,7 +67,7 @@ enum SetName {
 const MIB: u64 = 1 << 20;
 
 fn data_set(name: SetName, smoke: bool) -> Vec<DemoObject> {
-    let bucket = source_bucket(name);
+    let (bucket, _) = buckets(name, smoke);
     match name {
         SetName::Small => (0..if smoke { 200 } else { 10_000 })
             .map(|i| DemoObject::new(&bucket, format!("onix/{i:05}.xml"), 16 << 10, "text/xml"))
@@ -100,21 +100,17 @@ fn data_set(name: SetName, smoke: bool) -> Vec<DemoObject> {
     }
 }
 
-/// Smoke runs use buckets of their own, so a full data set left on the same
-/// servers by an earlier bench does not count as extra objects.
-static SMOKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn source_bucket(name: SetName) -> String {
-    let smoke = SMOKE.load(std::sync::atomic::Ordering::Relaxed);
-    format!(
+/// The source and destination buckets of a data set. Smoke runs use buckets
+/// of their own, so a full data set left on the same servers by an earlier
+/// bench does not count as extra objects.
+fn buckets(name: SetName, smoke: bool) -> (String, String) {
+    let src = format!(
         "bench-{}{}",
         format!("{name:?}").to_lowercase(),
         if smoke { "-smoke" } else { "" }
-    )
-}
-
-fn destination_bucket(name: SetName) -> String {
-    format!("{}-copy", source_bucket(name))
+    );
+    let dst = format!("{src}-copy");
+    (src, dst)
 }
 
 /// What every correct copy must hold: size, MD5 and SHA-256 per key.
@@ -184,7 +180,7 @@ const DESTINATION_REGION: &str = "fsn1";
 fn ferry_config(
     ep: &Endpoints,
     dir: &Path,
-    set: SetName,
+    (src, dst): (&str, &str),
     file: &str,
     transfer: &str,
 ) -> Result<PathBuf> {
@@ -215,8 +211,6 @@ destination = "{dst}"
         ledger = dir.join("ledger.sqlite").display(),
         source = ep.source,
         destination = ep.destination,
-        src = source_bucket(set),
-        dst = destination_bucket(set),
     );
     let path = dir.join(file);
     std::fs::write(&path, text)?;
@@ -229,9 +223,8 @@ fn variants(
     args: &Args,
     ep: &Endpoints,
     ferry_configs: &[(String, PathBuf)],
-    set: SetName,
+    (src, dst): (&str, &str),
 ) -> Vec<Variant> {
-    let (src, dst) = (source_bucket(set), destination_bucket(set));
     let mut out = Vec::new();
     if args.tools.iter().any(|t| t == "ferry") {
         for (flags, config) in ferry_configs {
@@ -632,7 +625,6 @@ fn render(name: SetName, expected: &Expected, runs: usize, rows: &[Row]) -> Stri
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    SMOKE.store(args.smoke, std::sync::atomic::Ordering::Relaxed);
     let runs = if args.smoke { 1 } else { args.runs.max(1) };
     let ep = Endpoints::from_env()?;
     if args.tools.iter().any(|t| t == "ferry") && !args.ferry.exists() {
@@ -645,9 +637,10 @@ async fn main() -> Result<()> {
     let mut all = String::new();
     for &name in &args.sets {
         let set = data_set(name, args.smoke);
+        let (src, dst) = buckets(name, args.smoke);
         let dir = work.join(format!("{name:?}"));
         std::fs::create_dir_all(&dir)?;
-        let config_path = ferry_config(&ep, &dir, name, "ferry.toml", "")?;
+        let config_path = ferry_config(&ep, &dir, (&src, &dst), "ferry.toml", "")?;
         let mut ferry_configs = vec![
             (
                 "defaults (reads every copy back)".to_string(),
@@ -658,7 +651,7 @@ async fn main() -> Result<()> {
                 ferry_config(
                     &ep,
                     &dir,
-                    name,
+                    (&src, &dst),
                     "noverify.toml",
                     "verify_after_copy = false",
                 )?,
@@ -666,14 +659,19 @@ async fn main() -> Result<()> {
         ];
         for (i, lines) in args.ferry_transfer.iter().enumerate() {
             let transfer = lines.replace(';', "\n");
-            let path = ferry_config(&ep, &dir, name, &format!("extra-{i}.toml"), &transfer)?;
+            let path = ferry_config(
+                &ep,
+                &dir,
+                (&src, &dst),
+                &format!("extra-{i}.toml"),
+                &transfer,
+            )?;
             ferry_configs.push((lines.clone(), path));
         }
         let config = Config::load(&config_path)?;
         let source = store::client(Side::Source, &config.source, &config.transfer).await;
         let destination =
             store::client(Side::Destination, &config.destination, &config.transfer).await;
-        let (src, dst) = (source_bucket(name), destination_bucket(name));
         fill(&source, &src, &set).await?;
         demo::ensure_bucket(&destination, Side::Destination, &dst).await?;
         eprintln!("bench: {name:?}: hashing the expected bytes");
@@ -701,7 +699,7 @@ async fn main() -> Result<()> {
                 note: "–".into(),
             });
         }
-        for v in variants(&args, &ep, &ferry_configs, name) {
+        for v in variants(&args, &ep, &ferry_configs, (&src, &dst)) {
             let mut measured = Vec::new();
             for run in 0..runs {
                 empty_bucket(&destination, &dst).await?;
