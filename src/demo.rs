@@ -26,6 +26,9 @@ pub struct DemoObject {
     pub size: u64,
     /// Uploaded at the source as a multipart upload with 8 MiB parts.
     pub multipart: bool,
+    /// With `multipart`: these part lengths instead of 8 MiB parts. Tools
+    /// that stream, or resume, upload parts of unequal sizes.
+    pub part_lengths: Vec<u64>,
     pub content_type: &'static str,
     pub cache_control: Option<&'static str>,
     pub content_disposition: Option<String>,
@@ -44,6 +47,7 @@ impl DemoObject {
             key,
             size,
             multipart: false,
+            part_lengths: Vec::new(),
             content_type,
             cache_control: None,
             content_disposition: None,
@@ -186,11 +190,31 @@ pub fn data_set(scale: Scale, suffix: &str) -> Vec<DemoObject> {
 }
 
 impl DemoObject {
-    /// The chunks the object is uploaded in at the source: `SOURCE_PART_SIZE`
-    /// parts for a multipart upload, else one. Each is (offset, length).
-    fn chunks(&self) -> Vec<(u64, u64)> {
+    /// A multipart object at the source with parts of these lengths.
+    pub fn with_parts(mut self, lengths: &[u64]) -> DemoObject {
+        self.multipart = true;
+        self.size = lengths.iter().sum();
+        self.part_lengths = lengths.to_vec();
+        self
+    }
+
+    /// The chunks the object is uploaded in at the source: `part_lengths`
+    /// or `SOURCE_PART_SIZE` parts for a multipart upload, else one. Each is
+    /// (offset, length).
+    pub fn chunks(&self) -> Vec<(u64, u64)> {
         if !self.multipart {
             return vec![(0, self.size)];
+        }
+        if !self.part_lengths.is_empty() {
+            let mut offset = 0;
+            return self
+                .part_lengths
+                .iter()
+                .map(|&len| {
+                    offset += len;
+                    (offset - len, len)
+                })
+                .collect();
         }
         (0..self.size.div_ceil(SOURCE_PART_SIZE))
             .map(|i| {

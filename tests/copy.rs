@@ -334,16 +334,8 @@ async fn an_object_added_at_the_source_is_picked_up_by_the_next_run() {
 
 fn whole_bytes(o: &DemoObject) -> Vec<u8> {
     let mut out = Vec::with_capacity(o.size as usize);
-    let step = if o.multipart {
-        demo::SOURCE_PART_SIZE
-    } else {
-        o.size.max(1)
-    };
-    let mut offset = 0;
-    while offset < o.size {
-        let len = step.min(o.size - offset);
+    for (offset, len) in o.chunks() {
         out.extend_from_slice(&demo::content(o.seed, offset, len as usize));
-        offset += len;
     }
     out
 }

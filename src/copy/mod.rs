@@ -5,6 +5,7 @@
 //! `hashing.rs` checks the bytes on their way; `scheduler.rs` bounds the pool.
 
 pub mod hashing;
+pub mod layout;
 pub mod metadata;
 mod multipart;
 pub mod scheduler;
@@ -488,12 +489,12 @@ pub(crate) fn check_source(item: &WorkItem, computed_etag: &str) -> Result<(), C
     .into())
 }
 
+/// What the ledger keeps of a finished copy; `layout` is None for one PUT.
 pub(crate) fn copy_record(
     item: &WorkItem,
     dest_etag: String,
     whole: &hashing::Digests,
-    part_size: Option<u64>,
-    part_count: u32,
+    layout: Option<&layout::Layout>,
 ) -> CopyRecord {
     CopyRecord {
         object_id: item.object_id,
@@ -502,7 +503,8 @@ pub(crate) fn copy_record(
         size: whole.len,
         sha256: whole.sha256_hex(),
         md5: whole.md5_hex(),
-        part_size,
-        part_count,
+        part_size: layout.map(layout::Layout::part_size),
+        part_count: layout.map_or(1, |l| l.parts.len() as u32),
+        etag_note: layout.and_then(layout::Layout::etag_note),
     }
 }

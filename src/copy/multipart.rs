@@ -18,91 +18,59 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use super::hashing::{
     bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher,
 };
+use super::layout::{self, Layout, Origin, PartPlan};
 use super::metadata::Metadata;
 use super::scheduler::Ticket;
 use super::single::quoted;
 use super::{check_etag, check_source, copy_record, etag_is_md5, with_retries, CopyError, Engine};
-use crate::config::{MAX_PARTS, MAX_PART_SIZE};
 use crate::ledger::{self, CopyRecord, PartRecord, UploadRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError};
 
-/// One part of the destination upload: which source bytes it carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PartPlan {
-    pub number: u32,
-    pub offset: u64,
-    pub length: u64,
-}
-
-/// Splits `size` bytes into parts of `part_size`, the last one shorter.
-pub fn even_layout(size: u64, part_size: u64) -> Vec<PartPlan> {
-    if size == 0 {
-        return vec![PartPlan {
-            number: 1,
-            offset: 0,
-            length: 0,
-        }];
-    }
-    (0..size.div_ceil(part_size))
-        .map(|i| {
-            let offset = i * part_size;
-            PartPlan {
-                number: i as u32 + 1,
-                offset,
-                length: part_size.min(size - offset),
-            }
-        })
-        .collect()
-}
-
-/// The part size for an object ferry splits itself: the configured size,
-/// raised in whole MiB when the object would need more than 10,000 parts.
-pub fn part_size_for(size: u64, configured: u64) -> u64 {
-    if size.div_ceil(configured) <= MAX_PARTS {
-        configured
-    } else {
-        size.div_ceil(MAX_PARTS).div_ceil(1 << 20) * (1 << 20)
-    }
-}
-
-/// The part count a source ETag says the object was uploaded with.
-pub fn source_part_count(etag: &str) -> Option<u32> {
-    etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
-}
-
 pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
-    let source_parts = source_part_count(&item.source_etag);
     // If-Match: a source that changed since it was listed fails here, before
     // any upload is started or resumed.
-    let head = head_source(engine, item, source_parts.map(|_| 1)).await?;
+    let head = head_source(engine, item).await?;
     if let Some(previous) = previous_upload(engine, item).await? {
-        let layout = plan(engine, item, &head, source_parts, previous.part_size).await?;
+        let layout = layout::plan(engine, item, &head, previous.part_size, false).await?;
         match reconcile(engine, item, &previous, &layout).await? {
             Reconciled::Completed(record) => return Ok(record),
             Reconciled::Resume(kept) => {
-                return finish(engine, item, &previous, &layout, kept, &head).await
+                return finish_or_relayout(engine, item, &previous, layout, kept, &head).await
             }
             Reconciled::Gone => {}
         }
     }
-    let part_size = part_size_for(item.size, engine.transfer.part_size);
-    let layout = plan(engine, item, &head, source_parts, part_size).await?;
+    let layout = layout::plan(engine, item, &head, engine.transfer.part_size, false).await?;
     let upload = start_upload(engine, item, &head, &layout).await?;
-    finish(engine, item, &upload, &layout, Vec::new(), &head).await
+    finish_or_relayout(engine, item, &upload, layout, Vec::new(), &head).await
 }
 
-/// The part layout: the source's own for a source multipart object, else
-/// even parts of `part_size`.
-async fn plan(
+/// A layout guessed from part 1 whose parts' MD5s do not make the source
+/// ETag was a wrong guess, not a corrupt source, until every part has been
+/// asked: the source is called corrupt only when the parts sent are its own.
+async fn finish_or_relayout(
     engine: &Engine,
     item: &WorkItem,
+    upload: &UploadRecord,
+    layout: Layout,
+    kept: Vec<PartDone>,
     head: &HeadObjectOutput,
-    source_parts: Option<u32>,
-    part_size: u64,
-) -> Result<Vec<PartPlan>, CopyError> {
-    match source_parts {
-        Some(count) => source_layout(engine, item, head, count).await,
-        None => Ok(even_layout(item.size, part_size)),
+) -> Result<CopyRecord, CopyError> {
+    match finish(engine, item, upload, &layout, kept, head).await {
+        Err(CopyError::Store(e))
+            if e.kind == FailureKind::SourceCorrupt && layout.origin == Origin::SourceGuessed =>
+        {
+            let exact = layout::plan(engine, item, head, layout.part_size(), true).await?;
+            if exact.parts == layout.parts {
+                return Err(e.into());
+            }
+            // `finish` aborted the upload: SourceCorrupt is not retryable.
+            tracing::info!(key = %item.key, parts = exact.parts.len(),
+                "the source's parts are not equal; copying again with its exact boundaries");
+            let upload = start_upload(engine, item, head, &exact).await?;
+            finish(engine, item, &upload, &exact, Vec::new(), head).await
+        }
+        other => other,
     }
 }
 
@@ -153,7 +121,7 @@ async fn reconcile(
     engine: &Engine,
     item: &WorkItem,
     upload: &UploadRecord,
-    layout: &[PartPlan],
+    layout: &Layout,
 ) -> Result<Reconciled, CopyError> {
     let (id, upload_id) = (item.object_id, upload.upload_id.clone());
     let recorded = engine
@@ -162,6 +130,7 @@ async fn reconcile(
         .await?;
     let in_layout = |p: &PartRecord| {
         layout
+            .parts
             .get(p.part_number as usize - 1)
             .is_some_and(|plan| plan.offset == p.offset && plan.length == p.length)
     };
@@ -175,11 +144,11 @@ async fn reconcile(
                 .map(PartDone::from_record)
                 .collect();
             tracing::info!(key = %item.key, upload_id = %upload.upload_id, parts_kept = kept.len(),
-                parts = layout.len(), "resuming a multipart upload");
+                parts = layout.parts.len(), "resuming a multipart upload");
             Ok(Reconciled::Resume(kept))
         }
         Err(e) if e.kind == FailureKind::NoSuchUpload => {
-            if recorded.len() == layout.len() && recorded.iter().all(in_layout) {
+            if recorded.len() == layout.parts.len() && recorded.iter().all(in_layout) {
                 if let Some(record) = completed_unrecorded(engine, item, layout, &recorded).await? {
                     return Ok(Reconciled::Completed(record));
                 }
@@ -238,7 +207,7 @@ async fn list_parts(
 async fn completed_unrecorded(
     engine: &Engine,
     item: &WorkItem,
-    layout: &[PartPlan],
+    layout: &Layout,
     recorded: &[PartRecord],
 ) -> Result<Option<CopyRecord>, CopyError> {
     let parts: Vec<PartDone> = recorded.iter().map(PartDone::from_record).collect();
@@ -256,14 +225,8 @@ async fn completed_unrecorded(
         return Ok(None);
     }
     tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
-    let whole = read_back(engine, item, layout, &parts).await?;
-    Ok(Some(copy_record(
-        item,
-        expected,
-        &whole,
-        Some(layout[0].length),
-        layout.len() as u32,
-    )))
+    let whole = read_back(engine, item, &layout.parts, &parts).await?;
+    Ok(Some(copy_record(item, expected, &whole, Some(layout))))
 }
 
 /// CreateMultipartUpload, with the id written to the ledger before any part.
@@ -271,7 +234,7 @@ async fn start_upload(
     engine: &Engine,
     item: &WorkItem,
     head: &HeadObjectOutput,
-    layout: &[PartPlan],
+    layout: &Layout,
 ) -> Result<UploadRecord, CopyError> {
     let id = item.object_id;
     engine
@@ -295,7 +258,7 @@ async fn start_upload(
         dest_bucket: item.dest_bucket.clone(),
         key: item.key.clone(),
         source_etag: item.source_etag.clone(),
-        part_size: layout[0].length,
+        part_size: layout.part_size(),
     };
     // Intent before action: the upload id is on disk before any part is sent.
     let recorded = {
@@ -319,7 +282,7 @@ async fn finish(
     engine: &Engine,
     item: &WorkItem,
     upload: &UploadRecord,
-    layout: &[PartPlan],
+    layout: &Layout,
     kept: Vec<PartDone>,
     head: &HeadObjectOutput,
 ) -> Result<CopyRecord, CopyError> {
@@ -364,21 +327,22 @@ async fn send_parts_and_complete(
     engine: &Engine,
     item: &WorkItem,
     upload_id: &str,
-    layout: &[PartPlan],
+    layout: &Layout,
     kept: Vec<PartDone>,
     source_md5: bool,
 ) -> Result<CopyRecord, CopyError> {
+    let plan = &layout.parts;
     // A fresh upload hashes the whole object as the parts pass. A resumed one
     // cannot (the kept parts' bytes are gone), so it reads the object back
     // once completed.
     let hasher = kept.is_empty().then(|| Arc::new(OrderedHasher::new(1)));
     let kept_numbers: HashSet<u32> = kept.iter().map(|p| p.number).collect();
-    let bar = crate::progress::ObjectBar::new(&item.key, layout.len() as u64);
-    let length_of = |number: u32| layout.get(number as usize - 1).map_or(0, |p| p.length);
+    let bar = crate::progress::ObjectBar::new(&item.key, plan.len() as u64);
+    let length_of = |number: u32| plan.get(number as usize - 1).map_or(0, |p| p.length);
     kept.iter().for_each(|p| bar.part_done(length_of(p.number)));
     let mut done = kept;
     let mut running = FuturesUnordered::new();
-    for &part in layout.iter().filter(|p| !kept_numbers.contains(&p.number)) {
+    for &part in plan.iter().filter(|p| !kept_numbers.contains(&p.number)) {
         // Parts are admitted in order, so an earlier part is always running
         // before a later one waits on it to feed the whole-object hash.
         let ticket = loop {
@@ -411,8 +375,8 @@ async fn send_parts_and_complete(
 
     // Before anything becomes visible: do the bytes read hash to what the
     // source says they are? Its ETag is the MD5 of the parts' MD5s for a
-    // multipart source (same layout), the plain MD5 for an unencrypted
-    // single-part one.
+    // multipart source copied with its own boundaries, the plain MD5 for an
+    // unencrypted single-part one. Any other source ETag proves nothing.
     let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
     let sent_etag = multipart_etag(&md5s);
     let whole = hasher.map(|h| {
@@ -421,11 +385,15 @@ async fn send_parts_and_complete(
             .expect("all parts finished")
             .finish()
     });
-    if item.source_etag.contains('-') {
+    let proved_at_source = if layout.keeps_source_etag() {
         check_source(item, &sent_etag)?;
-    } else if let (true, Some(whole)) = (source_md5, &whole) {
+        true
+    } else if let (Origin::Own, true, Some(whole)) = (&layout.origin, source_md5, &whole) {
         check_source(item, &whole.md5_hex())?;
-    }
+        true
+    } else {
+        false
+    };
 
     let what = format!("CompleteMultipartUpload {}/{}", item.dest_bucket, item.key);
     let parts = done
@@ -451,18 +419,61 @@ async fn send_parts_and_complete(
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    let etag = check_etag(&what, &sent_etag, completed.e_tag())?;
-    let whole = match whole {
-        Some(whole) => whole,
-        None => read_back(engine, item, layout, &done).await?,
+    let etag = match completed.e_tag().map(bare_etag).filter(|e| !e.is_empty()) {
+        Some(_) => check_etag(&what, &sent_etag, completed.e_tag())?,
+        // Ceph RGW answers Complete with an empty ETag: ask the object itself.
+        None => confirm_completed(engine, item, &sent_etag, &what).await?,
     };
-    Ok(copy_record(
-        item,
-        etag,
-        &whole,
-        Some(layout[0].length),
-        layout.len() as u32,
-    ))
+    // Bytes no source ETag could prove are proved by reading the copy back,
+    // even when the read-back after each copy is switched off.
+    let whole = match whole {
+        Some(whole) if proved_at_source || engine.transfer.verify_after_copy => whole,
+        _ => read_back(engine, item, plan, &done).await?,
+    };
+    if let Some(why) = layout.etag_note() {
+        tracing::info!(key = %item.key, source_etag = %item.source_etag, dest_etag = %etag, why = %why,
+            "the destination ETag differs from the source's");
+    }
+    Ok(copy_record(item, etag, &whole, Some(layout)))
+}
+
+/// A Complete that answered no ETag is confirmed by HEAD: the object must
+/// have the size and the ETag that the parts sent make.
+async fn confirm_completed(
+    engine: &Engine,
+    item: &WorkItem,
+    sent_etag: &str,
+    what: &str,
+) -> Result<String, CopyError> {
+    let head = engine
+        .destination
+        .head_object()
+        .bucket(&item.dest_bucket)
+        .key(&item.key)
+        .send()
+        .await
+        .map_err(|e| {
+            StoreError::from_sdk(
+                Side::Destination,
+                format!("HeadObject {}/{} after {what}", item.dest_bucket, item.key),
+                e,
+            )
+        })?;
+    let etag = bare_etag(head.e_tag().unwrap_or_default());
+    let size = head.content_length().unwrap_or(-1);
+    if etag == sent_etag && size == item.size as i64 {
+        return Ok(etag.to_owned());
+    }
+    Err(StoreError::new(
+        Side::Destination,
+        FailureKind::Corrupt,
+        what,
+        format!(
+            "the destination answered no ETag, and then holds {size} bytes with ETag {etag:?}; the parts sent make {} bytes with ETag {sent_etag}",
+            item.size
+        ),
+    )
+    .into())
 }
 
 async fn send_part(
@@ -608,11 +619,12 @@ async fn send_part_once(
     Ok((digests, chunks, etag))
 }
 
-async fn head_source(
-    engine: &Engine,
-    item: &WorkItem,
-    part_number: Option<i32>,
-) -> Result<HeadObjectOutput, CopyError> {
+/// HEAD of the source, If-Match the listed ETag; for a multipart source,
+/// of its part 1, whose length starts the search for its boundaries.
+async fn head_source(engine: &Engine, item: &WorkItem) -> Result<HeadObjectOutput, CopyError> {
+    if layout::source_part_count(&item.source_etag).is_some() {
+        return layout::head_part(engine, item, 1).await;
+    }
     let what = format!("HeadObject {}/{}", item.source_bucket, item.key);
     let head = engine
         .source
@@ -620,56 +632,10 @@ async fn head_source(
         .bucket(&item.source_bucket)
         .key(&item.key)
         .if_match(quoted(&item.source_etag))
-        .set_part_number(part_number)
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
     Ok(head)
-}
-
-/// The source's own part boundaries. Part 1's length (from HEAD ?partNumber=1)
-/// gives them all when parts are equal but the last, as every common tool
-/// uploads; otherwise each part is asked for its length.
-async fn source_layout(
-    engine: &Engine,
-    item: &WorkItem,
-    head1: &HeadObjectOutput,
-    count: u32,
-) -> Result<Vec<PartPlan>, CopyError> {
-    let first = head1.content_length().unwrap_or(0).max(0) as u64;
-    let count_at_source = head1.parts_count().map(|n| n as u32).unwrap_or(count);
-    let uniform = first > 0
-        && count_at_source == count
-        && (count as u64 - 1) * first < item.size.max(1)
-        && item.size <= count as u64 * first;
-    if uniform && first <= MAX_PART_SIZE {
-        return Ok(even_layout(item.size, first));
-    }
-    let mut layout = Vec::with_capacity(count as usize);
-    let mut offset = 0;
-    for number in 1..=count {
-        let head = head_source(engine, item, Some(number as i32)).await?;
-        let length = head.content_length().unwrap_or(0).max(0) as u64;
-        layout.push(PartPlan {
-            number,
-            offset,
-            length,
-        });
-        offset += length;
-    }
-    if offset != item.size {
-        return Err(StoreError::new(
-            Side::Source,
-            FailureKind::Other,
-            format!("HeadObject {}/{}", item.source_bucket, item.key),
-            format!(
-                "its {count} parts add up to {offset} bytes, not the listed {}",
-                item.size
-            ),
-        )
-        .into());
-    }
-    Ok(layout)
 }
 
 /// An attempt that was cut off between CreateMultipartUpload and writing its
@@ -718,62 +684,5 @@ async fn abort(engine: &Engine, upload: &UploadRecord) {
         if !matches!(e.kind, FailureKind::NoSuchKey | FailureKind::NoSuchUpload) {
             tracing::warn!(key = %upload.key, upload_id = %upload.upload_id, error = %e, "could not abort an upload");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn even_layout_covers_every_byte_once() {
-        let parts = even_layout(20, 8);
-        assert_eq!(
-            parts,
-            vec![
-                PartPlan {
-                    number: 1,
-                    offset: 0,
-                    length: 8
-                },
-                PartPlan {
-                    number: 2,
-                    offset: 8,
-                    length: 8
-                },
-                PartPlan {
-                    number: 3,
-                    offset: 16,
-                    length: 4
-                },
-            ]
-        );
-        assert_eq!(even_layout(16, 8).len(), 2);
-        assert_eq!(
-            even_layout(0, 8),
-            vec![PartPlan {
-                number: 1,
-                offset: 0,
-                length: 0
-            }]
-        );
-    }
-
-    #[test]
-    fn part_size_grows_past_ten_thousand_parts() {
-        assert_eq!(part_size_for(100 << 20, 16 << 20), 16 << 20);
-        let five_tb = 5u64 << 40;
-        let size = part_size_for(five_tb, 16 << 20);
-        assert!(five_tb.div_ceil(size) <= MAX_PARTS);
-        assert_eq!(size % (1 << 20), 0);
-    }
-
-    #[test]
-    fn source_part_count_reads_the_etag_suffix() {
-        assert_eq!(
-            source_part_count("9b2cf535f27731c974343645a3985328-13"),
-            Some(13)
-        );
-        assert_eq!(source_part_count("9b2cf535f27731c974343645a3985328"), None);
     }
 }

@@ -72,7 +72,7 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
     let etag = check_etag(&what, &digests.md5_hex(), put.e_tag())?;
-    Ok(copy_record(item, etag, &digests, None, 1))
+    Ok(copy_record(item, etag, &digests, None))
 }
 
 /// If-Match takes the ETag in quotes, as S3 sends it.

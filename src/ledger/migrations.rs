@@ -12,6 +12,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v2_verify.sql"),
     include_str!("v3_deletions.sql"),
     include_str!("v4_totals.sql"),
+    include_str!("v5_etag_note.sql"),
 ];
 
 /// The version this ferry writes.

@@ -192,6 +192,8 @@ pub struct CopyRecord {
     pub md5: String,
     pub part_size: Option<u64>,
     pub part_count: u32,
+    /// Why the destination ETag differs from the source's, when it must.
+    pub etag_note: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -534,8 +536,8 @@ pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
 pub fn record_copied(conn: &mut Connection, c: &CopyRecord) -> rusqlite::Result<()> {
     let tx: Transaction = conn.transaction()?;
     tx.execute(
-        "INSERT OR REPLACE INTO copies (object_id, source_etag, dest_etag, etag_matches, size, sha256, md5, part_size, part_count, copied_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+        "INSERT OR REPLACE INTO copies (object_id, source_etag, dest_etag, etag_matches, size, sha256, md5, part_size, part_count, etag_note, copied_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
         params![
             c.object_id,
             c.source_etag,
@@ -545,7 +547,8 @@ pub fn record_copied(conn: &mut Connection, c: &CopyRecord) -> rusqlite::Result<
             c.sha256,
             c.md5,
             c.part_size.map(|s| s as i64),
-            c.part_count
+            c.part_count,
+            c.etag_note
         ],
     )?;
     tx.execute("DELETE FROM uploads WHERE object_id = ?1", [c.object_id])?;

@@ -36,6 +36,7 @@ fn copy_of(id: i64, etag: &str) -> CopyRecord {
         md5: "m".into(),
         part_size: None,
         part_count: 1,
+        etag_note: None,
     }
 }
 

@@ -86,6 +86,30 @@ impl Fixture {
         top: &str,
         destination: Option<String>,
     ) -> Fixture {
+        Self::with_stores(name, transfer, top, "FERRY_SOURCE", destination).await
+    }
+
+    /// Ceph RGW as the source: a store that ignores `?partNumber=` and so
+    /// cannot tell its multipart objects' part boundaries. None when the
+    /// local Ceph is not running (FERRY_CEPH=0).
+    pub async fn with_ceph_source(name: &str, transfer: &str) -> Option<Fixture> {
+        servers()
+            .env
+            .iter()
+            .any(|(k, _)| k == "FERRY_CEPH_ENDPOINT")
+            .then_some(())?;
+        Some(Self::with_stores(name, transfer, "", "FERRY_CEPH", None).await)
+    }
+
+    /// `source` is the prefix of the env vars that hold the source's endpoint
+    /// and keys (`{source}_ENDPOINT`, `{source}_ACCESS_KEY_ID`, ...).
+    async fn with_stores(
+        name: &str,
+        transfer: &str,
+        top: &str,
+        source: &str,
+        destination: Option<String>,
+    ) -> Fixture {
         let servers = servers();
         let suffix = format!("-{name}-{:06x}", fastrand::u32(..0xffffff));
         let buckets = ferry::demo::bucket_names(&suffix)
@@ -99,8 +123,8 @@ ledger = "state/ferry.sqlite"
 [source]
 region = "eu-central-1"
 endpoint = "{src}"
-access_key_id_env = "FERRY_SOURCE_ACCESS_KEY_ID"
-secret_access_key_env = "FERRY_SOURCE_SECRET_ACCESS_KEY"
+access_key_id_env = "{source}_ACCESS_KEY_ID"
+secret_access_key_env = "{source}_SECRET_ACCESS_KEY"
 path_style = true
 [destination]
 endpoint = "{dst}"
@@ -111,7 +135,7 @@ path_style = true
 [transfer]
 {transfer}
 {buckets}"#,
-            src = servers.get("FERRY_SOURCE_ENDPOINT"),
+            src = servers.get(&format!("{source}_ENDPOINT")),
             dst = destination.unwrap_or_else(|| servers.get("FERRY_DEST_ENDPOINT").to_owned()),
         );
         Self::with_config_text(name, &suffix, &text).await
