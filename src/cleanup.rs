@@ -95,9 +95,7 @@ pub async fn cleanup(config: &Config, all: bool) -> Result<CleanupReport, Cleanu
                     )
                 })?;
             let id = upload.upload_id.clone();
-            writer
-                .call(move |c| ledger::forget_upload_id(c, &id))
-                .await?;
+            writer.call(move |c| ledger::forget_aborted(c, &id)).await?;
             tracing::info!(bucket = %upload.bucket, key = %upload.key, upload_id = %upload.upload_id, "aborted");
             report.aborted.push(upload);
         }
@@ -110,12 +108,22 @@ pub async fn incomplete_uploads(
     client: &aws_sdk_s3::Client,
     bucket: &str,
 ) -> Result<Vec<Incomplete>, StoreError> {
+    incomplete_uploads_under(client, bucket, "").await
+}
+
+/// Every incomplete multipart upload of keys under `prefix`, page by page.
+pub async fn incomplete_uploads_under(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<Incomplete>, StoreError> {
     let mut out = Vec::new();
     let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
     loop {
         let page = client
             .list_multipart_uploads()
             .bucket(bucket)
+            .prefix(prefix)
             .set_key_marker(key_marker.clone())
             .set_upload_id_marker(id_marker.clone())
             .send()

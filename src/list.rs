@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BucketPair, Shard};
 use crate::copy::hashing::bare_etag;
 use crate::ledger::{self, ListedObject, Writer};
-use crate::store::{Side, StoreError};
+use crate::store::{FailureKind, Side, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
@@ -50,11 +50,15 @@ pub trait PageSource {
     ) -> impl std::future::Future<Output = Result<Page, StoreError>> + Send;
 }
 
-/// A source bucket under a prefix, 1,000 keys a page.
+/// A source bucket under a prefix, 1,000 keys a page. Pages follow the
+/// store's continuation tokens; only the first one of a listing (or of one
+/// resumed after a stop) starts after a key.
 pub struct BucketPages<'a> {
     pub client: &'a Client,
     pub bucket: &'a str,
     pub prefix: &'a str,
+    /// The token the last page gave for the next one.
+    pub token: Option<String>,
 }
 
 impl PageSource for BucketPages<'_> {
@@ -73,25 +77,45 @@ impl PageSource for BucketPages<'_> {
         if !self.prefix.is_empty() {
             request = request.prefix(self.prefix);
         }
-        if let Some(after) = after {
-            request = request.start_after(after);
+        match (&self.token, after) {
+            (Some(token), _) => request = request.continuation_token(token),
+            (None, Some(after)) => request = request.start_after(after),
+            (None, None) => {}
         }
-        let page = request.send().await.map_err(|e| {
-            StoreError::from_sdk(Side::Source, format!("ListObjectsV2 {}", self.bucket), e)
-        })?;
+        let what = format!("ListObjectsV2 {}", self.bucket);
+        let page = request
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+        let truncated = page.is_truncated().unwrap_or(false);
+        self.token = page.next_continuation_token().map(str::to_owned);
+        if truncated && self.token.is_none() {
+            // Nothing to ask for the rest with: the listing cannot be finished.
+            return Err(StoreError::new(
+                Side::Source,
+                FailureKind::Other,
+                what,
+                "the store said the listing goes on (IsTruncated) but gave no NextContinuationToken",
+            ));
+        }
+        // Keys are encoded only when the answer says so.
+        let encoded = page.encoding_type() == Some(&EncodingType::Url);
         Ok(Page {
             objects: page
                 .contents()
                 .iter()
                 .map(|o| ListedObject {
-                    key: decode_key(o.key().unwrap_or_default()),
+                    key: match o.key().unwrap_or_default() {
+                        k if encoded => decode_key(k),
+                        k => k.to_owned(),
+                    },
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
                     last_modified: o.last_modified().map(|t| t.to_string()),
                     storage_class: o.storage_class().map(|s| s.as_str().to_owned()),
                 })
                 .collect(),
-            truncated: page.is_truncated().unwrap_or(false),
+            truncated,
         })
     }
 }
@@ -111,6 +135,7 @@ pub async fn list_bucket(
         client,
         bucket: &pair.source,
         prefix: &pair.prefix,
+        token: None,
     };
     list_into_ledger(pages, writer, bucket_id, pass_id, shard, stop).await
 }
@@ -157,6 +182,11 @@ pub async fn list_into_ledger(
         let page = page?;
         // The cursor moves past every key of the page, ours or another shard's.
         let Some(last) = page.objects.last().map(|o| o.key.clone()) else {
+            // An empty page ends the listing only when the store says it is
+            // the last: S3 may answer empty pages that are not.
+            if page.truncated {
+                continue;
+            }
             break;
         };
         let objects: Vec<ListedObject> = page

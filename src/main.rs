@@ -151,7 +151,10 @@ async fn run(config: Config, once: bool) -> ExitCode {
     let stop = ferry::shutdown::listen();
     let runner = match Runner::start(config, stop.clone()).await {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::from(e.exit_code());
+        }
     };
     loop {
         let report = match runner.pass().await {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use bytesize::ByteSize;
 
-use crate::config::Config;
-use crate::copy::Engine;
+use crate::config::{Config, OnConflict};
+use crate::copy::{abort, guard, Engine};
 use crate::ledger::{self, LedgerError, PassSummary, Writer};
 use crate::list::{self, ListError};
 use crate::store::{self, Side, StoreError};
@@ -19,6 +19,25 @@ pub enum RunError {
     Ledger(#[from] LedgerError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Buckets(Vec<StoreError>),
+    /// The ledger was listed with another shard: its other keys would look
+    /// deleted at the source.
+    #[error("the ledger {ledger} was listed with shard {recorded} for bucket {bucket}; this run asks for {wanted}. A listing under another shard would call the other shards' keys deleted at the source. Run each shard with a ledger of its own, or go back to {recorded}")]
+    Scope {
+        ledger: String,
+        bucket: String,
+        recorded: String,
+        wanted: String,
+    },
+}
+
+impl RunError {
+    /// 2 for what the user must change before anything can run, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Scope { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// What one pass did, for the closing lines and the exit code.
@@ -35,6 +54,9 @@ pub struct PassReport {
     pub deleted_at_source: u64,
     /// Keys removed at the destination (with `delete = true`).
     pub removed: u64,
+    /// Up to [`FAILED_SHOWN`] keys left alone because the destination holds
+    /// what ferry did not write: bucket, key, reason.
+    pub conflicts: Vec<(String, String, String)>,
     pub took: Duration,
 }
 
@@ -44,8 +66,10 @@ impl PassReport {
     pub fn succeeded(&self) -> bool {
         self.copy.objects_failed == 0
             && self.copy.objects_mismatched == 0
+            && self.copy.objects_conflict == 0
             && self.list_failures.is_empty()
             && self.failed.is_empty()
+            && self.conflicts.is_empty()
     }
 
     /// The lines a person reads at the end of a pass.
@@ -94,6 +118,9 @@ impl PassReport {
         }
         for (bucket, key, reason) in &self.failed {
             out.push_str(&format!("failed: {bucket}/{key}: {reason}\n"));
+        }
+        for (bucket, key, reason) in &self.conflicts {
+            out.push_str(&format!("conflict: {bucket}/{key}: {reason}\n"));
         }
         if self.copy.objects_failed as usize > self.failed.len()
             && self.failed.len() == FAILED_SHOWN
@@ -183,21 +210,29 @@ impl Runner {
         check_buckets(&config, &source, &destination).await?;
         let writer = Writer::open(&config.ledger)?;
         let mut bucket_ids = Vec::new();
+        let wanted = config.shard.map(|s| s.to_string());
         for b in &config.buckets {
             let (s, d, p) = (b.source.clone(), b.destination.clone(), b.prefix.clone());
-            bucket_ids.push(
-                writer
-                    .call(move |c| ledger::ensure_bucket(c, &s, &d, &p))
-                    .await?,
-            );
+            let id = writer
+                .call(move |c| ledger::ensure_bucket(c, &s, &d, &p))
+                .await?;
+            let shard = wanted.clone();
+            let recorded = writer
+                .call(move |c| ledger::check_scope(c, id, shard.as_deref()))
+                .await?;
+            if let Some(recorded) = recorded {
+                return Err(RunError::Scope {
+                    ledger: config.ledger.display().to_string(),
+                    bucket: b.source.clone(),
+                    recorded,
+                    wanted: wanted.unwrap_or_else(|| "all".into()),
+                });
+            }
+            bucket_ids.push(id);
         }
-        let engine = Arc::new(Engine::new(
-            source,
-            destination,
-            writer,
-            config.transfer.clone(),
-            budget,
-        ));
+        let mut engine = Engine::new(source, destination, writer, config.transfer.clone(), budget);
+        engine.on_conflict = config.on_conflict;
+        let engine = Arc::new(engine);
         Ok(Runner {
             config,
             stop,
@@ -217,6 +252,7 @@ impl Runner {
             ..PassReport::default()
         };
         let mut listed_ids = Vec::new();
+        let mut every_listing_complete = true;
         for (pair, &bucket_id) in self.config.buckets.iter().zip(&self.bucket_ids) {
             match list::list_bucket(
                 &self.engine.source,
@@ -234,12 +270,14 @@ impl Runner {
                         gone_at_source = listed.newly_missing, "listed");
                     report.listed += listed.seen;
                     report.deleted_at_source += listed.newly_missing as u64;
+                    every_listing_complete &= listed.complete;
                     listed_ids.push(bucket_id);
                 }
                 Err(ListError::Ledger(e)) => return Err(e.into()),
                 Err(ListError::Store(e)) => {
                     tracing::error!(bucket = %pair.source, error = %e, "listing failed");
                     report.list_failures.push(e.to_string());
+                    every_listing_complete = false;
                 }
             }
         }
@@ -261,8 +299,13 @@ impl Runner {
                 .await?;
             report.copy.add(&leftover);
         }
-        if self.config.delete && !self.stop.is_cancelled() {
+        // A pass whose listings are not all complete deletes nothing: a key
+        // it did not see may still be at the source.
+        if self.config.delete && every_listing_complete && !self.stop.is_cancelled() {
             report.removed = self.remove_deleted().await?;
+        }
+        if !self.stop.is_cancelled() {
+            abort::abort_unwanted_uploads(&self.engine).await?;
         }
         let summary = report.copy.clone();
         writer
@@ -275,6 +318,9 @@ impl Runner {
             .call(|c| ledger::objects_in_state(c, "mismatched", FAILED_SHOWN))
             .await?;
         report.failed.extend(mismatched);
+        report.conflicts = writer
+            .call(|c| ledger::objects_in_state(c, "conflict", FAILED_SHOWN))
+            .await?;
         report.took = started.elapsed();
         let backlog = writer.call(|c| ledger::bucket_status(c)).await?;
         crate::metrics::pass_finished(
@@ -302,38 +348,82 @@ impl Runner {
 
     /// `delete = true`: keys missing at the source for two complete listings
     /// in a row are removed at the destination. Never in the pass that first
-    /// saw them gone: a listing glitch must not delete anything.
+    /// saw them gone: a listing glitch must not delete anything. Only ferry's
+    /// own copy is removed: a key that holds anything else is a conflict.
     async fn remove_deleted(&self) -> Result<u64, RunError> {
         let writer = &self.engine.writer;
         let mut removed = 0;
+        let mut after_id = 0;
         loop {
-            let batch = writer.call(|c| ledger::deletable(c, 2, 500)).await?;
-            if batch.is_empty() {
+            let ids = self.bucket_ids.clone();
+            let batch = writer
+                .call(move |c| ledger::deletable(c, &ids, 2, after_id, 500))
+                .await?;
+            let Some(last) = batch.last() else {
                 return Ok(removed);
-            }
-            for (id, bucket, key) in batch {
-                let result = self
-                    .engine
-                    .destination
-                    .delete_object()
-                    .bucket(&bucket)
-                    .key(&key)
-                    .send()
-                    .await;
-                if let Err(e) = result {
-                    let e = StoreError::from_sdk(
-                        Side::Destination,
-                        format!("DeleteObject {bucket}/{key}"),
-                        e,
-                    );
-                    tracing::warn!(error = %e, "could not remove a key deleted at the source");
-                    return Ok(removed);
+            };
+            after_id = last.object_id;
+            for gone in batch {
+                match self.remove_one(&gone).await {
+                    Ok(true) => removed += 1,
+                    Ok(false) => {}
+                    // Tried again next pass.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not remove a key deleted at the source")
+                    }
                 }
-                tracing::info!(bucket = %bucket, key = %key, "removed at the destination: deleted at the source two passes ago");
-                writer.call(move |c| ledger::record_removed(c, id)).await?;
-                removed += 1;
             }
         }
+    }
+
+    /// Removes one key deleted at the source, if what the destination holds
+    /// is ferry's copy. Returns whether it removed it.
+    async fn remove_one(&self, gone: &ledger::Deletable) -> Result<bool, RunError> {
+        let (writer, id) = (&self.engine.writer, gone.object_id);
+        let (bucket, key) = (&gone.dest_bucket, &gone.key);
+        if self.config.on_conflict == OnConflict::Keep {
+            let verdict = guard::inspect(
+                &self.engine.destination,
+                bucket,
+                key,
+                gone.copied_etag.as_deref(),
+                &[],
+            )
+            .await
+            .map_err(|e| RunError::Buckets(vec![e]))?;
+            match verdict {
+                guard::Verdict::Absent => {
+                    writer.call(move |c| ledger::record_removed(c, id)).await?;
+                    return Ok(false);
+                }
+                guard::Verdict::Foreign(why) => {
+                    let reason = format!("deleted at the source; {why}");
+                    tracing::warn!(bucket = %bucket, key = %key, reason = %reason, "conflict: not removed");
+                    writer
+                        .call(move |c| ledger::record_conflict(c, id, &reason))
+                        .await?;
+                    return Ok(false);
+                }
+                guard::Verdict::Ours => {}
+            }
+        }
+        self.engine
+            .destination
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                RunError::Buckets(vec![StoreError::from_sdk(
+                    Side::Destination,
+                    format!("DeleteObject {bucket}/{key}"),
+                    e,
+                )])
+            })?;
+        tracing::info!(bucket = %bucket, key = %key, "removed at the destination: deleted at the source two passes ago");
+        writer.call(move |c| ledger::record_removed(c, id)).await?;
+        Ok(true)
     }
 
     /// Lists every bucket whose listing the ledger does not hold complete

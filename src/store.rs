@@ -58,10 +58,12 @@ pub async fn client_with(
 ) -> Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(store.region.clone()))
-        // The SDK retries calls whose body it can replay (HEAD, List, Create,
-        // Complete). Streamed part bodies cannot be replayed; ferry retries
-        // those itself by fetching the range again.
-        .retry_config(RetryConfig::standard().with_max_attempts(4))
+        // One retry layer per request, 4 tries in all: the SDK's for calls
+        // it can replay (HEAD, List, Create, Complete, Abort, Delete); ferry's
+        // own for the streamed GET → PUT of an object or part, which the SDK
+        // cannot replay and ferry redoes by fetching the range again. Those
+        // calls switch the SDK's off with [`no_sdk_retries`].
+        .retry_config(RetryConfig::standard().with_max_attempts(ATTEMPTS))
         // No overall operation timeout: a 5 GiB part legitimately takes
         // minutes. A stream that stalls is caught by the read timeout.
         .timeout_config(
@@ -98,6 +100,14 @@ pub async fn client_with(
     }
     tracing::debug!(%side, region = %store.region, endpoint = ?store.endpoint, "client ready");
     Client::from_conf(builder.build())
+}
+
+/// Tries per request, in whichever layer retries it.
+pub const ATTEMPTS: u32 = 4;
+
+/// For a request ferry retries itself: the SDK tries it once.
+pub fn no_sdk_retries() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled())
 }
 
 /// Sees every response, and lowers the requests in flight on a throttle.
@@ -144,6 +154,9 @@ pub enum FailureKind {
     Throttled,
     /// Bytes did not arrive as sent (ETag/MD5 mismatch, short body).
     Corrupt,
+    /// Any other 4xx: the request itself is wrong for this store (say,
+    /// EntityTooSmall); sending it again gets the same answer.
+    Refused,
     Other,
 }
 
@@ -161,6 +174,7 @@ impl FailureKind {
             FailureKind::Unreachable => "unreachable",
             FailureKind::Throttled => "throttled",
             FailureKind::Corrupt => "corrupt",
+            FailureKind::Refused => "refused",
             FailureKind::Other => "other",
         }
     }
@@ -260,10 +274,10 @@ fn classify(
             "the source object changed since it was listed; it will be listed and copied again".to_owned(),
         ),
         (Some("BadDigest" | "InvalidDigest" | "IncompleteBody"), _) => (FailureKind::Corrupt, detail),
-        (Some("SlowDown" | "ServiceUnavailable" | "RequestTimeout" | "InternalError"), _) => {
-            (FailureKind::Throttled, detail)
-        }
+        (Some("SlowDown" | "ServiceUnavailable" | "RequestTimeout" | "InternalError"), _)
+        | (_, Some(408 | 429)) => (FailureKind::Throttled, detail),
         (_, Some(s)) if s >= 500 => (FailureKind::Throttled, detail),
+        (_, Some(400..=499)) => (FailureKind::Refused, detail),
         _ => (FailureKind::Other, detail),
     }
 }

@@ -105,6 +105,9 @@ pub(crate) async fn read_copy(
         .get_object()
         .bucket(bucket)
         .key(key)
+        // The callers retry the whole read.
+        .customize()
+        .config_override(crate::store::no_sdk_retries())
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, what, e))?;

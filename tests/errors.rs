@@ -307,16 +307,17 @@ async fn a_ledger_that_is_not_sqlite_is_refused_and_left_alone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn archived_objects_are_skipped_or_failed_fast_with_the_fix() {
     use ferry::demo::DemoObject;
-    use support::faults::{Archive, FaultProxy};
+    use support::faults::{FaultProxy, Plays};
     // Garage has no archive tier: our proxy plays one in front of the source.
-    let proxy = FaultProxy::archive(
+    let proxy = FaultProxy::playing(
         servers().get("FERRY_SOURCE_ENDPOINT"),
-        Archive {
+        Plays {
             // Listed as DEEP_ARCHIVE: ferry must not even try it.
             listed: Some("archived-".into()),
             // Listed as STANDARD, but not readable (archived since): S3's
             // 403 InvalidObjectState, which no retry can fix.
             refused: Some("thawing-".into()),
+            ..Plays::default()
         },
     )
     .await;

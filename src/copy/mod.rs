@@ -4,6 +4,8 @@
 //! `single.rs` copies an object in one PUT, `multipart.rs` part by part;
 //! `hashing.rs` checks the bytes on their way; `scheduler.rs` bounds the pool.
 
+pub mod abort;
+pub mod guard;
 pub mod hashing;
 pub mod layout;
 pub mod metadata;
@@ -19,13 +21,16 @@ use aws_sdk_s3::Client;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TransferConfig;
+use crate::config::{OnConflict, TransferConfig};
 use crate::ledger::{self, CopyRecord, LedgerError, PassSummary, VerifyItem, WorkItem, Writer};
 use crate::store::{FailureKind, Side, StoreError};
 use scheduler::Budget;
 
-/// How many times one request is tried before its object counts as failed.
-const ATTEMPTS: u32 = 4;
+use crate::store::ATTEMPTS;
+/// How many times an object is read whole when its bytes hash to something
+/// other than the source's ETag: once more, then it is `failed` with the
+/// reason, and the next pass tries again. Each read costs egress.
+const WHOLE_READS: u32 = 2;
 /// How many pending objects are read from the ledger at a time.
 const BATCH: usize = 512;
 
@@ -45,6 +50,8 @@ pub struct Engine {
     pub writer: Writer,
     pub transfer: TransferConfig,
     pub(crate) budget: Arc<Budget>,
+    /// Whether a destination key ferry did not write last may be written.
+    pub on_conflict: OnConflict,
 }
 
 impl Engine {
@@ -63,6 +70,7 @@ impl Engine {
             writer,
             transfer,
             budget,
+            on_conflict: OnConflict::Keep,
         }
     }
 
@@ -269,7 +277,24 @@ impl Engine {
     /// changes mid-copy is read again and the new version copied from scratch.
     async fn copy_and_record(&self, mut item: WorkItem) -> Result<PassSummary, LedgerError> {
         let started = std::time::Instant::now();
-        let mut versions_seen = 1;
+        let (mut versions_seen, mut whole_reads) = (1, 1);
+        let id = item.object_id;
+        match self.may_write(&item).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                tracing::warn!(bucket = %item.dest_bucket, key = %item.key, reason = %reason, "conflict: not copied");
+                crate::metrics::failed("conflict");
+                self.writer
+                    .call(move |c| ledger::record_conflict(c, id, &reason))
+                    .await?;
+                return Ok(PassSummary {
+                    objects_conflict: 1,
+                    ..PassSummary::default()
+                });
+            }
+            Err(CopyError::Ledger(e)) => return Err(e),
+            Err(CopyError::Store(e)) => return self.record_failure(&item, e).await,
+        }
         let result = loop {
             let result = if item.source_etag.contains('-')
                 || item.size >= self.transfer.multipart_threshold
@@ -289,16 +314,15 @@ impl Engine {
                     }
                 }
                 Err(CopyError::Store(e))
-                    if e.kind == FailureKind::SourceCorrupt && versions_seen < ATTEMPTS =>
+                    if e.kind == FailureKind::SourceCorrupt && whole_reads < WHOLE_READS =>
                 {
-                    versions_seen += 1;
+                    whole_reads += 1;
                     crate::metrics::retried();
                     tracing::warn!(bucket = %item.source_bucket, key = %item.key, error = %e, "reading the object again");
                 }
                 other => break other,
             }
         };
-        let id = item.object_id;
         match result {
             Ok(record) => {
                 let bytes = record.size;
@@ -347,19 +371,65 @@ impl Engine {
                 })
             }
             Err(CopyError::Ledger(e)) => Err(e),
-            Err(CopyError::Store(e)) => {
-                crate::metrics::failed(e.kind.label());
-                let text = e.to_string();
-                tracing::warn!(bucket = %item.source_bucket, key = %item.key, error = %text, "copy failed");
-                self.writer
-                    .call(move |c| ledger::record_failed(c, id, &text))
-                    .await?;
-                Ok(PassSummary {
-                    objects_failed: 1,
-                    ..PassSummary::default()
-                })
-            }
+            Err(CopyError::Store(e)) => self.record_failure(&item, e).await,
         }
+    }
+
+    async fn record_failure(
+        &self,
+        item: &WorkItem,
+        e: StoreError,
+    ) -> Result<PassSummary, LedgerError> {
+        crate::metrics::failed(e.kind.label());
+        let text = e.to_string();
+        tracing::warn!(bucket = %item.source_bucket, key = %item.key, error = %text, "copy failed");
+        let id = item.object_id;
+        self.writer
+            .call(move |c| ledger::record_failed(c, id, &text))
+            .await?;
+        Ok(PassSummary {
+            objects_failed: 1,
+            ..PassSummary::default()
+        })
+    }
+
+    /// None when the copy may be written; else why not. ferry may overwrite
+    /// only its own copy (or an upload of its own that completed before a
+    /// crash, or bytes identical to the source's), and nothing at all is
+    /// checked with `on_conflict = "overwrite"`.
+    async fn may_write(&self, item: &WorkItem) -> Result<Option<String>, CopyError> {
+        if self.on_conflict == OnConflict::Overwrite || item.recopy_approved {
+            return Ok(None);
+        }
+        let id = item.object_id;
+        let upload_etag = self
+            .writer
+            .call(move |c| ledger::etag_of_upload(c, id))
+            .await?;
+        // Bytes identical to the source version at hand, and an upload of
+        // ferry's own that completed before a crash, are ferry's to write over.
+        let mut also = vec![guard::Known {
+            etag: &item.source_etag,
+            size: Some(item.size),
+        }];
+        if let Some(etag) = &upload_etag {
+            also.push(guard::Known {
+                etag,
+                size: Some(item.size),
+            });
+        }
+        let verdict = guard::inspect(
+            &self.destination,
+            &item.dest_bucket,
+            &item.key,
+            item.copied_etag.as_deref(),
+            &also,
+        )
+        .await?;
+        Ok(match verdict {
+            guard::Verdict::Foreign(why) => Some(why),
+            guard::Verdict::Absent | guard::Verdict::Ours => None,
+        })
     }
 
     /// Reads the source's current version of an object that changed and

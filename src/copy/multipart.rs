@@ -26,6 +26,10 @@ use super::{check_etag, check_source, copy_record, etag_is_md5, with_retries, Co
 use crate::ledger::{self, CopyRecord, PartRecord, UploadRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError};
 
+/// The bytes of the budget a part that streams through takes: about what
+/// the HTTP client buffers between the GET and the PUT.
+const STREAM_WINDOW: u64 = 1 << 20;
+
 pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
     // If-Match: a source that changed since it was listed fails here, before
     // any upload is started or resumed.
@@ -90,11 +94,7 @@ async fn previous_upload(
         Some(previous) if previous.source_etag == item.source_etag => Ok(Some(previous)),
         Some(stale) => {
             tracing::info!(key = %item.key, upload_id = %stale.upload_id, "aborting the upload of an older source version");
-            abort(engine, &stale).await;
-            engine
-                .writer
-                .call(move |c| ledger::forget_upload(c, id))
-                .await?;
+            abort(engine, &stale).await?;
             Ok(None)
         }
         None => {
@@ -269,7 +269,8 @@ async fn start_upload(
             .await
     };
     if let Err(e) = recorded {
-        abort(engine, &upload).await;
+        // The ledger cannot write (a full disk): abort as best we can.
+        let _ = abort(engine, &upload).await;
         return Err(e.into());
     }
     Ok(upload)
@@ -289,12 +290,7 @@ async fn finish(
     let source_md5 = etag_is_md5(&item.source_etag, head.server_side_encryption());
     match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept, source_md5).await {
         Err(CopyError::Store(e)) if !e.kind.is_retryable() => {
-            abort(engine, upload).await;
-            let id = item.object_id;
-            engine
-                .writer
-                .call(move |c| ledger::forget_upload(c, id))
-                .await?;
+            abort(engine, upload).await?;
             Err(e.into())
         }
         other => other,
@@ -332,10 +328,22 @@ async fn send_parts_and_complete(
     source_md5: bool,
 ) -> Result<CopyRecord, CopyError> {
     let plan = &layout.parts;
-    // A fresh upload hashes the whole object as the parts pass. A resumed one
-    // cannot (the kept parts' bytes are gone), so it reads the object back
-    // once completed.
-    let hasher = kept.is_empty().then(|| Arc::new(OrderedHasher::new(1)));
+    // A fresh upload hashes the whole object as the parts pass, holding each
+    // part's bytes until the parts before it are hashed: so only when several
+    // parts fit the byte budget. Larger parts stream through, taking a small
+    // window of the budget, and are never held whole; such an object, and a
+    // resumed one (the kept parts' bytes are gone), is read back once
+    // completed for its whole-object digests.
+    let hash_in_flight =
+        kept.is_empty() && layout.part_size() <= engine.transfer.max_bytes_in_flight / 4;
+    let hasher = hash_in_flight.then(|| Arc::new(OrderedHasher::new(1)));
+    let admitted = |length: u64| {
+        if hash_in_flight {
+            length
+        } else {
+            length.min(STREAM_WINDOW)
+        }
+    };
     let kept_numbers: HashSet<u32> = kept.iter().map(|p| p.number).collect();
     let bar = crate::progress::ObjectBar::new(&item.key, plan.len() as u64);
     let length_of = |number: u32| plan.get(number as usize - 1).map_or(0, |p| p.length);
@@ -353,7 +361,7 @@ async fn send_parts_and_complete(
                     bar.part_done(length_of(finished.number));
                     done.push(finished);
                 }
-                ticket = engine.budget.admit(part.length) => break ticket,
+                ticket = engine.budget.admit(admitted(part.length)) => break ticket,
             }
         };
         running.push(send_part(
@@ -430,6 +438,11 @@ async fn send_parts_and_complete(
         Some(whole) if proved_at_source || engine.transfer.verify_after_copy => whole,
         _ => read_back(engine, item, plan, &done).await?,
     };
+    // A single-part source sent in parts too large to hash in flight: its
+    // MD5 can be checked only now. A wrong one is copied again from the start.
+    if !proved_at_source && layout.origin == Origin::Own && source_md5 {
+        check_source(item, &whole.md5_hex())?;
+    }
     if let Some(why) = layout.etag_note() {
         tracing::info!(key = %item.key, source_etag = %item.source_etag, dest_etag = %etag, why = %why,
             "the destination ETag differs from the source's");
@@ -535,7 +548,7 @@ async fn read_back(
         .iter()
         .map(|p| (p.number, p.sha256.as_str()))
         .collect();
-    let expected = layout
+    let expected: Vec<ExpectedPart> = layout
         .iter()
         .map(|p| ExpectedPart {
             number: p.number,
@@ -543,8 +556,16 @@ async fn read_back(
             sha256: sha_of.get(&p.number).map(|s| s.to_string()),
         })
         .collect();
-    let (_, whole, parts_ok) =
-        crate::verify::read_copy(engine, &item.dest_bucket, &item.key, expected, &what).await?;
+    let (_, whole, parts_ok) = with_retries(&engine.budget, &what, || {
+        crate::verify::read_copy(
+            engine,
+            &item.dest_bucket,
+            &item.key,
+            expected.clone(),
+            &what,
+        )
+    })
+    .await?;
     parts_ok.map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
     Ok(whole)
 }
@@ -574,6 +595,8 @@ async fn send_part_once(
                 part.offset + part.length - 1
             ))
             .if_match(quoted(&item.source_etag))
+            .customize()
+            .config_override(crate::store::no_sdk_retries())
             .send()
             .await
             .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
@@ -602,6 +625,8 @@ async fn send_part_once(
         .part_number(part.number as i32)
         .content_length(part.length as i64)
         .body(ByteStream::new(SdkBody::from_body_1_x(body)))
+        .customize()
+        .config_override(crate::store::no_sdk_retries())
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
@@ -642,47 +667,32 @@ async fn head_source(engine: &Engine, item: &WorkItem) -> Result<HeadObjectOutpu
 /// id may have left an upload the ledger never heard of: abort every upload
 /// of this key at the destination (the key is ferry's to write).
 async fn abort_unrecorded_uploads(engine: &Engine, item: &WorkItem) -> Result<(), CopyError> {
-    let what = format!("ListMultipartUploads {}/{}", item.dest_bucket, item.key);
-    let listed = engine
-        .destination
-        .list_multipart_uploads()
-        .bucket(&item.dest_bucket)
-        .prefix(&item.key)
-        .send()
-        .await
-        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    for u in listed
-        .uploads()
-        .iter()
-        .filter(|u| u.key() == Some(item.key.as_str()))
-    {
-        let orphan = UploadRecord {
-            object_id: item.object_id,
-            upload_id: u.upload_id().unwrap_or_default().to_owned(),
-            dest_bucket: item.dest_bucket.clone(),
-            key: item.key.clone(),
-            source_etag: String::new(),
-            part_size: 0,
-        };
-        tracing::info!(key = %item.key, upload_id = %orphan.upload_id, "aborting an upload left by a cut-off attempt");
-        abort(engine, &orphan).await;
+    let listed =
+        crate::cleanup::incomplete_uploads_under(&engine.destination, &item.dest_bucket, &item.key)
+            .await?;
+    for u in listed.iter().filter(|u| u.key == item.key) {
+        tracing::info!(key = %item.key, upload_id = %u.upload_id, "aborting an upload left by a cut-off attempt");
+        super::abort::abort_upload(
+            &engine.destination,
+            &engine.writer,
+            &u.bucket,
+            &u.key,
+            &u.upload_id,
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn abort(engine: &Engine, upload: &UploadRecord) {
-    let result = engine
-        .destination
-        .abort_multipart_upload()
-        .bucket(&upload.dest_bucket)
-        .key(&upload.key)
-        .upload_id(&upload.upload_id)
-        .send()
-        .await;
-    if let Err(e) = result {
-        let e = StoreError::from_sdk(Side::Destination, "AbortMultipartUpload", e);
-        if !matches!(e.kind, FailureKind::NoSuchKey | FailureKind::NoSuchUpload) {
-            tracing::warn!(key = %upload.key, upload_id = %upload.upload_id, error = %e, "could not abort an upload");
-        }
-    }
+/// Aborts one of ferry's uploads; one the store would not abort is kept in
+/// the ledger and tried again every pass.
+async fn abort(engine: &Engine, upload: &UploadRecord) -> Result<bool, CopyError> {
+    Ok(super::abort::abort_upload(
+        &engine.destination,
+        &engine.writer,
+        &upload.dest_bucket,
+        &upload.key,
+        &upload.upload_id,
+    )
+    .await?)
 }

@@ -26,6 +26,8 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .bucket(&item.source_bucket)
         .key(&item.key)
         .if_match(quoted(&item.source_etag))
+        .customize()
+        .config_override(crate::store::no_sdk_retries())
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
@@ -68,6 +70,8 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .body(ByteStream::from(body));
     let put = metadata
         .onto_put(request)
+        .customize()
+        .config_override(crate::store::no_sdk_retries())
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;

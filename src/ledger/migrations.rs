@@ -13,6 +13,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v3_deletions.sql"),
     include_str!("v4_totals.sql"),
     include_str!("v5_etag_note.sql"),
+    include_str!("v6_safety.sql"),
 ];
 
 /// The version this ferry writes.

@@ -155,6 +155,11 @@ pub struct WorkItem {
     /// `copying` means an earlier attempt was cut off and may have left an
     /// upload behind.
     pub was_copying: bool,
+    /// The ETag the destination gave ferry's last copy of this key, if any:
+    /// the only object ferry may overwrite there.
+    pub copied_etag: Option<String>,
+    /// `verify --recopy` queued it: whatever the destination holds may go.
+    pub recopy_approved: bool,
 }
 
 /// The multipart upload ferry started for an object.
@@ -204,6 +209,8 @@ pub struct PassSummary {
     pub objects_verified: u64,
     pub bytes_verified: u64,
     pub objects_mismatched: u64,
+    /// Not copied: the destination key holds what ferry did not write.
+    pub objects_conflict: u64,
 }
 
 impl PassSummary {
@@ -214,6 +221,7 @@ impl PassSummary {
         self.objects_verified += o.objects_verified;
         self.bytes_verified += o.bytes_verified;
         self.objects_mismatched += o.objects_mismatched;
+        self.objects_conflict += o.objects_conflict;
     }
 }
 
@@ -395,20 +403,149 @@ pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqli
     )
 }
 
-/// Keys deleted at the source for `passes` passes in a row or more, still at
-/// the destination: (object id, destination bucket, key).
+/// A key deleted at the source that may be removed at the destination.
+#[derive(Clone, Debug)]
+pub struct Deletable {
+    pub object_id: i64,
+    pub dest_bucket: String,
+    pub key: String,
+    /// The ETag of ferry's copy; None when ferry never wrote the key.
+    pub copied_etag: Option<String>,
+}
+
+/// Keys of `bucket_ids` deleted at the source for `passes` complete
+/// listings in a row or more, after `after_id`.
 pub fn deletable(
     conn: &Connection,
+    bucket_ids: &[i64],
     passes: u32,
+    after_id: i64,
     limit: usize,
-) -> rusqlite::Result<Vec<(i64, String, String)>> {
-    let mut stmt = conn.prepare(
-        "SELECT o.id, b.destination, o.key FROM objects o JOIN buckets b ON b.id = o.bucket_id
-         WHERE o.state = 'deleted' AND o.missing_passes >= ?1 ORDER BY o.id LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![passes, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+) -> rusqlite::Result<Vec<Deletable>> {
+    let ids = id_list(bucket_ids);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT o.id, b.destination, o.key, c.dest_etag FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         LEFT JOIN copies c ON c.object_id = o.id
+         WHERE o.state = 'deleted' AND o.missing_passes >= ?1 AND o.id > ?2 AND o.bucket_id IN ({ids})
+         ORDER BY o.id LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![passes, after_id, limit as i64], |r| {
+        Ok(Deletable {
+            object_id: r.get(0)?,
+            dest_bucket: r.get(1)?,
+            key: r.get(2)?,
+            copied_etag: r.get(3)?,
+        })
     })?;
+    rows.collect()
+}
+
+fn id_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The ETag that the parts recorded for an object's upload make, if every
+/// part the upload needs may be there: what the object holds when the upload
+/// completed before the ledger heard of it.
+pub fn etag_of_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<Option<String>> {
+    let md5s: Vec<String> = conn
+        .prepare_cached(
+            "SELECT p.md5 FROM parts p JOIN uploads u ON u.object_id = p.object_id AND u.upload_id = p.upload_id
+             WHERE p.object_id = ?1 ORDER BY p.part_number",
+        )?
+        .query_map([object_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if md5s.is_empty() {
+        return Ok(None);
+    }
+    let raw: Vec<[u8; 16]> = md5s
+        .iter()
+        .map(|m| {
+            let mut b = [0u8; 16];
+            let _ = hex::decode_to_slice(m, &mut b);
+            b
+        })
+        .collect();
+    Ok(Some(crate::copy::hashing::multipart_etag(&raw)))
+}
+
+/// The destination key holds what ferry did not write: touch nothing, say why.
+pub fn record_conflict(conn: &Connection, object_id: i64, reason: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE objects SET state = 'conflict', last_error = ?2 WHERE id = ?1",
+        params![object_id, reason],
+    )?;
+    Ok(())
+}
+
+/// The shard a bucket was listed with, recorded on its first listing.
+/// Returns the recorded one when it differs from `shard`.
+pub fn check_scope(
+    conn: &Connection,
+    bucket_id: i64,
+    shard: Option<&str>,
+) -> rusqlite::Result<Option<String>> {
+    let recorded: Option<String> = conn.query_row(
+        "SELECT shard FROM buckets WHERE id = ?1",
+        [bucket_id],
+        |r| r.get(0),
+    )?;
+    let listed_before: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM objects WHERE bucket_id = ?1)",
+        [bucket_id],
+        |r| r.get(0),
+    )?;
+    let recorded = recorded.unwrap_or_else(|| "all".into());
+    let wanted = shard.unwrap_or("all");
+    if listed_before && recorded != wanted {
+        return Ok(Some(recorded));
+    }
+    conn.execute(
+        "UPDATE buckets SET shard = ?2 WHERE id = ?1",
+        params![bucket_id, wanted],
+    )?;
+    Ok(None)
+}
+
+/// An upload ferry could not abort: kept, and tried again every pass.
+pub fn record_abandoned(
+    conn: &Connection,
+    upload_id: &str,
+    dest_bucket: &str,
+    key: &str,
+    error: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO abandoned_uploads (upload_id, dest_bucket, key, since, last_error)
+         VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?4)
+         ON CONFLICT (upload_id) DO UPDATE SET last_error = excluded.last_error",
+        params![upload_id, dest_bucket, key, error],
+    )?;
+    conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])?;
+    Ok(())
+}
+
+/// The upload is aborted (or already gone): forget it everywhere.
+pub fn forget_aborted(conn: &Connection, upload_id: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM abandoned_uploads WHERE upload_id = ?1",
+        [upload_id],
+    )?;
+    conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])?;
+    Ok(())
+}
+
+/// Uploads to abort: those ferry could not abort before, and those whose
+/// object no longer wants them (deleted at the source, in conflict,
+/// skipped): (upload id, destination bucket, key).
+pub fn uploads_to_abort(conn: &Connection) -> rusqlite::Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT upload_id, dest_bucket, key FROM abandoned_uploads
+         UNION ALL
+         SELECT u.upload_id, u.dest_bucket, u.key FROM uploads u JOIN objects o ON o.id = u.object_id
+         WHERE o.state NOT IN ('listed', 'copying', 'failed')",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     rows.collect()
 }
 
@@ -420,11 +557,13 @@ pub fn record_removed(conn: &Connection, object_id: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// Failed objects get another chance in each new pass. (Mismatched ones
-/// wait for `verify --recopy`: a person should see them first.)
+/// Failed objects get another chance in each new pass, and conflicts are
+/// looked at again (the other writer may have gone). Mismatched ones wait
+/// for `verify --recopy`: a person should see them first.
 pub fn requeue_failed(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute(
-        "UPDATE objects SET state = 'listed' WHERE state = 'failed'",
+        "UPDATE objects SET state = 'listed'
+         WHERE state = 'failed' OR (state = 'conflict' AND missing_passes = 0)",
         [],
     )
 }
@@ -436,14 +575,10 @@ pub fn pending_batch(
     after_id: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<WorkItem>> {
-    let ids = bucket_ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let ids = id_list(bucket_ids);
     let sql = format!(
-        "SELECT o.id, b.source, b.destination, o.key, o.size, o.source_etag, o.state = 'copying'
-         FROM objects o JOIN buckets b ON b.id = o.bucket_id
+        "SELECT o.id, b.source, b.destination, o.key, o.size, o.source_etag, o.state = 'copying', c.dest_etag, o.recopy_approved
+         FROM objects o JOIN buckets b ON b.id = o.bucket_id LEFT JOIN copies c ON c.object_id = o.id
          WHERE o.state IN ('listed', 'copying') AND o.id > ?1 AND o.bucket_id IN ({ids})
          ORDER BY o.id LIMIT ?2"
     );
@@ -457,6 +592,8 @@ pub fn pending_batch(
             size: r.get::<_, i64>(4)? as u64,
             source_etag: r.get(5)?,
             was_copying: r.get(6)?,
+            copied_etag: r.get(7)?,
+            recopy_approved: r.get(8)?,
         })
     })?;
     rows.collect()
@@ -556,7 +693,7 @@ pub fn record_copied(conn: &mut Connection, c: &CopyRecord) -> rusqlite::Result<
         tx.execute("DELETE FROM parts WHERE object_id = ?1", [c.object_id])?;
     }
     tx.execute(
-        "UPDATE objects SET state = 'copied', last_error = NULL,
+        "UPDATE objects SET state = 'copied', last_error = NULL, recopy_approved = 0,
             attempts = CASE WHEN attempts = 0 THEN 1 ELSE attempts END
          WHERE id = ?1 AND source_etag = ?2",
         params![c.object_id, c.source_etag],
@@ -628,11 +765,6 @@ pub fn knows_destination_key(
     )
 }
 
-/// Forgets the upload with this id, whichever object it was for.
-pub fn forget_upload_id(conn: &Connection, upload_id: &str) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])
-}
-
 /// How many objects, and bytes, are in `states` in these buckets: the size
 /// of the work a pass is about to do, for its progress bar.
 pub fn totals_in_states(
@@ -640,11 +772,7 @@ pub fn totals_in_states(
     bucket_ids: &[i64],
     states: &str,
 ) -> rusqlite::Result<(u64, u64)> {
-    let ids = bucket_ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let ids = id_list(bucket_ids);
     conn.query_row(
         &format!("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects WHERE state IN ({states}) AND bucket_id IN ({ids})"),
         [],
@@ -661,11 +789,7 @@ pub fn verify_batch(
     after_id: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<VerifyItem>> {
-    let ids = bucket_ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let ids = id_list(bucket_ids);
     let states = if again {
         "'copied', 'verified', 'mismatched'"
     } else {
@@ -733,7 +857,7 @@ pub fn record_verification(conn: &mut Connection, v: &Verification) -> rusqlite:
 /// `verify --recopy` and the next pass: mismatched objects are copied again.
 pub fn requeue_mismatched(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute(
-        "UPDATE objects SET state = 'listed' WHERE state = 'mismatched'",
+        "UPDATE objects SET state = 'listed', recopy_approved = 1 WHERE state = 'mismatched'",
         [],
     )
 }
@@ -752,8 +876,12 @@ pub struct BucketStatus {
     pub mismatched: u64,
     pub failed: u64,
     pub skipped: u64,
+    /// Keys whose destination object ferry did not write last: untouched.
+    pub conflict: u64,
     pub pending: u64,
     pub deleted: u64,
+    /// Multipart uploads ferry started and has not completed or aborted yet.
+    pub open_uploads: u64,
     pub bytes_listed: u64,
     pub bytes_copied: u64,
     /// Bytes copied in the last [`RATE_WINDOW_SECS`] seconds.
@@ -780,7 +908,10 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                 -- bucket: the last minutes' copies are few, found by time.
                 (SELECT COALESCE(SUM(c.size), 0) FROM copies c CROSS JOIN objects r ON r.id = c.object_id
                  WHERE r.bucket_id = b.id
-                   AND c.copied_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-300 seconds'))
+                   AND c.copied_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-300 seconds')),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = 'conflict'), 0),
+                (SELECT COUNT(*) FROM uploads u JOIN objects r ON r.id = u.object_id WHERE r.bucket_id = b.id)
+                  + (SELECT COUNT(*) FROM abandoned_uploads a WHERE a.dest_bucket = b.destination)
          FROM buckets b LEFT JOIN state_totals t ON t.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
     )?;
@@ -800,6 +931,8 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
             bytes_listed: r.get::<_, i64>(11)? as u64,
             bytes_copied: r.get::<_, i64>(12)? as u64,
             bytes_recent: r.get::<_, i64>(13)? as u64,
+            conflict: r.get::<_, i64>(14)? as u64,
+            open_uploads: r.get::<_, i64>(15)? as u64,
         })
     })?;
     rows.collect()

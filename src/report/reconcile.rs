@@ -37,6 +37,8 @@ pub enum Class {
     Changed,
     Failed,
     Skipped,
+    /// The destination holds what ferry did not write; ferry left it alone.
+    Conflict,
 }
 
 impl Class {
@@ -50,6 +52,7 @@ impl Class {
             Class::Changed => "changed",
             Class::Failed => "failed",
             Class::Skipped => "skipped",
+            Class::Conflict => "conflict",
         }
     }
 
@@ -102,6 +105,7 @@ impl Reconciliation {
                 "changed",
                 "failed",
                 "skipped",
+                "conflict",
                 "bytes",
             ],
         );
@@ -122,6 +126,7 @@ impl Reconciliation {
                 n(Class::Changed),
                 n(Class::Failed),
                 n(Class::Skipped),
+                n(Class::Conflict),
                 Cell::Bytes(b.bytes),
             ]);
         }
@@ -212,6 +217,9 @@ fn classify(
     row: Option<&LedgerRow>,
     fast: bool,
 ) -> (Class, String) {
+    if let Some(r) = row.filter(|r| r.state == "conflict") {
+        return (Class::Conflict, r.reason.clone().unwrap_or_default());
+    }
     let Some((src_size, src_etag)) = src else {
         return match (row, dst) {
             (None, _) => (Class::Extra, "at the destination, not at the source".into()),

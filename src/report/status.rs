@@ -23,8 +23,10 @@ pub fn table(rows: &[BucketStatus]) -> Table {
             "mismatched",
             "failed",
             "skipped",
+            "conflict",
             "pending",
             "deleted",
+            "open_uploads",
             "bytes_listed",
             "bytes_copied",
             "done_percent",
@@ -44,8 +46,10 @@ pub fn table(rows: &[BucketStatus]) -> Table {
         total.mismatched += r.mismatched;
         total.failed += r.failed;
         total.skipped += r.skipped;
+        total.conflict += r.conflict;
         total.pending += r.pending;
         total.deleted += r.deleted;
+        total.open_uploads += r.open_uploads;
         total.bytes_listed += r.bytes_listed;
         total.bytes_copied += r.bytes_copied;
         total.bytes_recent += r.bytes_recent;
@@ -89,8 +93,10 @@ fn row(r: &BucketStatus) -> Vec<Cell> {
         Cell::Count(r.mismatched),
         Cell::Count(r.failed),
         Cell::Count(r.skipped),
+        Cell::Count(r.conflict),
         Cell::Count(r.pending),
         Cell::Count(r.deleted),
+        Cell::Count(r.open_uploads),
         Cell::Bytes(r.bytes_listed),
         Cell::Bytes(r.bytes_copied),
         Cell::Number(done),

@@ -2,8 +2,9 @@
 //! configured rates it answers 503 SlowDown or 500, resets the connection
 //! before or during a body, stalls, truncates a response body, or flips one
 //! bit in a request body (towards the destination) or a response body (from
-//! the source). It counts everything it injected. It can also play an
-//! archive tier (Glacier) for keys with a given prefix.
+//! the source). It counts everything it injected. It can also play parts of
+//! S3 that the local servers lack: an archive tier (Glacier) for keys with a
+//! given prefix, and empty listing pages that are not the last.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -40,14 +41,19 @@ pub struct Rates {
     pub flip_response: f64,
 }
 
-/// Keys the proxy pretends are archived (S3 Glacier / Deep Archive).
+/// What the proxy plays of S3 beyond the server behind it.
 #[derive(Clone, Debug, Default)]
-pub struct Archive {
+pub struct Plays {
     /// Keys starting with this are listed in the DEEP_ARCHIVE storage class.
     pub listed: Option<String>,
     /// GETs of keys starting with this answer 403 InvalidObjectState, as
     /// S3 does for an archived object that is not restored.
     pub refused: Option<String>,
+    /// Answers the first page of every ListObjectsV2 listing with no keys,
+    /// IsTruncated and a continuation token for the real first page, as S3
+    /// may. (The token is in Garage's own format: `[` and the base64 of the
+    /// key to start at, or `]` and of the key to start after.)
+    pub empty_first_page: bool,
 }
 
 #[derive(Debug, Default)]
@@ -151,21 +157,16 @@ impl FaultProxy {
     /// `stall` is how long a stalled response waits before its body: longer
     /// than ferry's read timeout.
     pub async fn start(upstream: &str, rates: Rates, stall: Duration) -> FaultProxy {
-        Self::start_with(upstream, rates, stall, Archive::default()).await
+        Self::start_with(upstream, rates, stall, Plays::default()).await
     }
 
-    /// A proxy that injects nothing but plays an archive tier.
-    pub async fn archive(upstream: &str, archive: Archive) -> FaultProxy {
-        Self::start_with(upstream, Rates::default(), Duration::ZERO, archive).await
+    /// A proxy that injects nothing but plays what `plays` says.
+    pub async fn playing(upstream: &str, plays: Plays) -> FaultProxy {
+        Self::start_with(upstream, Rates::default(), Duration::ZERO, plays).await
     }
 
-    async fn start_with(
-        upstream: &str,
-        rates: Rates,
-        stall: Duration,
-        archive: Archive,
-    ) -> FaultProxy {
-        let archive = Arc::new(archive);
+    async fn start_with(upstream: &str, rates: Rates, stall: Duration, plays: Plays) -> FaultProxy {
+        let plays = Arc::new(plays);
         let upstream = upstream.trim_end_matches('/').to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -177,25 +178,25 @@ impl FaultProxy {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (client, counts, upstream, archive) = (
+                let (client, counts, upstream, plays) = (
                     client.clone(),
                     counts.clone(),
                     upstream.clone(),
-                    archive.clone(),
+                    plays.clone(),
                 );
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        let (client, counts, upstream, archive) = (
+                        let (client, counts, upstream, plays) = (
                             client.clone(),
                             counts.clone(),
                             upstream.clone(),
-                            archive.clone(),
+                            plays.clone(),
                         );
                         async move {
                             let faults = Faults {
                                 rates,
                                 stall,
-                                archive: &archive,
+                                plays: &plays,
                             };
                             handle(req, client, counts, &upstream, faults).await
                         }
@@ -241,12 +242,47 @@ type Upstream = Client<hyper_util::client::legacy::connect::HttpConnector, Proxy
 struct Faults<'a> {
     rates: Rates,
     stall: Duration,
-    archive: &'a Archive,
+    plays: &'a Plays,
 }
 
 /// The key of a path-style request (`/bucket/key`), still percent-encoded.
 fn key_of(path: &str) -> &str {
     path.splitn(3, '/').nth(2).unwrap_or("")
+}
+
+/// A page with no keys that says the listing goes on, with a token that
+/// starts the real listing where this request asked it to start.
+fn empty_page(query: &str) -> Response<ProxyBody> {
+    use base64::Engine as _;
+    let after = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("start-after="))
+        .map(|a| {
+            percent_encoding::percent_decode_str(a)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+    let token = match after {
+        Some(key) => format!("]{}", base64::engine::general_purpose::STANDARD.encode(key)),
+        None => "[".to_owned(),
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+         <KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>\
+         <NextContinuationToken>{}</NextContinuationToken></ListBucketResult>",
+        xml_escape(&token)
+    );
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/xml")
+        .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
+        .unwrap()
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A ListObjectsV2 answer with every key under `prefix` in DEEP_ARCHIVE.
@@ -278,7 +314,7 @@ async fn handle(
     Faults {
         rates,
         stall,
-        archive,
+        plays,
     }: Faults<'_>,
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     counts.requests.fetch_add(1, Ordering::Relaxed);
@@ -311,7 +347,7 @@ async fn handle(
     }
     let (parts, body) = req.into_parts();
     let key = key_of(parts.uri.path());
-    if let Some(prefix) = &archive.refused {
+    if let Some(prefix) = &plays.refused {
         if parts.method == hyper::Method::GET && key.starts_with(prefix.as_str()) {
             count(&counts.refused_gets);
             return Ok(Response::builder()
@@ -326,6 +362,9 @@ async fn handle(
     let query = parts.uri.query().unwrap_or("");
     let is_listing =
         parts.method == hyper::Method::GET && key.is_empty() && query.contains("list-type=2");
+    if plays.empty_first_page && is_listing && !query.contains("continuation-token") {
+        return Ok(empty_page(query));
+    }
     // Bits are flipped in object bytes only (PutObject and UploadPart
     // bodies, GetObject answers), never in the XML around them: that is what
     // ferry's checksums guard (TLS guards the rest in real life).
@@ -367,7 +406,7 @@ async fn handle(
         .await
         .map_err(io)?;
     let (mut head, body) = response.into_parts();
-    if let (Some(prefix), true) = (&archive.listed, is_listing) {
+    if let (Some(prefix), true) = (&plays.listed, is_listing) {
         let xml = body.collect().await.map_err(io)?.to_bytes();
         let xml = archive_listing(&String::from_utf8_lossy(&xml), prefix);
         head.headers.remove(hyper::header::CONTENT_LENGTH);

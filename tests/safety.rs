@@ -1,0 +1,273 @@
+//! ferry never destroys data: it never overwrites or deletes a destination
+//! object it did not write, never deletes on an incomplete listing or under
+//! another scope, and leaves no multipart upload behind.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use ferry::demo::{self, DemoObject};
+use ferry::store::Side;
+use support::faults::{FaultProxy, Plays};
+use support::proxy::Proxy;
+use support::{csv_table, servers, Fixture};
+
+const MIB: u64 = 1 << 20;
+
+fn onix(fx: &Fixture, n: u64) -> Vec<DemoObject> {
+    let bucket = format!("onix{}", fx.suffix);
+    (0..n)
+        .map(|i| {
+            DemoObject::new(
+                &bucket,
+                format!("feeds/onix-{i:03}.xml"),
+                3_000 + i,
+                "application/xml",
+            )
+        })
+        .collect()
+}
+
+/// What a third party (the team's services on the Hetzner side) writes.
+async fn third_party_writes(fx: &Fixture, o: &DemoObject) -> Vec<u8> {
+    let bytes = format!("written at the destination by another service: {}", o.key).into_bytes();
+    fx.destination
+        .put_object()
+        .bucket(format!("hub-{}", o.bucket))
+        .key(&o.key)
+        .body(ByteStream::from(bytes.clone()))
+        .send()
+        .await
+        .unwrap();
+    bytes
+}
+
+async fn destination_bytes(fx: &Fixture, o: &DemoObject) -> Option<Vec<u8>> {
+    let got = fx
+        .destination
+        .get_object()
+        .bucket(format!("hub-{}", o.bucket))
+        .key(&o.key)
+        .send()
+        .await
+        .ok()?;
+    Some(got.body.collect().await.unwrap().to_vec())
+}
+
+fn state_of(fx: &Fixture, key: &str) -> String {
+    fx.ledger()
+        .query_row("SELECT state FROM objects WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+/// A column of the `total` row of `status --format csv`.
+fn status_total(fx: &Fixture, name: &str) -> u64 {
+    let status = fx.ferry(&["status", "--format", "csv"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let (header, rows) = csv_table(&status.stdout, "status");
+    let column = header.iter().position(|h| h == name).unwrap();
+    let total = rows.iter().find(|r| &r[0] == "total").expect("a total row");
+    total[column].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_another_writer_changed_is_not_overwritten_when_the_source_changes() {
+    let fx = Fixture::new("overwrite", "").await;
+    let set = onix(&fx, 3);
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+
+    let theirs = third_party_writes(&fx, &set[0]).await;
+    let mut newer = set[0].clone();
+    newer.seed ^= 0xbeef;
+    newer.size += 10;
+    demo::put(&fx.source, &newer).await.unwrap();
+    // And a key ferry never wrote, already at the destination.
+    let mut fresh = set[1].clone();
+    fresh.key = "feeds/onix-new.xml".into();
+    let before_ferry = third_party_writes(&fx, &fresh).await;
+    demo::put(&fx.source, &fresh).await.unwrap();
+
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 1, "a conflict fails the run: {run:?}");
+    for key in [&set[0].key, &fresh.key] {
+        assert!(
+            run.stdout
+                .contains(&format!("conflict: {}/{key}", set[0].bucket)),
+            "{key} named: {run:?}"
+        );
+        assert_eq!(state_of(&fx, key), "conflict");
+    }
+    assert_eq!(destination_bytes(&fx, &set[0]).await, Some(theirs));
+    assert_eq!(destination_bytes(&fx, &fresh).await, Some(before_ferry));
+    assert_eq!(status_total(&fx, "conflict"), 2);
+    let report = fx.ferry(&["report", "--format", "csv"]);
+    assert_eq!(report.code, 1, "{report:?}");
+    let (_, problems) = csv_table(&report.stdout, "problems");
+    let classes: Vec<(&str, &str)> = problems.iter().map(|p| (&p[1], &p[2])).collect();
+    assert!(
+        classes.contains(&(set[0].key.as_str(), "conflict")),
+        "{classes:?}"
+    );
+
+    // The next pass looks again, and still touches nothing.
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 1);
+    assert_eq!(
+        destination_bytes(&fx, &set[0]).await.map(|b| b.len()),
+        Some(theirs_len(&set[0]))
+    );
+
+    // The opt-out: the source's version wins.
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(
+        &fx.config_path,
+        format!("on_conflict = \"overwrite\"\n{text}"),
+    )
+    .unwrap();
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let got = destination_bytes(&fx, &newer).await.unwrap();
+    assert_eq!(got.len() as u64, newer.size);
+    assert_eq!(status_total(&fx, "conflict"), 0);
+}
+
+fn theirs_len(o: &DemoObject) -> usize {
+    format!("written at the destination by another service: {}", o.key).len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletions_remove_only_ferrys_own_copies() {
+    let fx = Fixture::with_destination("deletes", "", "delete = true", None).await;
+    let set = onix(&fx, 3);
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+
+    // Key 0: another writer changed the copy, then the source deleted it.
+    // Key 1: only the source deleted it.
+    let theirs = third_party_writes(&fx, &set[0]).await;
+    for o in &set[..2] {
+        fx.source
+            .delete_object()
+            .bucket(&o.bucket)
+            .key(&o.key)
+            .send()
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        fx.ferry(&["run", "--once"]);
+    }
+    assert_eq!(destination_bytes(&fx, &set[0]).await, Some(theirs));
+    assert_eq!(state_of(&fx, &set[0].key), "conflict");
+    assert_eq!(
+        destination_bytes(&fx, &set[1]).await,
+        None,
+        "removed after two passes"
+    );
+    assert_eq!(state_of(&fx, &set[1].key), "removed");
+    assert!(destination_bytes(&fx, &set[2]).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_shard_on_the_same_ledger_is_refused_and_deletes_nothing() {
+    let fx = Fixture::with_destination("scope", "", "delete = true", None).await;
+    let set = onix(&fx, 12);
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once", "--shard", "0/2"]).code, 0);
+    let copied = support::list_all(&fx.destination, &format!("hub-{}", set[0].bucket)).await;
+    assert!(!copied.is_empty() && copied.len() < set.len(), "{copied:?}");
+
+    for _ in 0..3 {
+        let run = fx.ferry(&["run", "--once", "--shard", "1/2"]);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(
+            run.stderr.contains("shard 0/2") && run.stderr.contains("1/2"),
+            "names the old and the new scope: {run:?}"
+        );
+    }
+    let after = support::list_all(&fx.destination, &format!("hub-{}", set[0].bucket)).await;
+    assert_eq!(after, copied, "nothing deleted");
+    assert_eq!(fx.ferry(&["run", "--once", "--shard", "0/2"]).code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_page_that_says_more_follow_ends_no_listing() {
+    let proxy = FaultProxy::playing(
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        Plays {
+            empty_first_page: true,
+            ..Plays::default()
+        },
+    )
+    .await;
+    let fx = Fixture::with_destination("emptypage", "", "delete = true", None).await;
+    let set = onix(&fx, 5);
+    fx.fill(&set).await;
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let text = text.replacen(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url(), 1);
+    std::fs::write(&fx.config_path, text).unwrap();
+
+    for pass in 0..3 {
+        let run = fx.ferry(&["run", "--once"]);
+        assert_eq!(run.code, 0, "pass {pass}: {run:?}");
+        assert!(!run.stdout.contains("deleted at the source"), "{run:?}");
+    }
+    for o in &set {
+        assert!(
+            destination_bytes(&fx, o).await.is_some(),
+            "{} deleted",
+            o.key
+        );
+        assert_eq!(state_of(&fx, &o.key), "verified");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_deleted_during_its_multipart_copy_leaves_no_upload() {
+    let proxy = Proxy::start(servers().get("FERRY_DEST_ENDPOINT"), Some(8 * MIB)).await;
+    let transfer = "concurrency = 2\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"";
+    let fx = Fixture::with_destination("orphan", transfer, "", Some(proxy.url())).await;
+    let audio = format!("audio{}", fx.suffix);
+    let mut book = DemoObject::new(&audio, "books/withdrawn.mp3".into(), 40 * MIB, "audio/mpeg");
+    book.multipart = true;
+    fx.fill(std::slice::from_ref(&book)).await;
+
+    let mut first = fx.spawn_ferry(&["run", "--once"]);
+    let started = Instant::now();
+    while fx.count("SELECT COUNT(*) FROM parts") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no part was ever sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await.unwrap();
+    let dest = format!("hub-{audio}");
+    let open = ferry::cleanup::incomplete_uploads(&fx.destination, &dest)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1, "the killed run left its upload: {open:?}");
+
+    fx.source
+        .delete_object()
+        .bucket(&audio)
+        .key(&book.key)
+        .send()
+        .await
+        .unwrap();
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let open = ferry::cleanup::incomplete_uploads(&fx.destination, &dest)
+        .await
+        .unwrap();
+    assert!(open.is_empty(), "an upload is left behind: {open:?}");
+    assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 0);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM abandoned_uploads"), 0);
+    assert_eq!(status_total(&fx, "open_uploads"), 0);
+    let _ = demo::observe(&fx.destination, Side::Destination, &dest, &book.key)
+        .await
+        .expect_err("nothing half-written is visible");
+}
