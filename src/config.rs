@@ -341,12 +341,14 @@ impl Validator<'_> {
             on_conflict: match raw.on_conflict.as_deref() {
                 None | Some("keep") => OnConflict::Keep,
                 Some("overwrite") => OnConflict::Overwrite,
-                Some(other) => return Err(self.invalid(
-                    "on_conflict",
-                    format!(
+                Some(other) => {
+                    return Err(self.invalid(
+                        "on_conflict",
+                        format!(
                         "{other:?} is not a choice: write \"keep\" (the default) or \"overwrite\""
                     ),
-                )),
+                    ))
+                }
             },
             shard: raw
                 .shard

@@ -65,13 +65,13 @@ async fn requests_per_second_stay_within_ten_percent_of_the_limit() {
         "{rate:.1} requests/s over a limit of 25"
     );
     assert!(
-        rate >= 25.0 * 0.5,
-        "{rate:.1} requests/s: the limit throttles far more than asked"
+        rate >= 25.0 * 0.9,
+        "{rate:.1} requests/s: more than 10 % under the limit of 25"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bandwidth_stays_within_ten_percent_of_the_limit() {
+async fn bandwidth_never_exceeds_the_limit_by_more_than_ten_percent() {
     let transfer = "concurrency = 8\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\nmax_bandwidth = \"64Mbit/s\"";
     let (fx, config) = through(
         "bandwidth",
@@ -98,7 +98,13 @@ async fn bandwidth_stays_within_ten_percent_of_the_limit() {
         rate <= limit * 1.1,
         "{rate:.0} B/s over a limit of {limit:.0}"
     );
-    assert!(rate >= limit * 0.5, "{rate:.0} B/s: far under the limit");
+    // The run's wall time also holds start-up, listing and the read-back, so
+    // it bounds the rate from below only loosely: it says the limit is not
+    // far too strict, not that it is within 10 % from below.
+    assert!(
+        rate >= limit * 0.5,
+        "{rate:.0} B/s: far under the limit of {limit:.0}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,7 +28,8 @@ use ferry::store::{self, Side};
 #[command(about = "ferry against rclone and s3sync, and the servers' ceiling")]
 struct Args {
     /// Data sets: small (10,000 × 16 KiB), large (4 × 1 GiB, half multipart
-    /// at the source), mix (the demo's shapes).
+    /// at the source), mix (the demo's shapes), parts256 (2 × 600 MiB
+    /// uploaded at the source in 256 MiB parts: peak RSS, not speed).
     #[arg(
         long,
         value_enum,
@@ -62,6 +63,7 @@ enum SetName {
     Small,
     Large,
     Mix,
+    Parts256,
 }
 
 const MIB: u64 = 1 << 20;
@@ -79,6 +81,18 @@ fn data_set(name: SetName, smoke: bool) -> Vec<DemoObject> {
                     DemoObject::new(&bucket, format!("audio/book-{i}.mp3"), size, "audio/mpeg");
                 o.multipart = i % 2 == 0;
                 o
+            })
+            .collect(),
+        // Parts far over the 64 MiB byte budget: they must stream through.
+        SetName::Parts256 => (0..2)
+            .map(|i| {
+                let (part, last) = if smoke {
+                    (6 * MIB, MIB)
+                } else {
+                    (256 * MIB, 88 * MIB)
+                };
+                DemoObject::new(&bucket, format!("audio/box-set-{i}.mp3"), 0, "audio/mpeg")
+                    .with_parts(&[part, part, last])
             })
             .collect(),
         SetName::Mix => {

@@ -168,6 +168,9 @@ pub(super) async fn plan(
         parts: own(),
         origin: Origin::EtagNotKept(why),
     };
+    if let Some(why) = encrypted_etag(head1) {
+        return Ok(not_kept(why));
+    }
     let first = length_of(head1);
     // A store that ignores ?partNumber= (Ceph RGW) answers with the whole
     // object and no part count: it cannot tell its boundaries.
@@ -210,6 +213,20 @@ pub(super) async fn plan(
         return Ok(not_kept(format!("{why}; ferry cut its own parts")));
     }
     Ok(Layout { parts, origin })
+}
+
+/// Why a multipart source's ETag says nothing of its bytes: encrypted with
+/// SSE-KMS (or DSSE-KMS), the store's ETag is not the MD5 of the parts' MD5s.
+/// The copy gets ferry's own parts, proved by SHA-256 read back.
+fn encrypted_etag(head: &HeadObjectOutput) -> Option<String> {
+    use aws_sdk_s3::types::ServerSideEncryption as Sse;
+    match head.server_side_encryption() {
+        Some(sse @ (Sse::AwsKms | Sse::AwsKmsDsse)) => Some(format!(
+            "the source object is encrypted with {} and its ETag is not an MD5 of its bytes; ferry cut its own parts and proves the bytes by SHA-256 read back",
+            sse.as_str()
+        )),
+        _ => None,
+    }
 }
 
 /// Every part's length, from HEAD ?partNumber=i.
@@ -298,6 +315,22 @@ mod tests {
             source_part_count("9b2cf535f27731c974343645a3985328-0"),
             None
         );
+    }
+
+    #[test]
+    fn a_kms_encrypted_source_etag_is_not_taken_as_an_md5() {
+        use aws_sdk_s3::types::ServerSideEncryption as Sse;
+        let head = |sse: Option<Sse>| {
+            HeadObjectOutput::builder()
+                .set_server_side_encryption(sse)
+                .build()
+        };
+        let why = encrypted_etag(&head(Some(Sse::AwsKms))).unwrap();
+        assert!(why.contains("aws:kms"), "{why}");
+        assert!(encrypted_etag(&head(Some(Sse::AwsKmsDsse))).is_some());
+        // SSE-S3 ETags are MD5s as if unencrypted.
+        assert_eq!(encrypted_etag(&head(Some(Sse::Aes256))), None);
+        assert_eq!(encrypted_etag(&head(None)), None);
     }
 
     #[test]
