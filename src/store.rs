@@ -148,6 +148,9 @@ pub enum FailureKind {
     SourceCorrupt,
     /// The object is archived (Glacier) and must be restored first.
     Archived,
+    /// The object is encrypted with a key its owner keeps (SSE-C): it cannot
+    /// be read without that key.
+    CustomerKey,
     /// Network trouble or a timeout: worth retrying.
     Unreachable,
     /// 5xx or SlowDown: worth retrying, later.
@@ -171,6 +174,7 @@ impl FailureKind {
             FailureKind::SourceChanged => "source_changed",
             FailureKind::SourceCorrupt => "source_corrupt",
             FailureKind::Archived => "archived",
+            FailureKind::CustomerKey => "customer_key",
             FailureKind::Unreachable => "unreachable",
             FailureKind::Throttled => "throttled",
             FailureKind::Corrupt => "corrupt",
@@ -262,6 +266,15 @@ fn classify(
             FailureKind::Archived,
             format!("{detail}. The object is archived: restore it at the source first"),
         ),
+        // S3's answer to a GET of an SSE-C object sent without its key.
+        (Some("InvalidRequest"), _)
+            if message.is_some_and(|m| m.contains("Server Side Encryption")) =>
+        {
+            (
+                FailureKind::CustomerKey,
+                format!("{detail}. The object is encrypted at the {side} with a customer-provided key (SSE-C); ferry cannot read it without that key, so it is skipped"),
+            )
+        }
         (Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
         | (_, Some(401 | 403)) => (
             FailureKind::AccessDenied,

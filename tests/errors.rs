@@ -392,3 +392,69 @@ async fn archived_objects_are_skipped_or_failed_fast_with_the_fix() {
         "{status:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_c_objects_are_skipped_with_the_reason_and_read_once() {
+    use ferry::demo::DemoObject;
+    use support::faults::{FaultProxy, Plays};
+    // Without the customer's key S3 refuses every read of an SSE-C object:
+    // our proxy plays that for keys under one prefix.
+    let proxy = FaultProxy::playing(
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        Plays {
+            customer_key: Some("locked-".into()),
+            ..Plays::default()
+        },
+    )
+    .await;
+    let fx = Fixture::new(
+        "sse-c",
+        "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"",
+    )
+    .await;
+    let audio = format!("audio{}", fx.suffix);
+    let mut set: Vec<DemoObject> = ["locked-single.mp3", "plain.mp3"]
+        .iter()
+        .map(|k| DemoObject::new(&audio, k.to_string(), 1_000, "audio/mpeg"))
+        .collect();
+    set.push(
+        DemoObject::new(&audio, "locked-multipart.mp3".into(), 0, "audio/mpeg")
+            .with_parts(&[5 << 20, 1_000]),
+    );
+    fx.fill(&set).await;
+    let text = std::fs::read_to_string(&fx.config_path)
+        .unwrap()
+        .replace(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url());
+    let config = fx.dir.path().join("sse-c.toml");
+    std::fs::write(&config, text).unwrap();
+
+    let run = ferry_in(fx.dir.path(), &config, &["run", "--once"], &servers().env);
+    assert_eq!(run.code, 0, "skipped is not failed: {run:?}");
+    for key in ["locked-single.mp3", "locked-multipart.mp3"] {
+        let (state, why): (String, String) = fx
+            .ledger()
+            .query_row(
+                "SELECT state, COALESCE(last_error, '') FROM objects WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(state, "skipped", "{key}: {why}");
+        assert!(why.contains("SSE-C") && why.contains(key), "{key}: {why}");
+    }
+    // One GET for the single-part object; a HEAD and a 1-byte GET for the
+    // multipart one: refusals are final, nothing is retried.
+    assert_eq!(
+        proxy
+            .injected
+            .customer_key_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    let there: Vec<String> = support::list_all(&fx.destination, &format!("hub-{audio}"))
+        .await
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    assert_eq!(there, vec!["plain.mp3".to_string()]);
+}

@@ -132,3 +132,49 @@ async fn a_source_that_cannot_tell_its_parts_is_copied_and_proved_by_reading_bac
     }
     assert_eq!(fx.ferry(&["verify", "--all"]).code, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sse_kms_source_is_not_proved_by_its_etag_but_by_reading_back() {
+    use support::faults::{FaultProxy, Plays};
+    use support::servers;
+    let proxy = FaultProxy::playing(
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        Plays {
+            kms: Some("books/kms-".into()),
+            ..Plays::default()
+        },
+    )
+    .await;
+    let fx = Fixture::new("kms", TRANSFER).await;
+    let mut single = book(&fx, "kms-single", &[MIB]);
+    single.multipart = false;
+    let set = vec![
+        single,
+        book(&fx, "kms-multipart", &[6 * MIB, 7 * MIB]),
+        book(&fx, "plain-multipart", &[8 * MIB, 5 * MIB]),
+    ];
+    fx.fill(&set).await;
+    let text = std::fs::read_to_string(&fx.config_path)
+        .unwrap()
+        .replace(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url());
+    std::fs::write(&fx.config_path, text).unwrap();
+
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_all_copied_byte_equal(&fx, &set).await;
+    let source = list_all(&fx.source, &set[0].bucket).await;
+    for (key, etag, parts, note) in copies(&fx) {
+        let source_etag = &source.iter().find(|s| s.0 == key).unwrap().2;
+        match key.as_str() {
+            "books/kms-multipart.mp3" => {
+                // Not copied in the source's parts on the word of its ETag.
+                let note = note.expect("the reason is recorded");
+                assert!(note.contains("aws:kms"), "{note}");
+                assert_ne!(&etag, source_etag);
+                assert_eq!(parts, 2);
+            }
+            _ => assert_eq!(note, None, "{key}"),
+        }
+    }
+    assert_eq!(fx.ferry(&["verify", "--all"]).code, 0);
+}

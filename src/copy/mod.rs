@@ -371,6 +371,14 @@ impl Engine {
                 })
             }
             Err(CopyError::Ledger(e)) => Err(e),
+            Err(CopyError::Store(e)) if e.kind == FailureKind::CustomerKey => {
+                let reason = e.to_string();
+                tracing::warn!(bucket = %item.source_bucket, key = %item.key, reason = %reason, "skipped");
+                self.writer
+                    .call(move |c| ledger::record_skipped(c, id, &reason))
+                    .await?;
+                Ok(PassSummary::default())
+            }
             Err(CopyError::Store(e)) => self.record_failure(&item, e).await,
         }
     }

@@ -212,16 +212,10 @@ async fn completed_unrecorded(
 ) -> Result<Option<CopyRecord>, CopyError> {
     let parts: Vec<PartDone> = recorded.iter().map(PartDone::from_record).collect();
     let expected = multipart_etag(&parts.iter().map(|p| p.md5).collect::<Vec<_>>());
-    let head = engine
-        .destination
-        .head_object()
-        .bucket(&item.dest_bucket)
-        .key(&item.key)
-        .send()
-        .await;
-    let Ok(head) = head else { return Ok(None) };
-    let size = head.content_length().unwrap_or(-1);
-    if size != item.size as i64 || bare_etag(head.e_tag().unwrap_or_default()) != expected {
+    let Ok((size, etag)) = head_destination(engine, item, "HeadObject").await else {
+        return Ok(None);
+    };
+    if size != item.size as i64 || etag != expected {
         return Ok(None);
     }
     tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
@@ -450,14 +444,12 @@ async fn send_parts_and_complete(
     Ok(copy_record(item, etag, &whole, Some(layout)))
 }
 
-/// A Complete that answered no ETag is confirmed by HEAD: the object must
-/// have the size and the ETag that the parts sent make.
-async fn confirm_completed(
+/// What the destination holds under the item's key: its size and bare ETag.
+async fn head_destination(
     engine: &Engine,
     item: &WorkItem,
-    sent_etag: &str,
     what: &str,
-) -> Result<String, CopyError> {
+) -> Result<(i64, String), StoreError> {
     let head = engine
         .destination
         .head_object()
@@ -468,14 +460,25 @@ async fn confirm_completed(
         .map_err(|e| {
             StoreError::from_sdk(
                 Side::Destination,
-                format!("HeadObject {}/{} after {what}", item.dest_bucket, item.key),
+                format!("{what} {}/{}", item.dest_bucket, item.key),
                 e,
             )
         })?;
-    let etag = bare_etag(head.e_tag().unwrap_or_default());
-    let size = head.content_length().unwrap_or(-1);
+    let etag = bare_etag(head.e_tag().unwrap_or_default()).to_owned();
+    Ok((head.content_length().unwrap_or(-1), etag))
+}
+
+/// A Complete that answered no ETag is confirmed by HEAD: the object must
+/// have the size and the ETag that the parts sent make.
+async fn confirm_completed(
+    engine: &Engine,
+    item: &WorkItem,
+    sent_etag: &str,
+    what: &str,
+) -> Result<String, CopyError> {
+    let (size, etag) = head_destination(engine, item, &format!("HeadObject after {what}")).await?;
     if etag == sent_etag && size == item.size as i64 {
-        return Ok(etag.to_owned());
+        return Ok(etag);
     }
     Err(StoreError::new(
         Side::Destination,
@@ -647,6 +650,38 @@ async fn send_part_once(
 /// HEAD of the source, If-Match the listed ETag; for a multipart source,
 /// of its part 1, whose length starts the search for its boundaries.
 async fn head_source(engine: &Engine, item: &WorkItem) -> Result<HeadObjectOutput, CopyError> {
+    let head = head_source_once(engine, item).await;
+    match head {
+        // A HEAD refusal has no body to say why: a 1-byte GET asks, so that
+        // an SSE-C object is skipped with its reason instead of failing.
+        Err(CopyError::Store(e)) if e.kind == FailureKind::Refused => {
+            let probe = engine
+                .source
+                .get_object()
+                .bucket(&item.source_bucket)
+                .key(&item.key)
+                .range("bytes=0-0")
+                .if_match(quoted(&item.source_etag))
+                .send()
+                .await;
+            match probe {
+                Err(p) => {
+                    let p = StoreError::from_sdk(Side::Source, &e.action, p);
+                    Err(if p.kind == FailureKind::CustomerKey {
+                        p
+                    } else {
+                        e
+                    }
+                    .into())
+                }
+                Ok(_) => Err(e.into()),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn head_source_once(engine: &Engine, item: &WorkItem) -> Result<HeadObjectOutput, CopyError> {
     if layout::source_part_count(&item.source_etag).is_some() {
         return layout::head_part(engine, item, 1).await;
     }

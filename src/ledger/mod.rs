@@ -701,6 +701,15 @@ pub fn record_copied(conn: &mut Connection, c: &CopyRecord) -> rusqlite::Result<
     tx.commit()
 }
 
+/// Not copied, and not to be tried again until it changes: why.
+pub fn record_skipped(conn: &Connection, object_id: i64, reason: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE objects SET state = 'skipped', last_error = ?2 WHERE id = ?1",
+        params![object_id, reason],
+    )?;
+    Ok(())
+}
+
 pub fn record_failed(conn: &Connection, object_id: i64, error: &str) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE objects SET state = 'failed', last_error = ?2, attempts = MAX(attempts, 1) WHERE id = ?1",

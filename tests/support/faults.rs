@@ -54,12 +54,22 @@ pub struct Plays {
     /// may. (The token is in Garage's own format: `[` and the base64 of the
     /// key to start at, or `]` and of the key to start after.)
     pub empty_first_page: bool,
+    /// Keys starting with this are SSE-C objects read without their key:
+    /// HEAD answers 400 with no body, GET 400 InvalidRequest, as S3 does.
+    pub customer_key: Option<String>,
+    /// Keys starting with this answer HEAD and GET as SSE-KMS objects do
+    /// (`x-amz-server-side-encryption: aws:kms`). Their ETags stay the
+    /// server's: ferry's If-Match is signed, so the proxy cannot map a fake
+    /// one back.
+    pub kms: Option<String>,
 }
 
 #[derive(Debug, Default)]
 pub struct Injected {
     /// GETs answered InvalidObjectState.
     pub refused_gets: AtomicU64,
+    /// HEADs and GETs of SSE-C objects, refused.
+    pub customer_key_requests: AtomicU64,
     /// Keys (decoded) of every object body that went through whole with a
     /// flipped bit: what the receiver could and must have caught.
     pub flipped_keys: std::sync::Mutex<Vec<String>>,
@@ -359,6 +369,21 @@ async fn handle(
                 .unwrap());
         }
     }
+    if let Some(prefix) = &plays.customer_key {
+        if key.starts_with(prefix.as_str()) && !parts.uri.query().unwrap_or("").contains("uploadId")
+        {
+            let body = match parts.method {
+                hyper::Method::GET => error_body(
+                    "InvalidRequest",
+                    "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.",
+                ),
+                hyper::Method::HEAD => Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
+                _ => return Err(io("the proxy plays SSE-C for reads only")),
+            };
+            count(&counts.customer_key_requests);
+            return Ok(Response::builder().status(400).body(body).unwrap());
+        }
+    }
     let query = parts.uri.query().unwrap_or("");
     let is_listing =
         parts.method == hyper::Method::GET && key.is_empty() && query.contains("list-type=2");
@@ -456,6 +481,14 @@ async fn handle(
         _ => body,
     };
     head.headers.remove(hyper::header::TRANSFER_ENCODING);
+    if let Some(prefix) = &plays.kms {
+        if key.starts_with(prefix.as_str()) && head.status.is_success() {
+            head.headers.insert(
+                "x-amz-server-side-encryption",
+                hyper::header::HeaderValue::from_static("aws:kms"),
+            );
+        }
+    }
     Ok(Response::from_parts(head, body))
 }
 
