@@ -420,9 +420,16 @@ async fn send_parts_and_complete(
         )
         .send()
         .await
-        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    let etag = match completed.e_tag().map(bare_etag).filter(|e| !e.is_empty()) {
-        Some(_) => check_etag(&what, &sent_etag, completed.e_tag())?,
+        .map(|done| done.e_tag().map(str::to_owned))
+        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e));
+    let answered = match completed {
+        // A Complete that succeeded but whose answer was lost, then retried,
+        // hears NoSuchUpload: the object itself says whether it is there.
+        Err(e) if e.kind == FailureKind::NoSuchUpload => None,
+        other => other?,
+    };
+    let etag = match answered.as_deref().map(bare_etag).filter(|e| !e.is_empty()) {
+        Some(_) => check_etag(&what, &sent_etag, answered.as_deref())?,
         // Ceph RGW answers Complete with an empty ETag: ask the object itself.
         None => confirm_completed(engine, item, &sent_etag, &what).await?,
     };
@@ -468,8 +475,9 @@ async fn head_destination(
     Ok((head.content_length().unwrap_or(-1), etag))
 }
 
-/// A Complete that answered no ETag is confirmed by HEAD: the object must
-/// have the size and the ETag that the parts sent make.
+/// A Complete that answered no ETag (or NoSuchUpload, after a retry) is
+/// confirmed by HEAD: the object must have the size and the ETag that the
+/// parts sent make.
 async fn confirm_completed(
     engine: &Engine,
     item: &WorkItem,
@@ -485,7 +493,7 @@ async fn confirm_completed(
         FailureKind::Corrupt,
         what,
         format!(
-            "the destination answered no ETag, and then holds {size} bytes with ETag {etag:?}; the parts sent make {} bytes with ETag {sent_etag}",
+            "CompleteMultipartUpload confirmed no ETag, and the destination holds {size} bytes with ETag {etag:?}; the parts sent make {} bytes with ETag {sent_etag}",
             item.size
         ),
     )
