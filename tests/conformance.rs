@@ -28,6 +28,8 @@ struct Facts {
     other_uploads_survive_complete: bool,
     /// A 1,025-byte key is refused.
     long_key_refused: bool,
+    /// The error code of ListParts for an upload that was aborted.
+    list_parts_of_gone_upload: String,
 }
 
 fn expected(destination: &str) -> Facts {
@@ -39,6 +41,7 @@ fn expected(destination: &str) -> Facts {
             content_md5_checked: true,
             other_uploads_survive_complete: true,
             long_key_refused: true,
+            list_parts_of_gone_upload: "NoSuchKey".into(),
         },
         _ => Facts {
             complete_gives_etag: true,
@@ -47,6 +50,7 @@ fn expected(destination: &str) -> Facts {
             content_md5_checked: true,
             other_uploads_survive_complete: false,
             long_key_refused: false,
+            list_parts_of_gone_upload: "NoSuchUpload".into(),
         },
     }
 }
@@ -178,6 +182,33 @@ async fn the_destination_behaves_as_the_readme_says() {
             .unwrap();
     }
 
+    let aborted = c
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("aborted")
+        .send()
+        .await
+        .unwrap();
+    let aborted_id = aborted.upload_id().unwrap();
+    c.abort_multipart_upload()
+        .bucket(&bucket)
+        .key("aborted")
+        .upload_id(aborted_id)
+        .send()
+        .await
+        .unwrap();
+    let gone = c
+        .list_parts()
+        .bucket(&bucket)
+        .key("aborted")
+        .upload_id(aborted_id)
+        .send()
+        .await
+        .expect_err("ListParts of an aborted upload");
+    let gone_code = aws_sdk_s3::error::ProvideErrorMetadata::code(&gone)
+        .unwrap_or("none")
+        .to_owned();
+
     let long_key = c
         .put_object()
         .bucket(&bucket)
@@ -194,6 +225,7 @@ async fn the_destination_behaves_as_the_readme_says() {
         content_md5_checked: bad_md5.is_err(),
         other_uploads_survive_complete: survives,
         long_key_refused: long_key.is_err(),
+        list_parts_of_gone_upload: gone_code,
     };
     eprintln!("{destination}: {found:#?}");
     assert_eq!(found, expected(&destination), "{destination}");

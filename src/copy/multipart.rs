@@ -147,7 +147,9 @@ async fn reconcile(
                 parts = layout.parts.len(), "resuming a multipart upload");
             Ok(Reconciled::Resume(kept))
         }
-        Err(e) if e.kind == FailureKind::NoSuchUpload => {
+        // Ceph RGW answers ListParts of an upload that is gone with
+        // NoSuchKey, AWS and Garage with NoSuchUpload.
+        Err(e) if upload_gone(&e) => {
             if recorded.len() == layout.parts.len() && recorded.iter().all(in_layout) {
                 if let Some(record) = completed_unrecorded(engine, item, layout, &recorded).await? {
                     return Ok(Reconciled::Completed(record));
@@ -162,6 +164,11 @@ async fn reconcile(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The store says the upload is no longer there (completed or aborted).
+fn upload_gone(e: &StoreError) -> bool {
+    matches!(e.kind, FailureKind::NoSuchUpload | FailureKind::NoSuchKey)
 }
 
 /// Every part the destination holds for an upload: number → (ETag, size).
@@ -425,7 +432,7 @@ async fn send_parts_and_complete(
     let answered = match completed {
         // A Complete that succeeded but whose answer was lost, then retried,
         // hears NoSuchUpload: the object itself says whether it is there.
-        Err(e) if e.kind == FailureKind::NoSuchUpload => None,
+        Err(e) if upload_gone(&e) => None,
         other => other?,
     };
     let etag = match answered.as_deref().map(bare_etag).filter(|e| !e.is_empty()) {
