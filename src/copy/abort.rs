@@ -9,6 +9,13 @@ use super::Engine;
 use crate::ledger::{self, LedgerError, Writer};
 use crate::store::{FailureKind, Side, StoreError};
 
+/// The store says the upload is no longer there (completed or aborted).
+/// Ceph RGW answers ListParts of such an upload with NoSuchKey, AWS and
+/// Garage with NoSuchUpload (tests/conformance.rs).
+pub(super) fn upload_gone(e: &StoreError) -> bool {
+    matches!(e.kind, FailureKind::NoSuchUpload | FailureKind::NoSuchKey)
+}
+
 /// Aborts one upload. Gone (aborted now, or already) is forgotten; a failure
 /// moves it to `abandoned_uploads`, to be tried again. Returns whether it is
 /// gone.
@@ -34,7 +41,7 @@ pub async fn abort_upload(
                 format!("AbortMultipartUpload {bucket}/{key}"),
                 e,
             );
-            (!matches!(e.kind, FailureKind::NoSuchUpload | FailureKind::NoSuchKey)).then_some(e)
+            (!upload_gone(&e)).then_some(e)
         }
     };
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());

@@ -15,6 +15,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::body::SdkBody;
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use super::abort::upload_gone;
 use super::hashing::{
     bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher,
 };
@@ -147,8 +148,6 @@ async fn reconcile(
                 parts = layout.parts.len(), "resuming a multipart upload");
             Ok(Reconciled::Resume(kept))
         }
-        // Ceph RGW answers ListParts of an upload that is gone with
-        // NoSuchKey, AWS and Garage with NoSuchUpload.
         Err(e) if upload_gone(&e) => {
             if recorded.len() == layout.parts.len() && recorded.iter().all(in_layout) {
                 if let Some(record) = completed_unrecorded(engine, item, layout, &recorded).await? {
@@ -164,11 +163,6 @@ async fn reconcile(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// The store says the upload is no longer there (completed or aborted).
-fn upload_gone(e: &StoreError) -> bool {
-    matches!(e.kind, FailureKind::NoSuchUpload | FailureKind::NoSuchKey)
 }
 
 /// Every part the destination holds for an upload: number → (ETag, size).
