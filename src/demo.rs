@@ -11,8 +11,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use crate::copy::hashing::{bare_etag, Hasher};
 use crate::copy::metadata::Metadata;
+use crate::hashing::{bare_etag, Hasher};
 use crate::store::{chain, Side, StoreError};
 
 /// Source multipart uploads use 8 MiB parts, as the AWS CLI does.
@@ -228,7 +228,7 @@ impl DemoObject {
 
     /// MD5 and SHA-256 of the object's bytes, from the generator alone: what
     /// any correct copy must hash to, whatever the stores say.
-    pub fn expected_digests(&self) -> crate::copy::hashing::Digests {
+    pub fn expected_digests(&self) -> crate::hashing::Digests {
         let mut h = Hasher::default();
         for (offset, len) in self.chunks() {
             h.update(&content(self.seed, offset, len as usize));

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod demo;
+pub mod hashing;
 pub mod ledger;
 pub mod limits;
 pub mod list;

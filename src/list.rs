@@ -9,7 +9,7 @@ use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BucketPair, Shard};
-use crate::copy::hashing::bare_etag;
+use crate::hashing::bare_etag;
 use crate::ledger::{self, ListedObject, Writer};
 use crate::store::{FailureKind, Side, StoreError};
 

@@ -287,16 +287,15 @@ impl Runner {
             .await?;
         if self.config.transfer.verify_after_copy && !self.stop.is_cancelled() {
             // Objects a cut-off run copied but never read back.
-            let leftover = self
-                .engine
-                .verify_pending(
-                    listed_ids.clone(),
-                    false,
-                    1.0,
-                    &self.stop,
-                    self.config.shutdown_grace,
-                )
-                .await?;
+            let leftover = crate::verify::verify_pending(
+                &self.engine,
+                listed_ids.clone(),
+                false,
+                1.0,
+                &self.stop,
+                self.config.shutdown_grace,
+            )
+            .await?;
             report.copy.add(&leftover);
         }
         // A pass whose listings are not all complete deletes nothing: a key
@@ -462,16 +461,15 @@ impl Runner {
     /// `ferry verify`: read copies back and record what they hold.
     pub async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport, RunError> {
         let started = Instant::now();
-        let summary = self
-            .engine
-            .verify_pending(
-                self.bucket_ids.clone(),
-                options.again,
-                options.sample,
-                &self.stop,
-                self.config.shutdown_grace,
-            )
-            .await?;
+        let summary = crate::verify::verify_pending(
+            &self.engine,
+            self.bucket_ids.clone(),
+            options.again,
+            options.sample,
+            &self.stop,
+            self.config.shutdown_grace,
+        )
+        .await?;
         let writer = &self.engine.writer;
         let mismatched = writer
             .call(|c| ledger::objects_in_state(c, "mismatched", FAILED_SHOWN))

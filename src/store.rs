@@ -20,7 +20,7 @@ use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
 
 use crate::config::{StoreConfig, TransferConfig};
-use crate::copy::scheduler::Budget;
+use crate::limits::budget::Budget;
 
 /// Which side of the copy a client or an error belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,126 +1,60 @@
-//! Reading copies back: every byte of the destination object is streamed,
-//! hashed, and compared with what the ledger recorded when it was sent —
-//! whole object and part by part. Hetzner does not check the checksums it is
-//! sent, so this is ferry's proof that what arrived is still what was sent.
+//! The verify pass: which copies to read back (all, the unverified ones, or
+//! a sample), through the copy engine's pool and read-back. It must not copy.
 
-use crate::copy::hashing::{bare_etag, read_and_check, Digests, ExpectedPart};
-use crate::copy::{with_retries, CopyError, Engine};
-use crate::ledger::{self, Verification, VerifyItem};
-use crate::store::{FailureKind, Side, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Reads one copy back. A copy that is missing or differs is a verdict
-/// (`ok: false`, with the reason); only a read that cannot be done is an error.
-pub async fn verify_object(engine: &Engine, item: &VerifyItem) -> Result<Verification, CopyError> {
-    let id = item.object_id;
-    let recorded = engine
+use tokio_util::sync::CancellationToken;
+
+use crate::copy::Engine;
+use crate::ledger::{self, LedgerError, PassSummary, VerifyItem};
+
+/// How many copied objects are read from the ledger at a time.
+const BATCH: usize = 512;
+
+/// Reads back every copied object of `bucket_ids` (with `again`, the
+/// verified ones too), or a random `sample` fraction of them, and records
+/// what it found.
+pub async fn verify_pending(
+    engine: &Arc<Engine>,
+    bucket_ids: Vec<i64>,
+    again: bool,
+    sample: f64,
+    stop: &CancellationToken,
+    grace: Duration,
+) -> Result<PassSummary, LedgerError> {
+    let ids = bucket_ids.clone();
+    let states = if again {
+        "'copied', 'verified', 'mismatched'"
+    } else {
+        "'copied'"
+    };
+    let (objects, bytes) = engine
         .writer
-        .call(move |c| ledger::copied_parts(c, id))
+        .call(move |c| ledger::totals_in_states(c, &ids, states))
         .await?;
-    let expected: Vec<ExpectedPart> = if recorded.is_empty() {
-        vec![ExpectedPart {
-            number: 1,
-            length: item.size,
-            sha256: Some(item.sha256.clone()),
-        }]
-    } else {
-        recorded
-            .into_iter()
-            .map(|(number, length, sha256)| ExpectedPart {
-                number,
-                length,
-                sha256: Some(sha256),
-            })
-            .collect()
-    };
-    // A read holds no object in memory, only a request slot.
-    let _ticket = engine.budget.admit(0).await;
-    let what = format!("GetObject {}/{} (verify)", item.dest_bucket, item.key);
-    let read = with_retries(&engine.budget, &what, || {
-        read_copy(
-            engine,
-            &item.dest_bucket,
-            &item.key,
-            expected.clone(),
-            &what,
-        )
-    })
-    .await;
-    let (etag, whole, parts) = match read {
-        Ok(r) => r,
-        Err(CopyError::Store(e)) if e.kind == FailureKind::NoSuchKey => {
-            return Ok(Verification {
-                object_id: id,
-                ok: false,
-                reason: Some("missing at the destination".into()),
-                size: None,
-                sha256: None,
-                md5: None,
-            })
+    let totals = (
+        (objects as f64 * sample.min(1.0)) as u64,
+        (bytes as f64 * sample.min(1.0)) as u64,
+    );
+    let writer = engine.writer.clone();
+    let fetch = move |after_id| {
+        let (writer, ids) = (writer.clone(), bucket_ids.clone());
+        async move {
+            let mut batch = writer
+                .call(move |c| ledger::verify_batch(c, &ids, again, after_id, BATCH))
+                .await?;
+            let last = batch.last().map(|i| i.object_id);
+            batch.retain(|_| sample >= 1.0 || fastrand::f64() < sample);
+            Ok(last.map(|last| (last, batch)))
         }
-        Err(e) => return Err(e),
     };
-    let sha256 = whole.sha256_hex();
-    let md5 = whole.md5_hex();
-    let reason = if whole.len != item.size {
-        Some(format!(
-            "size {} at the destination, {} copied",
-            whole.len, item.size
-        ))
-    } else if sha256 != item.sha256 {
-        Some(format!(
-            "SHA-256 {sha256} at the destination, {} copied",
-            item.sha256
-        ))
-    } else if md5 != item.md5 {
-        Some(format!("MD5 {md5} at the destination, {} copied", item.md5))
-    } else if etag != item.dest_etag {
-        Some(format!(
-            "ETag {etag} at the destination, {} when copied",
-            item.dest_etag
-        ))
-    } else {
-        parts.err()
+    let work = |engine: Arc<Engine>, item: VerifyItem| async move {
+        engine.verify_and_record(&item).await
     };
-    Ok(Verification {
-        object_id: id,
-        ok: reason.is_none(),
-        reason,
-        size: Some(whole.len),
-        sha256: Some(sha256),
-        md5: Some(md5),
-    })
-}
-
-/// Streams a copy from the destination once: its ETag, its whole-object
-/// digests, and whether each part reads back with its recorded SHA-256.
-pub(crate) async fn read_copy(
-    engine: &Engine,
-    bucket: &str,
-    key: &str,
-    expected: Vec<ExpectedPart>,
-    what: &str,
-) -> Result<(String, Digests, Result<(), String>), CopyError> {
-    let got = engine
-        .destination
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        // The callers retry the whole read.
-        .customize()
-        .config_override(crate::store::no_sdk_retries())
-        .send()
+    engine
+        .drive(fetch, work, ("verify", totals), stop, grace)
         .await
-        .map_err(|e| StoreError::from_sdk(Side::Destination, what, e))?;
-    let etag = bare_etag(got.e_tag().unwrap_or_default()).to_owned();
-    let (whole, parts) = read_and_check(got.body, expected).await.map_err(|e| {
-        StoreError::new(
-            Side::Destination,
-            FailureKind::Unreachable,
-            what,
-            e.to_string(),
-        )
-    })?;
-    Ok((etag, whole, parts))
 }
 
 /// Parses `--sample`: "5%" or "0.05".

@@ -238,7 +238,7 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
         let o = set.iter().find(|o| &o.key == key).unwrap();
         let bytes = whole_bytes(o);
         let slice = &bytes[*offset as usize..(*offset + *length) as usize];
-        let d = ferry::copy::hashing::Digests::of(slice);
+        let d = ferry::hashing::Digests::of(slice);
         assert_eq!(
             (md5, sha256),
             (&d.md5_hex(), &d.sha256_hex()),

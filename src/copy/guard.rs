@@ -4,7 +4,7 @@
 
 use aws_sdk_s3::Client;
 
-use super::hashing::bare_etag;
+use crate::hashing::bare_etag;
 use crate::store::{FailureKind, Side, StoreError};
 
 /// What the destination holds under a key, compared with ferry's last copy.

@@ -6,25 +6,25 @@
 
 pub mod abort;
 pub mod guard;
-pub mod hashing;
 pub mod layout;
 pub mod metadata;
 mod multipart;
-pub mod scheduler;
+mod pool;
+pub mod readback;
+mod retry;
 mod single;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{OnConflict, TransferConfig};
+use crate::hashing;
 use crate::ledger::{self, CopyRecord, LedgerError, PassSummary, VerifyItem, WorkItem, Writer};
+use crate::limits::budget::Budget;
 use crate::store::{FailureKind, Side, StoreError};
-use scheduler::Budget;
 
 use crate::store::ATTEMPTS;
 /// How many times an object is read whole when its bytes hash to something
@@ -106,171 +106,6 @@ impl Engine {
         };
         let work = |engine: Arc<Engine>, item| async move { engine.copy_and_record(item).await };
         self.drive(fetch, work, ("copy", totals), stop, grace).await
-    }
-
-    /// Reads back every copied object of `bucket_ids` (with `again`, the
-    /// verified ones too), or a random `sample` fraction of them, and records
-    /// what it found.
-    pub async fn verify_pending(
-        self: &Arc<Self>,
-        bucket_ids: Vec<i64>,
-        again: bool,
-        sample: f64,
-        stop: &CancellationToken,
-        grace: Duration,
-    ) -> Result<PassSummary, LedgerError> {
-        let ids = bucket_ids.clone();
-        let states = if again {
-            "'copied', 'verified', 'mismatched'"
-        } else {
-            "'copied'"
-        };
-        let (objects, bytes) = self
-            .writer
-            .call(move |c| ledger::totals_in_states(c, &ids, states))
-            .await?;
-        let totals = (
-            (objects as f64 * sample.min(1.0)) as u64,
-            (bytes as f64 * sample.min(1.0)) as u64,
-        );
-        let writer = self.writer.clone();
-        let fetch = move |after_id| {
-            let (writer, ids) = (writer.clone(), bucket_ids.clone());
-            async move {
-                let mut batch = writer
-                    .call(move |c| ledger::verify_batch(c, &ids, again, after_id, BATCH))
-                    .await?;
-                let last = batch.last().map(|i| i.object_id);
-                batch.retain(|_| sample >= 1.0 || fastrand::f64() < sample);
-                Ok(last.map(|last| (last, batch)))
-            }
-        };
-        let work = |engine: Arc<Engine>, item: VerifyItem| async move {
-            engine.verify_and_record(&item).await
-        };
-        self.drive(fetch, work, ("verify", totals), stop, grace)
-            .await
-    }
-
-    /// The bounded pool: takes batches from `fetch` (the last id seen and the
-    /// items, or None when done) and runs `work` on each item, at most
-    /// `concurrency` at a time.
-    ///
-    /// When `stop` is cancelled no new item starts; items in flight get
-    /// `grace` to finish and are then dropped. A dropped copy keeps its
-    /// upload and acknowledged parts in the ledger and resumes next run.
-    async fn drive<I, Fetch, FetchFut, Work, WorkFut>(
-        self: &Arc<Self>,
-        mut fetch: Fetch,
-        work: Work,
-        (label, (objects, bytes)): (&str, (u64, u64)),
-        stop: &CancellationToken,
-        grace: Duration,
-    ) -> Result<PassSummary, LedgerError>
-    where
-        Fetch: FnMut(i64) -> FetchFut,
-        FetchFut: Future<Output = Result<Option<(i64, Vec<I>)>, LedgerError>>,
-        Work: Fn(Arc<Engine>, I) -> WorkFut,
-        WorkFut: Future<Output = Result<PassSummary, LedgerError>> + Send + 'static,
-    {
-        let mut summary = PassSummary::default();
-        let mut workers = JoinSet::new();
-        let mut after_id = 0;
-        crate::progress::pass_started(label, objects, bytes);
-        let mut finished = 0;
-        let mut settle = |summary: &mut PassSummary, done| {
-            tally(summary, done)?;
-            finished += 1;
-            crate::progress::objects_done(finished, objects);
-            Ok::<(), LedgerError>(())
-        };
-        'batches: while !stop.is_cancelled() {
-            let Some((last, batch)) = fetch(after_id).await? else {
-                break;
-            };
-            after_id = last;
-            for item in batch {
-                while workers.len() >= self.transfer.concurrency {
-                    tokio::select! {
-                        done = workers.join_next() => settle(&mut summary, done)?,
-                        _ = stop.cancelled() => break 'batches,
-                    }
-                }
-                let in_flight = crate::metrics::InFlight::object();
-                let job = work(self.clone(), item);
-                workers.spawn(async move {
-                    let _in_flight = in_flight;
-                    job.await
-                });
-            }
-        }
-        let mut deadline = None;
-        loop {
-            let next = if stop.is_cancelled() {
-                let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
-                match tokio::time::timeout_at(deadline, workers.join_next()).await {
-                    Ok(done) => done,
-                    Err(_) => {
-                        tracing::warn!(
-                            objects = workers.len(),
-                            "shutdown grace is over: dropping work in flight; it resumes on the next run"
-                        );
-                        workers.shutdown().await;
-                        break;
-                    }
-                }
-            } else {
-                tokio::select! {
-                    done = workers.join_next() => done,
-                    // A signal while the last objects run starts the grace period.
-                    _ = stop.cancelled() => continue,
-                }
-            };
-            match next {
-                Some(done) => settle(&mut summary, Some(done))?,
-                None => break,
-            }
-        }
-        crate::progress::pass_finished();
-        Ok(summary)
-    }
-
-    /// Reads one copy back and records the verdict.
-    async fn verify_and_record(&self, item: &VerifyItem) -> Result<PassSummary, LedgerError> {
-        let verdict = match crate::verify::verify_object(self, item).await {
-            Ok(v) => v,
-            Err(CopyError::Ledger(e)) => return Err(e),
-            // Could not read it (network, credentials): no verdict either way.
-            Err(CopyError::Store(e)) => {
-                tracing::warn!(bucket = %item.dest_bucket, key = %item.key, error = %e, "could not verify");
-                return Ok(PassSummary {
-                    objects_failed: 1,
-                    ..PassSummary::default()
-                });
-            }
-        };
-        let ok = verdict.ok;
-        if ok {
-            crate::metrics::verified(item.size);
-        } else {
-            crate::metrics::failed("mismatch");
-            tracing::warn!(bucket = %item.dest_bucket, key = %item.key, reason = ?verdict.reason, "mismatch");
-        }
-        self.writer
-            .call(move |c| ledger::record_verification(c, &verdict))
-            .await?;
-        Ok(if ok {
-            PassSummary {
-                objects_verified: 1,
-                bytes_verified: item.size,
-                ..PassSummary::default()
-            }
-        } else {
-            PassSummary {
-                objects_mismatched: 1,
-                ..PassSummary::default()
-            }
-        })
     }
 
     /// Copies one object and writes the outcome to the ledger. A source that
@@ -462,57 +297,6 @@ impl Engine {
             .call(move |c| ledger::record_new_version(c, id, size, &etag))
             .await?;
         Ok(newer)
-    }
-}
-
-fn tally(
-    summary: &mut PassSummary,
-    done: Option<Result<Result<PassSummary, LedgerError>, tokio::task::JoinError>>,
-) -> Result<(), LedgerError> {
-    match done {
-        None => {}
-        Some(Ok(Ok(one))) => summary.add(&one),
-        Some(Ok(Err(e))) => return Err(e),
-        // A worker panicked: a bug, but the object stays pending in the ledger.
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "a worker stopped unexpectedly");
-            summary.objects_failed += 1;
-        }
-    }
-    Ok(())
-}
-
-/// Runs `attempt` until it succeeds, fails in a way retrying cannot fix, or
-/// has been tried [`ATTEMPTS`] times. Backoff is exponential with jitter.
-/// Successes raise the requests in flight again after a store throttled
-/// (the clients' throttle watch lowers them).
-pub(crate) async fn with_retries<T, F, Fut>(
-    budget: &Budget,
-    what: &str,
-    mut attempt: F,
-) -> Result<T, CopyError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, CopyError>>,
-{
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let result = attempt().await;
-        if result.is_ok() {
-            budget.succeeded();
-        }
-        match result {
-            Err(CopyError::Store(e)) if e.kind.is_retryable() && tries < ATTEMPTS => {
-                let backoff = Duration::from_millis(200 * 2u64.pow(tries - 1));
-                let jitter =
-                    Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
-                tracing::debug!(what, tries, error = %e, "retrying");
-                crate::metrics::retried();
-                tokio::time::sleep(backoff + jitter).await;
-            }
-            other => return other,
-        }
     }
 }
 

@@ -16,15 +16,16 @@ use aws_smithy_types::body::SdkBody;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::abort::upload_gone;
-use super::hashing::{
-    bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher,
-};
 use super::layout::{self, Layout, Origin, PartPlan};
 use super::metadata::Metadata;
-use super::scheduler::Ticket;
+use super::retry::with_retries;
 use super::single::quoted;
-use super::{check_etag, check_source, copy_record, etag_is_md5, with_retries, CopyError, Engine};
+use super::{check_etag, check_source, copy_record, etag_is_md5, CopyError, Engine};
+use crate::hashing::{
+    bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher,
+};
 use crate::ledger::{self, CopyRecord, PartRecord, UploadRecord, WorkItem};
+use crate::limits::budget::Ticket;
 use crate::store::{FailureKind, Side, StoreError};
 
 /// The bytes of the budget a part that streams through takes: about what
@@ -569,7 +570,7 @@ async fn read_back(
         })
         .collect();
     let (_, whole, parts_ok) = with_retries(&engine.budget, &what, || {
-        crate::verify::read_copy(
+        super::readback::read_copy(
             engine,
             &item.dest_bucket,
             &item.key,

@@ -5,9 +5,10 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::hashing::Digests;
 use super::metadata::Metadata;
-use super::{check_etag, copy_record, with_retries, CopyError, Engine};
+use super::retry::with_retries;
+use super::{check_etag, copy_record, CopyError, Engine};
+use crate::hashing::Digests;
 use crate::ledger::{CopyRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError};
 

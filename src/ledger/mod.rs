@@ -466,7 +466,7 @@ pub fn etag_of_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<Opt
             b
         })
         .collect();
-    Ok(Some(crate::copy::hashing::multipart_etag(&raw)))
+    Ok(Some(crate::hashing::multipart_etag(&raw)))
 }
 
 /// The destination key holds what ferry did not write: touch nothing, say why.

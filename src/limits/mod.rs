@@ -4,6 +4,7 @@
 //! streamed GETs. `max_connections` caps the sockets themselves
 //! (see [`connections`]).
 
+pub mod budget;
 mod connections;
 
 use std::future::Future;

@@ -12,7 +12,7 @@ use rusqlite::params;
 
 use super::render::{Cell, Table};
 use crate::config::{BucketPair, Config};
-use crate::copy::hashing::bare_etag;
+use crate::hashing::bare_etag;
 use crate::ledger::{self, LedgerError};
 use crate::list::decode_key;
 use crate::store::{self, Side, StoreError};

@@ -1,0 +1,169 @@
+//! Reading a copy back: every byte of the destination object is streamed,
+//! hashed, and compared with what the ledger recorded when it was sent —
+//! whole object and part by part. Hetzner does not check the checksums it is
+//! sent, so this is ferry's proof that what arrived is still what was sent.
+//! It must not write to a store; its verdict goes to the ledger.
+
+use super::retry::with_retries;
+use super::{CopyError, Engine};
+use crate::hashing::{bare_etag, read_and_check, Digests, ExpectedPart};
+use crate::ledger::{self, LedgerError, PassSummary, Verification, VerifyItem};
+use crate::store::{FailureKind, Side, StoreError};
+
+/// Reads one copy back. A copy that is missing or differs is a verdict
+/// (`ok: false`, with the reason); only a read that cannot be done is an error.
+pub async fn read_back(engine: &Engine, item: &VerifyItem) -> Result<Verification, CopyError> {
+    let id = item.object_id;
+    let recorded = engine
+        .writer
+        .call(move |c| ledger::copied_parts(c, id))
+        .await?;
+    let expected: Vec<ExpectedPart> = if recorded.is_empty() {
+        vec![ExpectedPart {
+            number: 1,
+            length: item.size,
+            sha256: Some(item.sha256.clone()),
+        }]
+    } else {
+        recorded
+            .into_iter()
+            .map(|(number, length, sha256)| ExpectedPart {
+                number,
+                length,
+                sha256: Some(sha256),
+            })
+            .collect()
+    };
+    // A read holds no object in memory, only a request slot.
+    let _ticket = engine.budget.admit(0).await;
+    let what = format!("GetObject {}/{} (verify)", item.dest_bucket, item.key);
+    let read = with_retries(&engine.budget, &what, || {
+        read_copy(
+            engine,
+            &item.dest_bucket,
+            &item.key,
+            expected.clone(),
+            &what,
+        )
+    })
+    .await;
+    let (etag, whole, parts) = match read {
+        Ok(r) => r,
+        Err(CopyError::Store(e)) if e.kind == FailureKind::NoSuchKey => {
+            return Ok(Verification {
+                object_id: id,
+                ok: false,
+                reason: Some("missing at the destination".into()),
+                size: None,
+                sha256: None,
+                md5: None,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let sha256 = whole.sha256_hex();
+    let md5 = whole.md5_hex();
+    let reason = if whole.len != item.size {
+        Some(format!(
+            "size {} at the destination, {} copied",
+            whole.len, item.size
+        ))
+    } else if sha256 != item.sha256 {
+        Some(format!(
+            "SHA-256 {sha256} at the destination, {} copied",
+            item.sha256
+        ))
+    } else if md5 != item.md5 {
+        Some(format!("MD5 {md5} at the destination, {} copied", item.md5))
+    } else if etag != item.dest_etag {
+        Some(format!(
+            "ETag {etag} at the destination, {} when copied",
+            item.dest_etag
+        ))
+    } else {
+        parts.err()
+    };
+    Ok(Verification {
+        object_id: id,
+        ok: reason.is_none(),
+        reason,
+        size: Some(whole.len),
+        sha256: Some(sha256),
+        md5: Some(md5),
+    })
+}
+
+/// Streams a copy from the destination once: its ETag, its whole-object
+/// digests, and whether each part reads back with its recorded SHA-256.
+pub(crate) async fn read_copy(
+    engine: &Engine,
+    bucket: &str,
+    key: &str,
+    expected: Vec<ExpectedPart>,
+    what: &str,
+) -> Result<(String, Digests, Result<(), String>), CopyError> {
+    let got = engine
+        .destination
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        // The callers retry the whole read.
+        .customize()
+        .config_override(crate::store::no_sdk_retries())
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Destination, what, e))?;
+    let etag = bare_etag(got.e_tag().unwrap_or_default()).to_owned();
+    let (whole, parts) = read_and_check(got.body, expected).await.map_err(|e| {
+        StoreError::new(
+            Side::Destination,
+            FailureKind::Unreachable,
+            what,
+            e.to_string(),
+        )
+    })?;
+    Ok((etag, whole, parts))
+}
+
+impl Engine {
+    /// Reads one copy back and records the verdict.
+    pub(crate) async fn verify_and_record(
+        &self,
+        item: &VerifyItem,
+    ) -> Result<PassSummary, LedgerError> {
+        let verdict = match read_back(self, item).await {
+            Ok(v) => v,
+            Err(CopyError::Ledger(e)) => return Err(e),
+            // Could not read it (network, credentials): no verdict either way.
+            Err(CopyError::Store(e)) => {
+                tracing::warn!(bucket = %item.dest_bucket, key = %item.key, error = %e, "could not verify");
+                return Ok(PassSummary {
+                    objects_failed: 1,
+                    ..PassSummary::default()
+                });
+            }
+        };
+        let ok = verdict.ok;
+        if ok {
+            crate::metrics::verified(item.size);
+        } else {
+            crate::metrics::failed("mismatch");
+            tracing::warn!(bucket = %item.dest_bucket, key = %item.key, reason = ?verdict.reason, "mismatch");
+        }
+        self.writer
+            .call(move |c| ledger::record_verification(c, &verdict))
+            .await?;
+        Ok(if ok {
+            PassSummary {
+                objects_verified: 1,
+                bytes_verified: item.size,
+                ..PassSummary::default()
+            }
+        } else {
+            PassSummary {
+                objects_mismatched: 1,
+                ..PassSummary::default()
+            }
+        })
+    }
+}
