@@ -6,9 +6,8 @@
 
 pub mod abort;
 pub mod guard;
-pub mod layout;
 pub mod metadata;
-mod multipart;
+pub mod multipart;
 mod pool;
 pub mod readback;
 mod retry;
@@ -25,6 +24,7 @@ use crate::hashing;
 use crate::ledger::{self, CopyRecord, LedgerError, PassSummary, VerifyItem, WorkItem, Writer};
 use crate::limits::budget::Budget;
 use crate::store::{FailureKind, Side, StoreError};
+use multipart::layout;
 
 use crate::store::ATTEMPTS;
 /// How many times an object is read whole when its bytes hash to something

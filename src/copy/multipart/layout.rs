@@ -6,9 +6,9 @@
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::single::quoted;
-use super::{CopyError, Engine};
 use crate::config::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::copy::single::quoted;
+use crate::copy::{CopyError, Engine};
 use crate::ledger::WorkItem;
 use crate::store::{Side, StoreError};
 

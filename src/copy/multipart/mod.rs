@@ -1,0 +1,187 @@
+//! Objects at or above the multipart threshold, and every object that was a
+//! multipart upload at the source: learn the layout (`layout.rs`), resume
+//! what an earlier attempt left (`resume.rs`), send the rest (`send.rs`).
+//! A source multipart object keeps its own part boundaries, so the
+//! destination ETag equals the source ETag.
+
+pub mod layout;
+mod resume;
+mod send;
+
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+
+use crate::copy::metadata::Metadata;
+use crate::copy::single::quoted;
+use crate::copy::{etag_is_md5, CopyError, Engine};
+use crate::ledger::{self, CopyRecord, UploadRecord, WorkItem};
+use crate::store::{FailureKind, Side, StoreError};
+use layout::{Layout, Origin};
+use resume::{abort, previous_upload, reconcile, Reconciled};
+use send::{send_parts_and_complete, PartDone};
+
+pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
+    // If-Match: a source that changed since it was listed fails here, before
+    // any upload is started or resumed.
+    let head = head_source(engine, item).await?;
+    if let Some(previous) = previous_upload(engine, item).await? {
+        let layout = layout::plan(engine, item, &head, previous.part_size, false).await?;
+        match reconcile(engine, item, &previous, &layout).await? {
+            Reconciled::Completed(record) => return Ok(record),
+            Reconciled::Resume(kept) => {
+                return finish_or_relayout(engine, item, &previous, layout, kept, &head).await
+            }
+            Reconciled::Gone => {}
+        }
+    }
+    let layout = layout::plan(engine, item, &head, engine.transfer.part_size, false).await?;
+    let upload = start_upload(engine, item, &head, &layout).await?;
+    finish_or_relayout(engine, item, &upload, layout, Vec::new(), &head).await
+}
+
+/// A layout guessed from part 1 whose parts' MD5s do not make the source
+/// ETag was a wrong guess, not a corrupt source, until every part has been
+/// asked: the source is called corrupt only when the parts sent are its own.
+async fn finish_or_relayout(
+    engine: &Engine,
+    item: &WorkItem,
+    upload: &UploadRecord,
+    layout: Layout,
+    kept: Vec<PartDone>,
+    head: &HeadObjectOutput,
+) -> Result<CopyRecord, CopyError> {
+    match finish(engine, item, upload, &layout, kept, head).await {
+        Err(CopyError::Store(e))
+            if e.kind == FailureKind::SourceCorrupt && layout.origin == Origin::SourceGuessed =>
+        {
+            let exact = layout::plan(engine, item, head, layout.part_size(), true).await?;
+            if exact.parts == layout.parts {
+                return Err(e.into());
+            }
+            // `finish` aborted the upload: SourceCorrupt is not retryable.
+            tracing::info!(key = %item.key, parts = exact.parts.len(),
+                "the source's parts are not equal; copying again with its exact boundaries");
+            let upload = start_upload(engine, item, head, &exact).await?;
+            finish(engine, item, &upload, &exact, Vec::new(), head).await
+        }
+        other => other,
+    }
+}
+
+/// CreateMultipartUpload, with the id written to the ledger before any part.
+async fn start_upload(
+    engine: &Engine,
+    item: &WorkItem,
+    head: &HeadObjectOutput,
+    layout: &Layout,
+) -> Result<UploadRecord, CopyError> {
+    let id = item.object_id;
+    engine
+        .writer
+        .call(move |c| ledger::record_copying(c, id))
+        .await?;
+    let what = format!("CreateMultipartUpload {}/{}", item.dest_bucket, item.key);
+    let request = engine
+        .destination
+        .create_multipart_upload()
+        .bucket(&item.dest_bucket)
+        .key(&item.key);
+    let created = Metadata::from_head(head)
+        .onto_create(request)
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
+    let upload = UploadRecord {
+        object_id: item.object_id,
+        upload_id: created.upload_id().unwrap_or_default().to_owned(),
+        dest_bucket: item.dest_bucket.clone(),
+        key: item.key.clone(),
+        source_etag: item.source_etag.clone(),
+        part_size: layout.part_size(),
+    };
+    // Intent before action: the upload id is on disk before any part is sent.
+    let recorded = {
+        let upload = upload.clone();
+        engine
+            .writer
+            .call(move |c| ledger::record_upload_started(c, &upload))
+            .await
+    };
+    if let Err(e) = recorded {
+        // The ledger cannot write (a full disk): abort as best we can.
+        let _ = abort(engine, &upload).await;
+        return Err(e.into());
+    }
+    Ok(upload)
+}
+
+/// Sends what is missing and completes. On a failure that retrying can fix
+/// the upload stays (in the ledger and at the destination) for the next
+/// attempt to resume; on any other it is aborted, so nothing is left behind.
+async fn finish(
+    engine: &Engine,
+    item: &WorkItem,
+    upload: &UploadRecord,
+    layout: &Layout,
+    kept: Vec<PartDone>,
+    head: &HeadObjectOutput,
+) -> Result<CopyRecord, CopyError> {
+    let source_md5 = etag_is_md5(&item.source_etag, head.server_side_encryption());
+    match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept, source_md5).await {
+        Err(CopyError::Store(e)) if !e.kind.is_retryable() => {
+            abort(engine, upload).await?;
+            Err(e.into())
+        }
+        other => other,
+    }
+}
+
+/// HEAD of the source, If-Match the listed ETag; for a multipart source,
+/// of its part 1, whose length starts the search for its boundaries.
+async fn head_source(engine: &Engine, item: &WorkItem) -> Result<HeadObjectOutput, CopyError> {
+    let head = head_source_once(engine, item).await;
+    match head {
+        // A HEAD refusal has no body to say why: a 1-byte GET asks, so that
+        // an SSE-C object is skipped with its reason instead of failing.
+        Err(CopyError::Store(e)) if e.kind == FailureKind::Refused => {
+            let probe = engine
+                .source
+                .get_object()
+                .bucket(&item.source_bucket)
+                .key(&item.key)
+                .range("bytes=0-0")
+                .if_match(quoted(&item.source_etag))
+                .send()
+                .await;
+            match probe {
+                Err(p) => {
+                    let p = StoreError::from_sdk(Side::Source, &e.action, p);
+                    Err(if p.kind == FailureKind::CustomerKey {
+                        p
+                    } else {
+                        e
+                    }
+                    .into())
+                }
+                Ok(_) => Err(e.into()),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn head_source_once(engine: &Engine, item: &WorkItem) -> Result<HeadObjectOutput, CopyError> {
+    if layout::source_part_count(&item.source_etag).is_some() {
+        return layout::head_part(engine, item, 1).await;
+    }
+    let what = format!("HeadObject {}/{}", item.source_bucket, item.key);
+    let head = engine
+        .source
+        .head_object()
+        .bucket(&item.source_bucket)
+        .key(&item.key)
+        .if_match(quoted(&item.source_etag))
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+    Ok(head)
+}

@@ -1,0 +1,195 @@
+//! Resuming a multipart upload: what an earlier attempt left (in the ledger
+//! and at the destination), which of its parts still count, and aborting
+//! what must not stay. It must not send parts; `send.rs` does.
+
+use std::collections::HashMap;
+
+use super::layout::Layout;
+use super::send::{head_destination, read_back, PartDone};
+use crate::copy::abort::upload_gone;
+use crate::copy::{copy_record, CopyError, Engine};
+use crate::hashing::{bare_etag, multipart_etag};
+use crate::ledger::{self, CopyRecord, PartRecord, UploadRecord, WorkItem};
+use crate::store::{Side, StoreError};
+
+/// The upload an earlier attempt left for this very source version, if any.
+/// Uploads of an older version are aborted: parts of two versions are never
+/// stitched together.
+pub(super) async fn previous_upload(
+    engine: &Engine,
+    item: &WorkItem,
+) -> Result<Option<UploadRecord>, CopyError> {
+    let id = item.object_id;
+    match engine
+        .writer
+        .call(move |c| ledger::upload_of(c, id))
+        .await?
+    {
+        Some(previous) if previous.source_etag == item.source_etag => Ok(Some(previous)),
+        Some(stale) => {
+            tracing::info!(key = %item.key, upload_id = %stale.upload_id, "aborting the upload of an older source version");
+            abort(engine, &stale).await?;
+            Ok(None)
+        }
+        None => {
+            if item.was_copying {
+                abort_unrecorded_uploads(engine, item).await?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+pub(super) enum Reconciled {
+    /// CompleteMultipartUpload had succeeded; only the ledger had not heard.
+    Completed(CopyRecord),
+    /// The upload is alive: these parts arrived and need not be sent again.
+    Resume(Vec<PartDone>),
+    /// The upload is gone; start again.
+    Gone,
+}
+
+/// The destination is the truth about what arrived, the ledger about what
+/// was meant: a part counts as sent only when both agree on it.
+pub(super) async fn reconcile(
+    engine: &Engine,
+    item: &WorkItem,
+    upload: &UploadRecord,
+    layout: &Layout,
+) -> Result<Reconciled, CopyError> {
+    let (id, upload_id) = (item.object_id, upload.upload_id.clone());
+    let recorded = engine
+        .writer
+        .call(move |c| ledger::parts_of(c, id, &upload_id))
+        .await?;
+    let in_layout = |p: &PartRecord| {
+        layout
+            .parts
+            .get(p.part_number as usize - 1)
+            .is_some_and(|plan| plan.offset == p.offset && plan.length == p.length)
+    };
+    match list_parts(engine, upload).await {
+        Ok(arrived) => {
+            let kept: Vec<PartDone> = recorded
+                .iter()
+                .filter(|p| {
+                    in_layout(p) && arrived.get(&p.part_number) == Some(&(p.etag.clone(), p.length))
+                })
+                .map(PartDone::from_record)
+                .collect();
+            tracing::info!(key = %item.key, upload_id = %upload.upload_id, parts_kept = kept.len(),
+                parts = layout.parts.len(), "resuming a multipart upload");
+            Ok(Reconciled::Resume(kept))
+        }
+        Err(e) if upload_gone(&e) => {
+            if recorded.len() == layout.parts.len() && recorded.iter().all(in_layout) {
+                if let Some(record) = completed_unrecorded(engine, item, layout, &recorded).await? {
+                    return Ok(Reconciled::Completed(record));
+                }
+            }
+            tracing::info!(key = %item.key, upload_id = %upload.upload_id, "the upload is gone; starting the object again");
+            engine
+                .writer
+                .call(move |c| ledger::forget_upload(c, id))
+                .await?;
+            Ok(Reconciled::Gone)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every part the destination holds for an upload: number → (ETag, size).
+pub(super) async fn list_parts(
+    engine: &Engine,
+    upload: &UploadRecord,
+) -> Result<HashMap<u32, (String, u64)>, StoreError> {
+    let mut arrived = HashMap::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = engine
+            .destination
+            .list_parts()
+            .bucket(&upload.dest_bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .set_part_number_marker(marker.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::from_sdk(
+                    Side::Destination,
+                    format!("ListParts {}/{}", upload.dest_bucket, upload.key),
+                    e,
+                )
+            })?;
+        for p in page.parts() {
+            if let Some(n) = p.part_number() {
+                let etag = bare_etag(p.e_tag().unwrap_or_default()).to_owned();
+                arrived.insert(n as u32, (etag, p.size().unwrap_or(0).max(0) as u64));
+            }
+        }
+        marker = page.next_part_number_marker().map(str::to_owned);
+        if !page.is_truncated().unwrap_or(false) || marker.is_none() {
+            return Ok(arrived);
+        }
+    }
+}
+
+/// The upload is gone but every part was acknowledged: if the destination
+/// holds the object with the size and ETag those parts make, the earlier
+/// CompleteMultipartUpload succeeded.
+pub(super) async fn completed_unrecorded(
+    engine: &Engine,
+    item: &WorkItem,
+    layout: &Layout,
+    recorded: &[PartRecord],
+) -> Result<Option<CopyRecord>, CopyError> {
+    let parts: Vec<PartDone> = recorded.iter().map(PartDone::from_record).collect();
+    let expected = multipart_etag(&parts.iter().map(|p| p.md5).collect::<Vec<_>>());
+    let Ok((size, etag)) = head_destination(engine, item, "HeadObject").await else {
+        return Ok(None);
+    };
+    if size != item.size as i64 || etag != expected {
+        return Ok(None);
+    }
+    tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
+    let whole = read_back(engine, item, &layout.parts, &parts).await?;
+    Ok(Some(copy_record(item, expected, &whole, Some(layout))))
+}
+
+/// An attempt that was cut off between CreateMultipartUpload and writing its
+/// id may have left an upload the ledger never heard of: abort every upload
+/// of this key at the destination (the key is ferry's to write).
+pub(super) async fn abort_unrecorded_uploads(
+    engine: &Engine,
+    item: &WorkItem,
+) -> Result<(), CopyError> {
+    let listed =
+        crate::cleanup::incomplete_uploads_under(&engine.destination, &item.dest_bucket, &item.key)
+            .await?;
+    for u in listed.iter().filter(|u| u.key == item.key) {
+        tracing::info!(key = %item.key, upload_id = %u.upload_id, "aborting an upload left by a cut-off attempt");
+        crate::copy::abort::abort_upload(
+            &engine.destination,
+            &engine.writer,
+            &u.bucket,
+            &u.key,
+            &u.upload_id,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Aborts one of ferry's uploads; one the store would not abort is kept in
+/// the ledger and tried again every pass.
+pub(super) async fn abort(engine: &Engine, upload: &UploadRecord) -> Result<bool, CopyError> {
+    Ok(crate::copy::abort::abort_upload(
+        &engine.destination,
+        &engine.writer,
+        &upload.dest_bucket,
+        &upload.key,
+        &upload.upload_id,
+    )
+    .await?)
+}

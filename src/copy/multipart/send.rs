@@ -1,0 +1,392 @@
+//! Sending parts: each part is a ranged GET (If-Match the listed ETag)
+//! streamed into UploadPart and hashed on the way, then
+//! CompleteMultipartUpload, confirmed by HEAD when the store is vague.
+//! It must not decide the layout or resume; `layout.rs` and `resume.rs` do.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_smithy_types::body::SdkBody;
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::layout::{Layout, Origin, PartPlan};
+use crate::copy::abort::upload_gone;
+use crate::copy::retry::with_retries;
+use crate::copy::single::quoted;
+use crate::copy::{check_etag, check_source, copy_record, CopyError, Engine};
+use crate::hashing::{
+    bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher,
+};
+use crate::ledger::{self, CopyRecord, PartRecord, WorkItem};
+use crate::limits::budget::Ticket;
+use crate::store::{FailureKind, Side, StoreError};
+
+/// The bytes of the budget a part that streams through takes: about what
+/// the HTTP client buffers between the GET and the PUT.
+const STREAM_WINDOW: u64 = 1 << 20;
+
+pub(super) struct PartDone {
+    pub(super) number: u32,
+    pub(super) etag: String,
+    pub(super) md5: [u8; 16],
+    pub(super) sha256: String,
+}
+
+impl PartDone {
+    pub(super) fn from_record(p: &PartRecord) -> PartDone {
+        let mut md5 = [0u8; 16];
+        // The ledger only ever holds MD5s ferry computed; a bad one makes the
+        // Complete ETag check fail, which is a retry, never a success.
+        let _ = hex::decode_to_slice(&p.md5, &mut md5);
+        PartDone {
+            number: p.part_number,
+            etag: p.etag.clone(),
+            md5,
+            sha256: p.sha256.clone(),
+        }
+    }
+}
+
+pub(super) async fn send_parts_and_complete(
+    engine: &Engine,
+    item: &WorkItem,
+    upload_id: &str,
+    layout: &Layout,
+    kept: Vec<PartDone>,
+    source_md5: bool,
+) -> Result<CopyRecord, CopyError> {
+    let plan = &layout.parts;
+    // A fresh upload hashes the whole object as the parts pass, holding each
+    // part's bytes until the parts before it are hashed: so only when several
+    // parts fit the byte budget. Larger parts stream through, taking a small
+    // window of the budget, and are never held whole; such an object, and a
+    // resumed one (the kept parts' bytes are gone), is read back once
+    // completed for its whole-object digests.
+    let hash_in_flight =
+        kept.is_empty() && layout.part_size() <= engine.transfer.max_bytes_in_flight / 4;
+    let hasher = hash_in_flight.then(|| Arc::new(OrderedHasher::new(1)));
+    let admitted = |length: u64| {
+        if hash_in_flight {
+            length
+        } else {
+            length.min(STREAM_WINDOW)
+        }
+    };
+    let kept_numbers: HashSet<u32> = kept.iter().map(|p| p.number).collect();
+    let bar = crate::progress::ObjectBar::new(&item.key, plan.len() as u64);
+    let length_of = |number: u32| plan.get(number as usize - 1).map_or(0, |p| p.length);
+    kept.iter().for_each(|p| bar.part_done(length_of(p.number)));
+    let mut done = kept;
+    let mut running = FuturesUnordered::new();
+    for &part in plan.iter().filter(|p| !kept_numbers.contains(&p.number)) {
+        // Parts are admitted in order, so an earlier part is always running
+        // before a later one waits on it to feed the whole-object hash.
+        let ticket = loop {
+            tokio::select! {
+                biased;
+                Some(finished) = running.next() => {
+                    let finished: PartDone = finished?;
+                    bar.part_done(length_of(finished.number));
+                    done.push(finished);
+                }
+                ticket = engine.budget.admit(admitted(part.length)) => break ticket,
+            }
+        };
+        running.push(send_part(
+            engine,
+            item,
+            upload_id,
+            part,
+            ticket,
+            hasher.clone(),
+        ));
+    }
+    while let Some(finished) = running.next().await {
+        let finished = finished?;
+        bar.part_done(length_of(finished.number));
+        done.push(finished);
+    }
+    drop(running);
+    done.sort_by_key(|p| p.number);
+
+    // Before anything becomes visible: do the bytes read hash to what the
+    // source says they are? Its ETag is the MD5 of the parts' MD5s for a
+    // multipart source copied with its own boundaries, the plain MD5 for an
+    // unencrypted single-part one. Any other source ETag proves nothing.
+    let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
+    let sent_etag = multipart_etag(&md5s);
+    let whole = hasher.map(|h| {
+        Arc::try_unwrap(h)
+            .ok()
+            .expect("all parts finished")
+            .finish()
+    });
+    let proved_at_source = if layout.keeps_source_etag() {
+        check_source(item, &sent_etag)?;
+        true
+    } else if let (Origin::Own, true, Some(whole)) = (&layout.origin, source_md5, &whole) {
+        check_source(item, &whole.md5_hex())?;
+        true
+    } else {
+        false
+    };
+
+    let what = format!("CompleteMultipartUpload {}/{}", item.dest_bucket, item.key);
+    let parts = done
+        .iter()
+        .map(|p| {
+            CompletedPart::builder()
+                .part_number(p.number as i32)
+                .e_tag(quoted(&p.etag))
+                .build()
+        })
+        .collect();
+    let completed = engine
+        .destination
+        .complete_multipart_upload()
+        .bucket(&item.dest_bucket)
+        .key(&item.key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .map(|done| done.e_tag().map(str::to_owned))
+        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e));
+    let answered = match completed {
+        // A Complete that succeeded but whose answer was lost, then retried,
+        // hears NoSuchUpload: the object itself says whether it is there.
+        Err(e) if upload_gone(&e) => None,
+        other => other?,
+    };
+    let etag = match answered.as_deref().map(bare_etag).filter(|e| !e.is_empty()) {
+        Some(_) => check_etag(&what, &sent_etag, answered.as_deref())?,
+        // Ceph RGW answers Complete with an empty ETag: ask the object itself.
+        None => confirm_completed(engine, item, &sent_etag, &what).await?,
+    };
+    // Bytes no source ETag could prove are proved by reading the copy back,
+    // even when the read-back after each copy is switched off.
+    let whole = match whole {
+        Some(whole) if proved_at_source || engine.transfer.verify_after_copy => whole,
+        _ => read_back(engine, item, plan, &done).await?,
+    };
+    // A single-part source sent in parts too large to hash in flight: its
+    // MD5 can be checked only now. A wrong one is copied again from the start.
+    if !proved_at_source && layout.origin == Origin::Own && source_md5 {
+        check_source(item, &whole.md5_hex())?;
+    }
+    if let Some(why) = layout.etag_note() {
+        tracing::info!(key = %item.key, source_etag = %item.source_etag, dest_etag = %etag, why = %why,
+            "the destination ETag differs from the source's");
+    }
+    Ok(copy_record(item, etag, &whole, Some(layout)))
+}
+
+/// What the destination holds under the item's key: its size and bare ETag.
+pub(super) async fn head_destination(
+    engine: &Engine,
+    item: &WorkItem,
+    what: &str,
+) -> Result<(i64, String), StoreError> {
+    let head = engine
+        .destination
+        .head_object()
+        .bucket(&item.dest_bucket)
+        .key(&item.key)
+        .send()
+        .await
+        .map_err(|e| {
+            StoreError::from_sdk(
+                Side::Destination,
+                format!("{what} {}/{}", item.dest_bucket, item.key),
+                e,
+            )
+        })?;
+    let etag = bare_etag(head.e_tag().unwrap_or_default()).to_owned();
+    Ok((head.content_length().unwrap_or(-1), etag))
+}
+
+/// A Complete that answered no ETag (or NoSuchUpload, after a retry) is
+/// confirmed by HEAD: the object must have the size and the ETag that the
+/// parts sent make.
+pub(super) async fn confirm_completed(
+    engine: &Engine,
+    item: &WorkItem,
+    sent_etag: &str,
+    what: &str,
+) -> Result<String, CopyError> {
+    let (size, etag) = head_destination(engine, item, &format!("HeadObject after {what}")).await?;
+    if etag == sent_etag && size == item.size as i64 {
+        return Ok(etag);
+    }
+    Err(StoreError::new(
+        Side::Destination,
+        FailureKind::Corrupt,
+        what,
+        format!(
+            "CompleteMultipartUpload confirmed no ETag, and the destination holds {size} bytes with ETag {etag:?}; the parts sent make {} bytes with ETag {sent_etag}",
+            item.size
+        ),
+    )
+    .into())
+}
+
+pub(super) async fn send_part(
+    engine: &Engine,
+    item: &WorkItem,
+    upload_id: &str,
+    part: PartPlan,
+    ticket: Ticket,
+    hasher: Option<Arc<OrderedHasher>>,
+) -> Result<PartDone, CopyError> {
+    let what = format!(
+        "part {} of {}/{}",
+        part.number, item.source_bucket, item.key
+    );
+    let keep = hasher.is_some();
+    let _in_flight = crate::metrics::InFlight::part();
+    let (digests, chunks, etag) = with_retries(&engine.budget, &what, || {
+        send_part_once(engine, item, upload_id, part, keep)
+    })
+    .await?;
+    let record = PartRecord {
+        object_id: item.object_id,
+        upload_id: upload_id.to_owned(),
+        part_number: part.number,
+        offset: part.offset,
+        length: part.length,
+        etag: etag.clone(),
+        md5: digests.md5_hex(),
+        sha256: digests.sha256_hex(),
+    };
+    // Completion after acknowledgement: recorded only once the store took it.
+    engine
+        .writer
+        .call(move |c| ledger::record_part(c, &record))
+        .await?;
+    if let Some(hasher) = hasher {
+        hasher.feed(part.number, chunks).await;
+    }
+    drop(ticket);
+    Ok(PartDone {
+        number: part.number,
+        etag,
+        md5: digests.md5,
+        sha256: digests.sha256_hex(),
+    })
+}
+
+/// Streams the completed object back from the destination: its whole-object
+/// digests, and each part's SHA-256 checked against the one recorded when
+/// the part was sent.
+pub(super) async fn read_back(
+    engine: &Engine,
+    item: &WorkItem,
+    layout: &[PartPlan],
+    parts: &[PartDone],
+) -> Result<Digests, CopyError> {
+    let what = format!("GetObject {}/{} (read back)", item.dest_bucket, item.key);
+    let sha_of: HashMap<u32, &str> = parts
+        .iter()
+        .map(|p| (p.number, p.sha256.as_str()))
+        .collect();
+    let expected: Vec<ExpectedPart> = layout
+        .iter()
+        .map(|p| ExpectedPart {
+            number: p.number,
+            length: p.length,
+            sha256: sha_of.get(&p.number).map(|s| s.to_string()),
+        })
+        .collect();
+    let (_, whole, parts_ok) = with_retries(&engine.budget, &what, || {
+        crate::copy::readback::read_copy(
+            engine,
+            &item.dest_bucket,
+            &item.key,
+            expected.clone(),
+            &what,
+        )
+    })
+    .await?;
+    parts_ok.map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
+    Ok(whole)
+}
+
+pub(super) async fn send_part_once(
+    engine: &Engine,
+    item: &WorkItem,
+    upload_id: &str,
+    part: PartPlan,
+    keep_chunks: bool,
+) -> Result<(Digests, Vec<bytes::Bytes>, String), CopyError> {
+    let source_body = if part.length == 0 {
+        ByteStream::new(SdkBody::empty())
+    } else {
+        let what = format!(
+            "GetObject {}/{} bytes {}+{}",
+            item.source_bucket, item.key, part.offset, part.length
+        );
+        let got = engine
+            .source
+            .get_object()
+            .bucket(&item.source_bucket)
+            .key(&item.key)
+            .range(format!(
+                "bytes={}-{}",
+                part.offset,
+                part.offset + part.length - 1
+            ))
+            .if_match(quoted(&item.source_etag))
+            .customize()
+            .config_override(crate::store::no_sdk_retries())
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+        if got.content_length() != Some(part.length as i64) {
+            return Err(StoreError::new(
+                Side::Source,
+                FailureKind::Corrupt,
+                &what,
+                format!("the source answered {:?} bytes", got.content_length()),
+            )
+            .into());
+        }
+        got.body
+    };
+    let (body, tap) = HashingBody::new(source_body, part.length, keep_chunks);
+    let what = format!(
+        "UploadPart {} of {}/{}",
+        part.number, item.dest_bucket, item.key
+    );
+    let put = engine
+        .destination
+        .upload_part()
+        .bucket(&item.dest_bucket)
+        .key(&item.key)
+        .upload_id(upload_id)
+        .part_number(part.number as i32)
+        .content_length(part.length as i64)
+        .body(ByteStream::new(SdkBody::from_body_1_x(body)))
+        .customize()
+        .config_override(crate::store::no_sdk_retries())
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
+    let (digests, chunks) = std::mem::take(&mut *tap.lock().expect("tap lock")).finish();
+    if digests.len != part.length {
+        return Err(StoreError::new(
+            Side::Source,
+            FailureKind::Corrupt,
+            &what,
+            format!("sent {} bytes, expected {}", digests.len, part.length),
+        )
+        .into());
+    }
+    let etag = check_etag(&what, &digests.md5_hex(), put.e_tag())?;
+    Ok((digests, chunks, etag))
+}
