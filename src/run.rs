@@ -8,7 +8,7 @@ use bytesize::ByteSize;
 
 use crate::config::{Config, OnConflict};
 use crate::copy::{abort, guard, Engine};
-use crate::ledger::{self, LedgerError, PassSummary, Writer};
+use crate::ledger::{self, LedgerError, PassSummary, State, Writer};
 use crate::list::{self, ListError};
 use crate::store::{self, Side, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -311,14 +311,14 @@ impl Runner {
             .call(move |c| ledger::finish_pass(c, pass_id, &summary))
             .await?;
         report.failed = writer
-            .call(|c| ledger::objects_in_state(c, "failed", FAILED_SHOWN))
+            .call(|c| ledger::objects_in_state(c, State::Failed, FAILED_SHOWN))
             .await?;
         let mismatched = writer
-            .call(|c| ledger::objects_in_state(c, "mismatched", FAILED_SHOWN))
+            .call(|c| ledger::objects_in_state(c, State::Mismatched, FAILED_SHOWN))
             .await?;
         report.failed.extend(mismatched);
         report.conflicts = writer
-            .call(|c| ledger::objects_in_state(c, "conflict", FAILED_SHOWN))
+            .call(|c| ledger::objects_in_state(c, State::Conflict, FAILED_SHOWN))
             .await?;
         report.took = started.elapsed();
         let backlog = writer.call(|c| ledger::bucket_status(c)).await?;
@@ -472,7 +472,7 @@ impl Runner {
         .await?;
         let writer = &self.engine.writer;
         let mismatched = writer
-            .call(|c| ledger::objects_in_state(c, "mismatched", FAILED_SHOWN))
+            .call(|c| ledger::objects_in_state(c, State::Mismatched, FAILED_SHOWN))
             .await?;
         let requeued = if options.recopy {
             writer.call(|c| ledger::requeue_mismatched(c)).await?

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::copy::Engine;
-use crate::ledger::{self, LedgerError, PassSummary, VerifyItem};
+use crate::ledger::{self, LedgerError, PassSummary, State, VerifyItem};
 
 /// How many copied objects are read from the ledger at a time.
 const BATCH: usize = 512;
@@ -24,11 +24,7 @@ pub async fn verify_pending(
     grace: Duration,
 ) -> Result<PassSummary, LedgerError> {
     let ids = bucket_ids.clone();
-    let states = if again {
-        "'copied', 'verified', 'mismatched'"
-    } else {
-        "'copied'"
-    };
+    let states = State::to_read_back(again);
     let (objects, bytes) = engine
         .writer
         .call(move |c| ledger::totals_in_states(c, &ids, states))

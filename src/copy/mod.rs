@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{OnConflict, TransferConfig};
 use crate::hashing;
-use crate::ledger::{self, CopyRecord, LedgerError, PassSummary, VerifyItem, WorkItem, Writer};
+use crate::ledger::{
+    self, CopyRecord, LedgerError, PassSummary, State, VerifyItem, WorkItem, Writer,
+};
 use crate::limits::budget::Budget;
 use crate::store::{FailureKind, Side, StoreError};
 use multipart::layout;
@@ -92,7 +94,7 @@ impl Engine {
         let ids = bucket_ids.clone();
         let totals = self
             .writer
-            .call(move |c| ledger::totals_in_states(c, &ids, "'listed', 'copying'"))
+            .call(move |c| ledger::totals_in_states(c, &ids, State::PENDING))
             .await?;
         let writer = self.writer.clone();
         let fetch = move |after_id| {

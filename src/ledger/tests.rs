@@ -266,7 +266,7 @@ fn failed_objects_are_named_and_requeued_next_pass() {
     let id = pending_batch(&conn, &[b], 0, 1).unwrap()[0].object_id;
     record_failed(&conn, id, "destination PutObject: AccessDenied").unwrap();
     assert_eq!(
-        objects_in_state(&conn, "failed", 10).unwrap(),
+        objects_in_state(&conn, State::Failed, 10).unwrap(),
         vec![(
             "onix".into(),
             "x.xml".into(),

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
 use super::render::{Cell, Table};
 use crate::config::BucketPair;
+use crate::ledger;
 
 /// Hetzner Object Storage limits and billing that change a plan.
 const HETZNER_MAX_OBJECT: u64 = 5_000_000_000_000; // 5 TB
@@ -64,17 +65,8 @@ fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketP
         huge: 0,
     };
     // One streaming pass over the rows: memory holds counters, not keys.
-    let mut stmt = conn.prepare(
-        "SELECT o.key, o.size, o.source_etag, COALESCE(o.storage_class, 'STANDARD')
-         FROM objects o JOIN buckets b ON b.id = o.bucket_id
-         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
-    )?;
-    let mut rows = stmt.query(params![pair.source, pair.destination, pair.prefix])?;
-    while let Some(r) = rows.next()? {
-        let key: String = r.get(0)?;
-        let size = r.get::<_, i64>(1)? as u64;
-        let etag: String = r.get(2)?;
-        let class: String = r.get(3)?;
+    ledger::for_each_object(conn, pair_key(pair), |row| {
+        let (key, size) = (row.key, row.size);
         plan.objects += 1;
         plan.bytes += size;
         let slot = SIZE_CLASSES
@@ -82,10 +74,10 @@ fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketP
             .position(|(_, limit)| size < *limit)
             .unwrap_or(5);
         plan.histogram[slot] += 1;
-        if etag.contains('-') {
+        if row.source_etag.contains('-') {
             plan.multipart += 1;
         }
-        let entry = plan.classes.entry(class).or_default();
+        let entry = plan.classes.entry(row.storage_class).or_default();
         entry.0 += 1;
         entry.1 += size;
         let ext = key
@@ -105,7 +97,7 @@ fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketP
         if size > HETZNER_MAX_OBJECT {
             plan.huge += 1;
         }
-    }
+    })?;
     Ok(plan)
 }
 
@@ -121,19 +113,16 @@ fn gb(bytes: u64) -> f64 {
 /// Whether every pair has a complete listing in the ledger.
 pub fn all_listed(conn: &Connection, pairs: &[BucketPair]) -> rusqlite::Result<bool> {
     for p in pairs {
-        let listed: Option<bool> = conn
-            .query_row(
-                "SELECT listed_pass IS NOT NULL AND list_cursor IS NULL FROM buckets
-                 WHERE source = ?1 AND destination = ?2 AND prefix = ?3",
-                params![p.source, p.destination, p.prefix],
-                |r| r.get(0),
-            )
-            .ok();
-        if listed != Some(true) {
+        if !ledger::listing_complete(conn, pair_key(p))? {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The ledger's name for a bucket pair.
+fn pair_key(p: &BucketPair) -> (&str, &str, &str) {
+    (&p.source, &p.destination, &p.prefix)
 }
 
 /// The plan for `pairs`, as tables: per bucket, the largest objects, the
@@ -256,16 +245,8 @@ pub fn plan_tables(
     }
 
     let mut largest = Table::new("largest", vec!["bucket", "key", "bytes"]);
-    let mut stmt = conn.prepare(
-        "SELECT o.key, o.size FROM objects o JOIN buckets b ON b.id = o.bucket_id
-         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 ORDER BY o.size DESC, o.key LIMIT 5",
-    )?;
     for p in pairs {
-        let rows = stmt.query_map(params![p.source, p.destination, p.prefix], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-        })?;
-        for row in rows {
-            let (key, size) = row?;
+        for (key, size) in ledger::largest(conn, pair_key(p), 5)? {
             largest.push(vec![
                 p.source.as_str().into(),
                 key.into(),

@@ -8,12 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use aws_sdk_s3::Client;
-use rusqlite::params;
 
 use super::render::{Cell, Table};
-use crate::config::{BucketPair, Config};
+use crate::config::Config;
 use crate::hashing::bare_etag;
-use crate::ledger::{self, LedgerError};
+use crate::ledger::{self, KeyRecord, LedgerError, State};
 use crate::list::decode_key;
 use crate::store::{self, Side, StoreError};
 
@@ -143,17 +142,6 @@ impl Reconciliation {
     }
 }
 
-/// What the ledger says of one key.
-#[derive(Clone, Debug)]
-struct LedgerRow {
-    state: String,
-    source_etag: String,
-    reason: Option<String>,
-    /// From the copy: the source version it was made from, and the ETag it got.
-    copied_from: Option<String>,
-    dest_etag: Option<String>,
-}
-
 /// Lists both stores and reconciles them with `ledgers`. With `fast`, the
 /// ledgers' verification results are not used: size and ETag decide.
 pub async fn reconcile(
@@ -171,7 +159,10 @@ pub async fn reconcile(
     for pair in &config.buckets {
         let mut rows = BTreeMap::new();
         for conn in &conns {
-            rows.extend(ledger_rows(conn, pair).map_err(LedgerError::from)?);
+            rows.extend(
+                ledger::key_records(conn, (&pair.source, &pair.destination, &pair.prefix))
+                    .map_err(LedgerError::from)?,
+            );
         }
         let at_source = listing(&source, Side::Source, &pair.source, &pair.prefix).await?;
         let at_dest = listing(
@@ -214,10 +205,10 @@ pub async fn reconcile(
 fn classify(
     src: Option<&(u64, String)>,
     dst: Option<&(u64, String)>,
-    row: Option<&LedgerRow>,
+    row: Option<&KeyRecord>,
     fast: bool,
 ) -> (Class, String) {
-    if let Some(r) = row.filter(|r| r.state == "conflict") {
+    if let Some(r) = row.filter(|r| r.state == State::Conflict) {
         return (Class::Conflict, r.reason.clone().unwrap_or_default());
     }
     let Some((src_size, src_etag)) = src else {
@@ -234,9 +225,9 @@ fn classify(
         };
     };
     if let Some(r) = row {
-        match r.state.as_str() {
-            "skipped" => return (Class::Skipped, r.reason.clone().unwrap_or_default()),
-            "failed" => return (Class::Failed, r.reason.clone().unwrap_or_default()),
+        match r.state {
+            State::Skipped => return (Class::Skipped, r.reason.clone().unwrap_or_default()),
+            State::Failed => return (Class::Failed, r.reason.clone().unwrap_or_default()),
             _ => {}
         }
     }
@@ -265,10 +256,9 @@ fn classify(
                 format!("the destination holds {dst_size} bytes with ETag {dst_etag}; the copy made {src_size} bytes with ETag {copied_etag}"),
             );
         }
-        let state = row.map(|r| r.state.as_str()).unwrap_or_default();
-        return match (fast, state) {
-            (false, "verified") => (Class::Verified, String::new()),
-            (false, "mismatched") => (
+        return match (fast, row.map(|r| r.state)) {
+            (false, Some(State::Verified)) => (Class::Verified, String::new()),
+            (false, Some(State::Mismatched)) => (
                 Class::Mismatched,
                 row.and_then(|r| r.reason.clone()).unwrap_or_default(),
             ),
@@ -286,30 +276,6 @@ fn classify(
     } else {
         (Class::Mismatched, format!("the destination holds {dst_size} bytes with ETag {dst_etag}; the source {src_size} with {src_etag}"))
     }
-}
-
-fn ledger_rows(
-    conn: &rusqlite::Connection,
-    pair: &BucketPair,
-) -> rusqlite::Result<Vec<(String, LedgerRow)>> {
-    let mut stmt = conn.prepare(
-        "SELECT o.key, o.state, o.source_etag, o.last_error, c.source_etag, c.dest_etag
-         FROM objects o JOIN buckets b ON b.id = o.bucket_id LEFT JOIN copies c ON c.object_id = o.id
-         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
-    )?;
-    let rows = stmt.query_map(params![pair.source, pair.destination, pair.prefix], |r| {
-        Ok((
-            r.get(0)?,
-            LedgerRow {
-                state: r.get(1)?,
-                source_etag: r.get(2)?,
-                reason: r.get(3)?,
-                copied_from: r.get(4)?,
-                dest_etag: r.get(5)?,
-            },
-        ))
-    })?;
-    rows.collect()
 }
 
 /// key → (size, bare ETag) for every object under `prefix`.
@@ -347,9 +313,9 @@ pub async fn listing(
 mod tests {
     use super::*;
 
-    fn row(state: &str, etag: &str, copied: Option<(&str, &str)>) -> LedgerRow {
-        LedgerRow {
-            state: state.into(),
+    fn row(state: &str, etag: &str, copied: Option<(&str, &str)>) -> KeyRecord {
+        KeyRecord {
+            state: State::parse(state).unwrap(),
             source_etag: etag.into(),
             reason: Some("why".into()),
             copied_from: copied.map(|c| c.0.into()),
@@ -363,7 +329,7 @@ mod tests {
         let d_same = (10, "e1".to_string());
         let d_other = (10, "zz".to_string());
         let verified = row("verified", "e1", Some(("e1", "e1")));
-        let c = |src, dst, r: Option<&LedgerRow>, fast| classify(src, dst, r, fast).0;
+        let c = |src, dst, r: Option<&KeyRecord>, fast| classify(src, dst, r, fast).0;
         assert_eq!(
             c(Some(&s), Some(&d_same), Some(&verified), false),
             Class::Verified

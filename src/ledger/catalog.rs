@@ -1,0 +1,116 @@
+//! Reads for `plan` and `report`: a bucket pair's objects as the ledger
+//! holds them, streamed row by row. It must not write.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::State;
+
+/// One object as the last listing saw it.
+#[derive(Clone, Debug)]
+pub struct CatalogRow {
+    pub key: String,
+    pub size: u64,
+    pub source_etag: String,
+    /// `STANDARD` when the listing named none.
+    pub storage_class: String,
+}
+
+/// Calls `each` for every object of the pair (source, destination, prefix),
+/// one row at a time: memory holds one row, not the keys.
+pub fn for_each_object(
+    conn: &Connection,
+    (source, destination, prefix): (&str, &str, &str),
+    mut each: impl FnMut(CatalogRow),
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT o.key, o.size, o.source_etag, COALESCE(o.storage_class, 'STANDARD')
+         FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
+    )?;
+    let mut rows = stmt.query(params![source, destination, prefix])?;
+    while let Some(r) = rows.next()? {
+        each(CatalogRow {
+            key: r.get(0)?,
+            size: r.get::<_, i64>(1)? as u64,
+            source_etag: r.get(2)?,
+            storage_class: r.get(3)?,
+        });
+    }
+    Ok(())
+}
+
+/// The `n` largest objects of the pair: (key, size), largest first.
+pub fn largest(
+    conn: &Connection,
+    (source, destination, prefix): (&str, &str, &str),
+    n: usize,
+) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.key, o.size FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 ORDER BY o.size DESC, o.key LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![source, destination, prefix, n as i64], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    rows.collect()
+}
+
+/// Whether the pair's last listing ran to the end.
+pub fn listing_complete(
+    conn: &Connection,
+    (source, destination, prefix): (&str, &str, &str),
+) -> rusqlite::Result<bool> {
+    let complete: Option<bool> = conn
+        .query_row(
+            "SELECT listed_pass IS NOT NULL AND list_cursor IS NULL FROM buckets
+             WHERE source = ?1 AND destination = ?2 AND prefix = ?3",
+            params![source, destination, prefix],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(complete == Some(true))
+}
+
+/// What the ledger says of one key, for `report`.
+#[derive(Clone, Debug)]
+pub struct KeyRecord {
+    pub state: State,
+    pub source_etag: String,
+    pub reason: Option<String>,
+    /// From the copy: the source version it was made from, and the ETag it got.
+    pub copied_from: Option<String>,
+    pub dest_etag: Option<String>,
+}
+
+/// Every key of the pair with what the ledger says of it.
+pub fn key_records(
+    conn: &Connection,
+    (source, destination, prefix): (&str, &str, &str),
+) -> rusqlite::Result<Vec<(String, KeyRecord)>> {
+    let mut stmt = conn.prepare(
+        "SELECT o.key, o.state, o.source_etag, o.last_error, c.source_etag, c.dest_etag
+         FROM objects o JOIN buckets b ON b.id = o.bucket_id LEFT JOIN copies c ON c.object_id = o.id
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
+    )?;
+    let rows = stmt.query_map(params![source, destination, prefix], |r| {
+        let name: String = r.get(1)?;
+        let state = State::parse(&name).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("unknown object state {name:?}").into(),
+            )
+        })?;
+        Ok((
+            r.get(0)?,
+            KeyRecord {
+                state,
+                source_etag: r.get(2)?,
+                reason: r.get(3)?,
+                copied_from: r.get(4)?,
+                dest_etag: r.get(5)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}

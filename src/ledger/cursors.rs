@@ -1,0 +1,176 @@
+//! Listing into the ledger: pages and the cursor after each, committed
+//! together, and the keys a finished listing no longer saw.
+
+use rusqlite::{params, Connection};
+
+use super::{id_list, State};
+
+/// An object as a listing page reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: Option<String>,
+    pub storage_class: Option<String>,
+}
+
+/// Storage classes whose objects must be restored before they can be read.
+pub fn is_archived(storage_class: Option<&str>) -> bool {
+    matches!(storage_class, Some("GLACIER" | "DEEP_ARCHIVE"))
+}
+
+/// Where the listing of a bucket stopped, if it was interrupted.
+pub fn list_cursor(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT list_cursor FROM buckets WHERE id = ?1",
+        [bucket_id],
+        |r| r.get(0),
+    )
+}
+
+/// Records one listing page and the cursor after it in one transaction, so a
+/// listing resumes exactly after the last page that was committed.
+///
+/// A key seen with the same size and ETag keeps its state; a key whose size or
+/// ETag changed goes back to `listed` (its old copy is no longer the source's).
+pub fn record_listing_page(
+    conn: &mut Connection,
+    bucket_id: i64,
+    pass_id: i64,
+    objects: &[ListedObject],
+    cursor: &str,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut upsert = tx.prepare_cached(&format!(
+            "INSERT INTO objects (bucket_id, key, size, source_etag, last_modified, storage_class, state, last_error, seen_pass)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (bucket_id, key) DO UPDATE SET
+                seen_pass = excluded.seen_pass,
+                missing_passes = 0,
+                last_modified = excluded.last_modified,
+                storage_class = excluded.storage_class,
+                state = CASE WHEN objects.state IN ({gone}) THEN excluded.state
+                             WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                             THEN objects.state ELSE excluded.state END,
+                attempts = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                             THEN objects.attempts ELSE 0 END,
+                last_error = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                             THEN objects.last_error ELSE excluded.last_error END,
+                size = excluded.size,
+                source_etag = excluded.source_etag",
+            gone = State::sql_list(State::GONE)
+        ))?;
+        for o in objects {
+            let archived = is_archived(o.storage_class.as_deref());
+            let (state, reason) = if archived {
+                (
+                    State::Skipped.name(),
+                    Some(format!(
+                        "archived in {}: restore it at the source, then run again",
+                        o.storage_class.as_deref().unwrap_or("?")
+                    )),
+                )
+            } else {
+                (State::Listed.name(), None)
+            };
+            upsert.execute(params![
+                bucket_id,
+                o.key,
+                o.size as i64,
+                o.etag,
+                o.last_modified,
+                o.storage_class,
+                state,
+                reason,
+                pass_id
+            ])?;
+        }
+    }
+    tx.execute(
+        "UPDATE buckets SET list_cursor = ?2 WHERE id = ?1",
+        params![bucket_id, cursor],
+    )?;
+    tx.commit()
+}
+
+/// The pass a bucket's listing belongs to: `pass_id` for a fresh listing,
+/// the earlier pass for one resumed from its cursor.
+pub fn listing_pass(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<i64> {
+    conn.execute(
+        "UPDATE buckets SET listing_pass = ?2 WHERE id = ?1 AND (list_cursor IS NULL OR listing_pass IS NULL)",
+        params![bucket_id, pass_id],
+    )?;
+    conn.query_row(
+        "SELECT listing_pass FROM buckets WHERE id = ?1",
+        [bucket_id],
+        |r| r.get(0),
+    )
+}
+
+/// Marks a bucket's listing complete; the next pass starts from the top.
+/// Keys the listing did not see are missing at the source one more pass.
+/// Returns how many keys were newly found missing.
+pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL WHERE id = ?1",
+        params![bucket_id, pass_id],
+    )?;
+    // A removed key stays removed: its copy is gone too.
+    conn.execute(
+        &format!(
+            "UPDATE objects SET missing_passes = missing_passes + 1, state = '{deleted}'
+             WHERE bucket_id = ?1 AND seen_pass IS NOT ?2 AND state != '{removed}'",
+            deleted = State::Deleted,
+            removed = State::Removed
+        ),
+        params![bucket_id, pass_id],
+    )?;
+    conn.query_row(
+        &format!(
+            "SELECT COUNT(*) FROM objects WHERE bucket_id = ?1 AND state = '{}' AND missing_passes = 1",
+            State::Deleted
+        ),
+        [bucket_id],
+        |r| r.get::<_, i64>(0).map(|n| n as usize),
+    )
+}
+
+/// A key deleted at the source that may be removed at the destination.
+#[derive(Clone, Debug)]
+pub struct Deletable {
+    pub object_id: i64,
+    pub dest_bucket: String,
+    pub key: String,
+    /// The ETag of ferry's copy; None when ferry never wrote the key.
+    pub copied_etag: Option<String>,
+}
+
+/// Keys of `bucket_ids` deleted at the source for `passes` complete
+/// listings in a row or more, after `after_id`.
+pub fn deletable(
+    conn: &Connection,
+    bucket_ids: &[i64],
+    passes: u32,
+    after_id: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Deletable>> {
+    let ids = id_list(bucket_ids);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT o.id, b.destination, o.key, c.dest_etag FROM objects o JOIN buckets b ON b.id = o.bucket_id
+         LEFT JOIN copies c ON c.object_id = o.id
+         WHERE o.state = '{deleted}' AND o.missing_passes >= ?1 AND o.id > ?2 AND o.bucket_id IN ({ids})
+         ORDER BY o.id LIMIT ?3",
+        deleted = State::Deleted
+    ))?;
+    let rows = stmt.query_map(params![passes, after_id, limit as i64], |r| {
+        Ok(Deletable {
+            object_id: r.get(0)?,
+            dest_bucket: r.get(1)?,
+            key: r.get(2)?,
+            copied_etag: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}

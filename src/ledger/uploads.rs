@@ -1,0 +1,209 @@
+//! Multipart uploads and their parts: intent before action (the upload id
+//! before any part), and a part only once the store acknowledged it.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::State;
+
+/// The multipart upload ferry started for an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub object_id: i64,
+    pub upload_id: String,
+    pub dest_bucket: String,
+    pub key: String,
+    pub source_etag: String,
+    pub part_size: u64,
+}
+
+/// A part the destination acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartRecord {
+    pub object_id: i64,
+    pub upload_id: String,
+    pub part_number: u32,
+    pub offset: u64,
+    pub length: u64,
+    pub etag: String,
+    pub md5: String,
+    pub sha256: String,
+}
+
+pub fn upload_of(conn: &Connection, object_id: i64) -> rusqlite::Result<Option<UploadRecord>> {
+    conn.query_row(
+        "SELECT object_id, upload_id, dest_bucket, key, source_etag, part_size FROM uploads WHERE object_id = ?1",
+        [object_id],
+        |r| {
+            Ok(UploadRecord {
+                object_id: r.get(0)?,
+                upload_id: r.get(1)?,
+                dest_bucket: r.get(2)?,
+                key: r.get(3)?,
+                source_etag: r.get(4)?,
+                part_size: r.get::<_, i64>(5)? as u64,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Intent before action: the upload id is stored before any part is sent.
+pub fn record_upload_started(conn: &mut Connection, u: &UploadRecord) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO uploads (object_id, upload_id, dest_bucket, key, source_etag, part_size, started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+        params![u.object_id, u.upload_id, u.dest_bucket, u.key, u.source_etag, u.part_size as i64],
+    )?;
+    tx.execute("DELETE FROM parts WHERE object_id = ?1", [u.object_id])?;
+    tx.execute(&State::Copying.move_sql(""), [u.object_id])?;
+    tx.commit()
+}
+
+/// The upload is gone (completed elsewhere or aborted): forget it.
+pub fn forget_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM uploads WHERE object_id = ?1", [object_id])?;
+    Ok(())
+}
+
+/// Completion after acknowledgement: called only once the store took the part.
+pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO parts (object_id, upload_id, part_number, offset, length, etag, md5, sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            p.object_id,
+            p.upload_id,
+            p.part_number,
+            p.offset as i64,
+            p.length as i64,
+            p.etag,
+            p.md5,
+            p.sha256
+        ],
+    )?;
+    Ok(())
+}
+
+/// The parts the ledger holds for an upload, in part order.
+pub fn parts_of(
+    conn: &Connection,
+    object_id: i64,
+    upload_id: &str,
+) -> rusqlite::Result<Vec<PartRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT object_id, upload_id, part_number, offset, length, etag, md5, sha256
+         FROM parts WHERE object_id = ?1 AND upload_id = ?2 ORDER BY part_number",
+    )?;
+    let rows = stmt.query_map(params![object_id, upload_id], |r| {
+        Ok(PartRecord {
+            object_id: r.get(0)?,
+            upload_id: r.get(1)?,
+            part_number: r.get(2)?,
+            offset: r.get::<_, i64>(3)? as u64,
+            length: r.get::<_, i64>(4)? as u64,
+            etag: r.get(5)?,
+            md5: r.get(6)?,
+            sha256: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The parts recorded for an object's copy: (number, length, SHA-256).
+pub fn copied_parts(
+    conn: &Connection,
+    object_id: i64,
+) -> rusqlite::Result<Vec<(u32, u64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.part_number, p.length, p.sha256 FROM parts p JOIN copies c ON c.object_id = p.object_id
+         WHERE p.object_id = ?1 ORDER BY p.part_number",
+    )?;
+    let rows = stmt.query_map([object_id], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+    })?;
+    rows.collect()
+}
+
+/// The ETag that the parts recorded for an object's upload make, if every
+/// part the upload needs may be there: what the object holds when the upload
+/// completed before the ledger heard of it.
+pub fn etag_of_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<Option<String>> {
+    let md5s: Vec<String> = conn
+        .prepare_cached(
+            "SELECT p.md5 FROM parts p JOIN uploads u ON u.object_id = p.object_id AND u.upload_id = p.upload_id
+             WHERE p.object_id = ?1 ORDER BY p.part_number",
+        )?
+        .query_map([object_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if md5s.is_empty() {
+        return Ok(None);
+    }
+    let raw: Vec<[u8; 16]> = md5s
+        .iter()
+        .map(|m| {
+            let mut b = [0u8; 16];
+            let _ = hex::decode_to_slice(m, &mut b);
+            b
+        })
+        .collect();
+    Ok(Some(crate::hashing::multipart_etag(&raw)))
+}
+
+/// An upload ferry could not abort: kept, and tried again every pass.
+pub fn record_abandoned(
+    conn: &Connection,
+    upload_id: &str,
+    dest_bucket: &str,
+    key: &str,
+    error: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO abandoned_uploads (upload_id, dest_bucket, key, since, last_error)
+         VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?4)
+         ON CONFLICT (upload_id) DO UPDATE SET last_error = excluded.last_error",
+        params![upload_id, dest_bucket, key, error],
+    )?;
+    conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])?;
+    Ok(())
+}
+
+/// The upload is aborted (or already gone): forget it everywhere.
+pub fn forget_aborted(conn: &Connection, upload_id: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM abandoned_uploads WHERE upload_id = ?1",
+        [upload_id],
+    )?;
+    conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])?;
+    Ok(())
+}
+
+/// Uploads to abort: those ferry could not abort before, and those whose
+/// object no longer wants them (deleted at the source, in conflict,
+/// skipped): (upload id, destination bucket, key).
+pub fn uploads_to_abort(conn: &Connection) -> rusqlite::Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT upload_id, dest_bucket, key FROM abandoned_uploads
+         UNION ALL
+         SELECT u.upload_id, u.dest_bucket, u.key FROM uploads u JOIN objects o ON o.id = u.object_id
+         WHERE o.state NOT IN ({})",
+        State::sql_list(&[State::Listed, State::Copying, State::Failed])
+    ))?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// Whether `key` is an object the ledger copies to `dest_bucket`: an upload
+/// for such a key at the destination is ferry's.
+pub fn knows_destination_key(
+    conn: &Connection,
+    dest_bucket: &str,
+    key: &str,
+) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM objects o JOIN buckets b ON b.id = o.bucket_id
+                        WHERE b.destination = ?1 AND o.key = ?2)",
+        params![dest_bucket, key],
+        |r| r.get(0),
+    )
+}
