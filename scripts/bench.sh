@@ -38,7 +38,7 @@ if ! s3sync --version 2>/dev/null | grep -q "$S3SYNC_VERSION"; then
   cargo install s3sync --locked --version "$S3SYNC_VERSION" --root "$TOOLS" >&2
 fi
 
-cargo build --release --bins >&2
+cargo build --release --workspace --bins >&2
 eval "$(scripts/s3-local.sh up)"
 target/release/ferry-bench "$@"
 

@@ -15,7 +15,7 @@ fi
 eval "$(scripts/s3-local.sh up)"
 
 echo "== building ferry (release)"
-cargo build --release --quiet --bins
+cargo build --release --quiet --workspace --bins
 
 FERRY=target/release/ferry
 # The config names env vars, not keys; still, ferry warns about a config others can read.

@@ -20,7 +20,7 @@ for destination in $destinations; do
   if [ $# -gt 0 ]; then
     cargo test "$@"
   elif [ -n "$first" ]; then
-    cargo test --all-targets
+    cargo test --workspace --all-targets
   else
     cargo test --test '*'
   fi

@@ -9,7 +9,6 @@ pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod copy;
-pub mod demo;
 pub mod hashing;
 pub mod ledger;
 pub mod limits;

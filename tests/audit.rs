@@ -4,7 +4,7 @@
 mod support;
 
 use aws_sdk_s3::primitives::ByteStream;
-use ferry::demo::{self, DemoObject};
+use ferry_tools::demo::{self, DemoObject};
 use support::{csv_block, Fixture};
 
 const TRANSFER: &str = r#"

@@ -8,8 +8,8 @@ mod support;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use ferry::demo::ensure_bucket;
 use ferry::store::Side;
+use ferry_tools::demo::ensure_bucket;
 use support::{servers, Fixture};
 
 const MIB: usize = 1 << 20;

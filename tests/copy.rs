@@ -6,8 +6,8 @@ mod support;
 
 use std::collections::HashMap;
 
-use ferry::demo::{self, DemoObject, Scale};
 use ferry::store::Side;
+use ferry_tools::demo::{self, DemoObject, Scale};
 use support::{list_all, Fixture};
 
 const TRANSFER: &str = r#"

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ferry::demo::{self, DemoObject};
 use ferry::store::Side;
+use ferry_tools::demo::{self, DemoObject};
 use support::{list_all, Fixture};
 
 fn onix(fx: &Fixture, n: u64) -> Vec<DemoObject> {

@@ -187,7 +187,7 @@ async fn an_unreachable_endpoint_is_named() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_destination_bucket_is_named_and_created_only_when_asked() {
-    use ferry::demo::DemoObject;
+    use ferry_tools::demo::DemoObject;
     let fx = Fixture::new("nodest", "").await;
     let onix = format!("onix{}", fx.suffix);
     let set = [DemoObject::new(
@@ -198,11 +198,11 @@ async fn a_missing_destination_bucket_is_named_and_created_only_when_asked() {
     )];
     // Source buckets only.
     for (src, _) in fx.pairs() {
-        ferry::demo::ensure_bucket(&fx.source, ferry::store::Side::Source, &src)
+        ferry_tools::demo::ensure_bucket(&fx.source, ferry::store::Side::Source, &src)
             .await
             .unwrap();
     }
-    ferry::demo::put(&fx.source, &set[0]).await.unwrap();
+    ferry_tools::demo::put(&fx.source, &set[0]).await.unwrap();
     let run = fx.ferry(&["run", "--once"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
@@ -213,7 +213,7 @@ async fn a_missing_destination_bucket_is_named_and_created_only_when_asked() {
     std::fs::write(&fx.config_path, format!("create_buckets = true\n{text}")).unwrap();
     let run = fx.ferry(&["run", "--once"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let got = ferry::demo::observe(
+    let got = ferry_tools::demo::observe(
         &fx.destination,
         ferry::store::Side::Destination,
         &format!("hub-{onix}"),
@@ -226,7 +226,7 @@ async fn a_missing_destination_bucket_is_named_and_created_only_when_asked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn odd_keys_empty_objects_and_part_size_edges_arrive_intact() {
-    use ferry::demo::DemoObject;
+    use ferry_tools::demo::DemoObject;
     let fx = Fixture::new(
         "oddkeys",
         "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"",
@@ -258,7 +258,7 @@ async fn odd_keys_empty_objects_and_part_size_edges_arrive_intact() {
     assert_eq!(run.code, 0, "{run:?}");
     let dest = format!("hub-{onix}");
     for o in &set {
-        let got = ferry::demo::observe(
+        let got = ferry_tools::demo::observe(
             &fx.destination,
             ferry::store::Side::Destination,
             &dest,
@@ -306,7 +306,7 @@ async fn a_ledger_that_is_not_sqlite_is_refused_and_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn archived_objects_are_skipped_or_failed_fast_with_the_fix() {
-    use ferry::demo::DemoObject;
+    use ferry_tools::demo::DemoObject;
     use support::faults::{FaultProxy, Plays};
     // Garage has no archive tier: our proxy plays one in front of the source.
     let proxy = FaultProxy::playing(
@@ -395,7 +395,7 @@ async fn archived_objects_are_skipped_or_failed_fast_with_the_fix() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_c_objects_are_skipped_with_the_reason_and_read_once() {
-    use ferry::demo::DemoObject;
+    use ferry_tools::demo::DemoObject;
     use support::faults::{FaultProxy, Plays};
     // Without the customer's key S3 refuses every read of an SSE-C object:
     // our proxy plays that for keys under one prefix.

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use ferry::demo::{self, DemoObject};
 use ferry::store::Side;
+use ferry_tools::demo::{self, DemoObject};
 use support::faults::{FaultProxy, Rates};
 use support::{servers, Fixture};
 

@@ -5,7 +5,7 @@
 
 mod support;
 
-use ferry::demo::{self, DemoObject};
+use ferry_tools::demo::{self, DemoObject};
 use support::{assert_all_copied_byte_equal, list_all, Fixture};
 
 const MIB: u64 = 1 << 20;

@@ -2,7 +2,7 @@
 
 mod support;
 
-use ferry::demo::DemoObject;
+use ferry_tools::demo::DemoObject;
 use support::faults::{FaultProxy, Rates};
 use support::proxy::Proxy;
 use support::{servers, Fixture};

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ferry::demo::{self, DemoObject};
 use ferry::store::Side;
+use ferry_tools::demo::{self, DemoObject};
 use support::proxy::Proxy;
 use support::{assert_all_copied_byte_equal, list_all, servers, Fixture};
 

@@ -7,8 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use ferry::demo::{self, DemoObject};
 use ferry::store::Side;
+use ferry_tools::demo::{self, DemoObject};
 use support::faults::{FaultProxy, Plays};
 use support::proxy::Proxy;
 use support::{csv_table, servers, Fixture};

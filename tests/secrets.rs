@@ -3,7 +3,7 @@
 
 mod support;
 
-use ferry::demo::DemoObject;
+use ferry_tools::demo::DemoObject;
 use support::{servers, Fixture};
 
 fn secrets() -> Vec<String> {

@@ -112,7 +112,7 @@ impl Fixture {
     ) -> Fixture {
         let servers = servers();
         let suffix = format!("-{name}-{:06x}", fastrand::u32(..0xffffff));
-        let buckets = ferry::demo::bucket_names(&suffix)
+        let buckets = ferry_tools::demo::bucket_names(&suffix)
             .iter()
             .map(|b| format!("[[buckets]]\nsource = \"{b}\"\ndestination = \"hub-{b}\"\n"))
             .collect::<String>();
@@ -178,8 +178,8 @@ path_style = true
     }
 
     /// Creates the buckets at both ends and puts `set` at the source.
-    pub async fn fill(&self, set: &[ferry::demo::DemoObject]) {
-        ferry::demo::fill(&self.source, &self.destination, &self.pairs(), set, 8)
+    pub async fn fill(&self, set: &[ferry_tools::demo::DemoObject]) {
+        ferry_tools::demo::fill(&self.source, &self.destination, &self.pairs(), set, 8)
             .await
             .expect("fill the source");
     }
@@ -274,10 +274,10 @@ pub async fn list_all(client: &Client, bucket: &str) -> Vec<(String, u64, String
 
 /// Every object of `set` is at the destination with its exact bytes, verified
 /// in the ledger with the right SHA-256, and no upload is left open.
-pub async fn assert_all_copied_byte_equal(fx: &Fixture, set: &[ferry::demo::DemoObject]) {
+pub async fn assert_all_copied_byte_equal(fx: &Fixture, set: &[ferry_tools::demo::DemoObject]) {
     let pairs: std::collections::HashMap<String, String> = fx.pairs().into_iter().collect();
     for o in set {
-        let got = ferry::demo::observe(
+        let got = ferry_tools::demo::observe(
             &fx.destination,
             Side::Destination,
             &pairs[&o.bucket],

@@ -21,8 +21,8 @@ use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use ferry::config::Config;
-use ferry::demo::{self, DemoObject, Scale};
 use ferry::store::{self, Side};
+use ferry_tools::demo::{self, DemoObject, Scale};
 
 #[derive(Parser)]
 #[command(about = "ferry against rclone and s3sync, and the servers' ceiling")]

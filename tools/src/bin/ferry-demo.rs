@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 use ferry::config::Config;
-use ferry::demo::{self, Scale};
 use ferry::store::{self, Side};
+use ferry_tools::demo::{self, Scale};
 
 #[derive(Parser)]
 #[command(about = "Demo data for ferry: fill the source, compare source and destination")]

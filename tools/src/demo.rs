@@ -11,9 +11,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use crate::copy::metadata::Metadata;
-use crate::hashing::{bare_etag, Hasher};
-use crate::store::{chain, Side, StoreError};
+use ferry::copy::metadata::Metadata;
+use ferry::hashing::{bare_etag, Hasher};
+use ferry::store::{chain, Side, StoreError};
 
 /// Source multipart uploads use 8 MiB parts, as the AWS CLI does.
 pub const SOURCE_PART_SIZE: u64 = 8 << 20;
@@ -228,7 +228,7 @@ impl DemoObject {
 
     /// MD5 and SHA-256 of the object's bytes, from the generator alone: what
     /// any correct copy must hash to, whatever the stores say.
-    pub fn expected_digests(&self) -> crate::hashing::Digests {
+    pub fn expected_digests(&self) -> ferry::hashing::Digests {
         let mut h = Hasher::default();
         for (offset, len) in self.chunks() {
             h.update(&content(self.seed, offset, len as usize));
@@ -268,7 +268,7 @@ fn sdk_err<E, R>(
 ) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, R>) -> DemoError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: crate::store::HttpStatus + std::fmt::Debug + 'static,
+    R: ferry::store::HttpStatus + std::fmt::Debug + 'static,
 {
     move |e| StoreError::from_sdk(side, action, e).into()
 }

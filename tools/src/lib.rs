@@ -1,0 +1,7 @@
+//! Tools around ferry, kept out of the product crate: the demo data set and
+//! its byte-for-byte comparison (`ferry-demo`, and the tests' fixtures), the
+//! benchmark against rclone and s3sync (`ferry-bench`), and the ledger at
+//! tens of millions of keys (`ferry-ledger-bench`). They use ferry's public
+//! library; ferry must not depend on them.
+
+pub mod demo;
