@@ -1,5 +1,5 @@
-//! `ferry cleanup`: abort the incomplete multipart uploads that would
-//! otherwise be billed forever at the destination.
+//! `ferry cleanup`: abort incomplete multipart uploads that would be billed
+//! forever. It must not abort an upload of a key ferry does not copy, unless `--all`.
 //!
 //! By default only uploads of keys ferry copies are aborted (the ledger names
 //! them); `--all` aborts every incomplete upload in the configured

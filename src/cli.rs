@@ -1,4 +1,5 @@
-//! The command line, as clap sees it.
+//! The command line, as clap sees it: commands, flags and their help.
+//! It must not do work; `main.rs` calls the library with what was parsed.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
 //! The TOML config, validated into a [`Config`] before any work starts.
+//! It must not touch a store or the ledger, and never holds a secret's value in an error.
 //!
 //! Every error names the key that is wrong and how to fix it: users edit this
 //! file by hand on a server, often under time pressure.
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+
+use crate::filter::Filter;
 
 /// S3 refuses parts under 5 MiB (all but the last) and over 5 GiB.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -118,11 +121,13 @@ pub struct TransferConfig {
     pub verify_after_copy: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BucketPair {
     pub source: String,
     pub destination: String,
     pub prefix: String,
+    /// Which keys under `prefix` are taken; the rest are recorded as `filtered`.
+    pub filter: Filter,
 }
 
 #[derive(Clone, Debug)]
@@ -210,6 +215,14 @@ struct RawBucket {
     destination: Option<String>,
     #[serde(default)]
     prefix: String,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    min_size: Option<String>,
+    max_size: Option<String>,
+    modified_after: Option<String>,
+    modified_before: Option<String>,
 }
 
 impl Config {
@@ -314,10 +327,56 @@ impl Validator<'_> {
             check_bucket_name(&b.source).map_err(|p| self.invalid(&key("source"), p))?;
             let destination = b.destination.unwrap_or_else(|| b.source.clone());
             check_bucket_name(&destination).map_err(|p| self.invalid(&key("destination"), p))?;
+            let regexes = |name: &str, patterns: &[String]| {
+                patterns
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| {
+                        regex::Regex::new(p).map_err(|e| {
+                            self.invalid(
+                                &key(&format!("{name}[{j}]")),
+                                format!("is {p:?}, which is not a regex:\n{e}"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let size = |name: &str, v: &Option<String>| {
+                v.as_deref().map(|v| self.size(&key(name), v)).transpose()
+            };
+            let time = |name: &str, v: &Option<String>| {
+                v.as_deref()
+                    .map(|v| {
+                        humantime::parse_rfc3339_weak(v.trim()).map_err(|_| {
+                            self.invalid(
+                                &key(name),
+                                format!("is {v:?}, which is not a time: write it in RFC 3339, like \"2024-01-31T00:00:00Z\""),
+                            )
+                        })
+                    })
+                    .transpose()
+            };
+            let filter = Filter {
+                include: regexes("include", &b.include)?,
+                exclude: regexes("exclude", &b.exclude)?,
+                min_size: size("min_size", &b.min_size)?,
+                max_size: size("max_size", &b.max_size)?,
+                modified_after: time("modified_after", &b.modified_after)?,
+                modified_before: time("modified_before", &b.modified_before)?,
+            };
+            if let (Some(min), Some(max)) = (filter.min_size, filter.max_size) {
+                if min > max {
+                    return Err(self.invalid(
+                        &key("min_size"),
+                        "is above max_size: no key could be taken; lower min_size or raise max_size",
+                    ));
+                }
+            }
             let pair = BucketPair {
                 source: b.source,
                 destination,
                 prefix: b.prefix,
+                filter,
             };
             if buckets.contains(&pair) {
                 return Err(self.invalid(
@@ -665,12 +724,14 @@ mod tests {
                 BucketPair {
                     source: "audio".into(),
                     destination: "hub-audio".into(),
-                    prefix: "books/".into()
+                    prefix: "books/".into(),
+                    ..Default::default()
                 },
                 BucketPair {
                     source: "onix".into(),
                     destination: "onix".into(),
-                    prefix: "".into()
+                    prefix: "".into(),
+                    ..Default::default()
                 },
             ]
         );
@@ -713,6 +774,33 @@ mod tests {
         );
         let c = parse(&GOOD.replace("concurrency = 8", "max_bandwidth = \"800Mbit/s\"")).unwrap();
         assert_eq!(c.source.limits.bytes_per_second, Some(100_000_000));
+    }
+
+    #[test]
+    fn filters_are_read_and_a_bad_one_is_named_with_its_position() {
+        let filtered = GOOD.replace(
+            "prefix = \"books/\"\n",
+            "prefix = \"books/\"\ninclude = [\"\\\\.mp3$\"]\nexclude = [\"^books/tmp/\", \"/cache/\"]\nmin_size = \"1KiB\"\nmodified_after = \"2024-01-31T00:00:00Z\"\n",
+        );
+        let c = parse(&filtered).unwrap();
+        let f = &c.buckets[0].filter;
+        assert_eq!(f.exclude.len(), 2);
+        assert_eq!(f.min_size, Some(1024));
+        assert_eq!(f.leaves_out("books/a.mp3", 2048, None), None);
+        assert!(f.leaves_out("books/a.wav", 2048, None).is_some());
+        assert!(c.buckets[1].filter.takes_everything());
+
+        let e = error(&filtered.replace("\"/cache/\"", "\"(cache\""));
+        assert!(e.contains("buckets[0].exclude[1]"), "{e}");
+        // regex's own message shows where the pattern goes wrong.
+        assert!(e.contains("^") && e.contains("unclosed group"), "{e}");
+        let e = error(&filtered.replace("2024-01-31T00:00:00Z", "last week"));
+        assert!(
+            e.contains("buckets[0].modified_after") && e.contains("RFC 3339"),
+            "{e}"
+        );
+        let e = error(&filtered.replace("\"1KiB\"", "\"1GiB\"\nmax_size = \"1MiB\""));
+        assert!(e.contains("buckets[0].min_size"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Checksums computed on the bytes as they pass, never on a second read.
+//! Checksums computed on the bytes as they pass (MD5, SHA-256, S3 ETags).
+//! It must not read anything a second time, nor know where the bytes go.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

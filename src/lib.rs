@@ -1,14 +1,16 @@
-//! ferry moves object storage from AWS S3 to Hetzner Object Storage and
-//! proves that every byte arrived.
+//! ferry moves object storage from AWS S3 to Hetzner Object Storage and proves
+//! that every byte arrived. ARCHITECTURE.md maps the rooms; this file only names them.
 //!
 //! A byte travels: `config` → `list` (pages into the `ledger`) → `copy`
-//! (scheduler → workers: GET range → hash → PUT/UploadPart) → destination,
-//! with the ledger recording each step. `report` reads the ledger.
+//! (pool → worker: GET range → `hashing` → PUT/UploadPart) → destination,
+//! with the ledger recording each step; `verify` reads it back, `report` and
+//! `status` read the ledger.
 
 pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod copy;
+pub mod filter;
 pub mod hashing;
 pub mod ledger;
 pub mod limits;

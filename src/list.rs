@@ -1,4 +1,5 @@
-//! Listing a source bucket into the ledger, page by page.
+//! Listing a source bucket into the ledger, page by page, resumable by cursor.
+//! It must not hold more than one page in memory, nor write to a store.
 //!
 //! Each page is committed with the key it ended on, so a listing that is cut
 //! off resumes after the last committed page and memory never holds more than
@@ -9,6 +10,7 @@ use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BucketPair, Shard};
+use crate::filter::Filter;
 use crate::hashing::bare_etag;
 use crate::ledger::{self, ListedObject, Writer};
 use crate::store::{FailureKind, Side, StoreError};
@@ -113,6 +115,7 @@ impl PageSource for BucketPages<'_> {
                     etag: bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
                     last_modified: o.last_modified().map(|t| t.to_string()),
                     storage_class: o.storage_class().map(|s| s.as_str().to_owned()),
+                    filtered: None,
                 })
                 .collect(),
             truncated,
@@ -137,18 +140,27 @@ pub async fn list_bucket(
         prefix: &pair.prefix,
         token: None,
     };
-    list_into_ledger(pages, writer, bucket_id, pass_id, shard, stop).await
+    list_into_ledger(
+        pages,
+        writer,
+        bucket_id,
+        pass_id,
+        (shard, &pair.filter),
+        stop,
+    )
+    .await
 }
 
 /// Records every page of `pages` in the ledger, one transaction per page with
 /// the cursor after it, so an interrupted listing resumes after its last
-/// committed page and memory never holds more than one page.
+/// committed page and memory never holds more than one page. Keys of other
+/// shards are not recorded; keys that `filter` leaves out are, as `filtered`.
 pub async fn list_into_ledger(
     mut pages: impl PageSource,
     writer: &Writer,
     bucket_id: i64,
     pass_id: i64,
-    shard: Option<Shard>,
+    (shard, filter): (Option<Shard>, &Filter),
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
     let pass_id = writer
@@ -193,6 +205,10 @@ pub async fn list_into_ledger(
             .objects
             .into_iter()
             .filter(|o| shard.is_none_or(|s| s.owns(&o.key)))
+            .map(|o| ListedObject {
+                filtered: filter.leaves_out(&o.key, o.size, o.last_modified.as_deref()),
+                ..o
+            })
             .collect();
         seen += objects.len() as u64;
         let page_cursor = last.clone();

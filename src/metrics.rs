@@ -1,5 +1,5 @@
 //! Prometheus metrics for monitoring a long run (`--metrics-addr`). Every
-//! metric's name lives here; the rest of ferry calls these functions.
+//! metric's name lives here; the rest of ferry must not name one itself.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! What ferry tells a person or a log shipper while it works.
+//! What ferry tells a person or a log shipper while it works: bars on a terminal,
+//! log lines elsewhere. It must not print through the bars, nor print a secret.
 //!
 //! On a terminal: a bar for the pass (bytes and objects, rate, ETA) and a
 //! line for each large object in flight with its parts; log lines are

@@ -1,4 +1,5 @@
-//! `ferry run`: passes of list → copy, each recorded in the ledger.
+//! `ferry run` and `ferry verify`: passes of list → copy → delete, each recorded
+//! in the ledger. It orders the rooms; it must not talk S3 itself beyond checks.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
 //! Signals → a token that tells every loop to stop taking work.
+//! It must not stop work mid-write; the ledger already holds all that was acknowledged.
 //!
 //! The first SIGINT or SIGTERM cancels the token: listing stops after its
 //! page, no new object starts, and work in flight gets `shutdown_grace` to

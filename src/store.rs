@@ -1,5 +1,5 @@
-//! Building the source and destination S3 clients, and turning their errors
-//! into something a worker can act on and a person can read.
+//! Building the source and destination S3 clients, and classifying their errors
+//! for workers and people. It must not know the copy engine, nor log a secret.
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -1,7 +1,8 @@
-//! Ending multipart uploads that will not be completed, so none is left
-//! billed at the destination: every upload ferry starts ends completed or
-//! aborted. An abort that fails is kept in the ledger and tried every pass.
-//! It aborts only uploads the ledger says ferry started.
+//! Ending multipart uploads that will not be completed, so none is left billed.
+//! It must not abort an upload that the ledger does not say ferry started.
+//!
+//! Every upload ferry starts ends completed or aborted. An abort that fails
+//! is kept in the ledger and tried again every pass.
 
 use aws_sdk_s3::Client;
 

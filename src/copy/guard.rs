@@ -1,6 +1,5 @@
-//! Whether ferry may write or delete a destination key: only when what is
-//! there now is what ferry itself wrote last, or nothing.
-//! It asks the destination (HEAD) and reads the ledger; it changes neither.
+//! Whether ferry may write or delete a destination key: only over its own last copy, or nothing.
+//! It asks the destination (HEAD) and reads the ledger; it must not change either.
 
 use aws_sdk_s3::Client;
 

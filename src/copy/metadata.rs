@@ -1,5 +1,5 @@
 //! The object metadata ferry carries over: the headers a browser or player
-//! relies on, and the user's own `x-amz-meta-*`.
+//! relies on, and the user's own `x-amz-meta-*`. It must not invent or drop any.
 
 use std::collections::HashMap;
 

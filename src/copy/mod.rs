@@ -1,8 +1,9 @@
 //! The copy engine: takes pending objects from the ledger and streams each one
-//! from the source to the destination, through a bounded pool of workers.
+//! from source to destination. It must not mark an object copied before the store said so.
 //!
-//! `single.rs` copies an object in one PUT, `multipart.rs` part by part;
-//! `hashing.rs` checks the bytes on their way; `scheduler.rs` bounds the pool.
+//! `pool.rs` runs at most `concurrency` objects at once; `single.rs` copies
+//! an object in one PUT, `multipart/` part by part; `readback.rs` proves the
+//! copy; `guard.rs` decides whether a key may be written; `retry.rs` retries.
 
 pub mod abort;
 pub mod guard;

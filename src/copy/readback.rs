@@ -1,8 +1,9 @@
-//! Reading a copy back: every byte of the destination object is streamed,
-//! hashed, and compared with what the ledger recorded when it was sent —
-//! whole object and part by part. Hetzner does not check the checksums it is
-//! sent, so this is ferry's proof that what arrived is still what was sent.
+//! Reading a copy back and comparing every byte with what the ledger recorded.
 //! It must not write to a store; its verdict goes to the ledger.
+//!
+//! Every byte of the destination object is streamed and hashed, whole and part
+//! by part. Hetzner does not check the checksums it is sent, so this is
+//! ferry's proof that what arrived is still what was sent.
 
 use super::retry::with_retries;
 use super::{CopyError, Engine};

@@ -1,4 +1,5 @@
 //! Objects below the multipart threshold: one GET, one PUT with Content-MD5.
+//! It must not hold more than the budget admitted; the object is below the threshold.
 //!
 //! The body is held in memory, which is bounded: the object is smaller than
 //! the threshold, and its bytes are admitted against the budget first.

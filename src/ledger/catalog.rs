@@ -13,6 +13,8 @@ pub struct CatalogRow {
     pub source_etag: String,
     /// `STANDARD` when the listing named none.
     pub storage_class: String,
+    /// Why the filter leaves it out, if it does.
+    pub filtered: Option<String>,
 }
 
 /// Calls `each` for every object of the pair (source, destination, prefix),
@@ -22,11 +24,13 @@ pub fn for_each_object(
     (source, destination, prefix): (&str, &str, &str),
     mut each: impl FnMut(CatalogRow),
 ) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare(
-        "SELECT o.key, o.size, o.source_etag, COALESCE(o.storage_class, 'STANDARD')
+    let mut stmt = conn.prepare(&format!(
+        "SELECT o.key, o.size, o.source_etag, COALESCE(o.storage_class, 'STANDARD'),
+                CASE WHEN o.state = '{filtered}' THEN o.last_error END
          FROM objects o JOIN buckets b ON b.id = o.bucket_id
          WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
-    )?;
+        filtered = State::Filtered
+    ))?;
     let mut rows = stmt.query(params![source, destination, prefix])?;
     while let Some(r) = rows.next()? {
         each(CatalogRow {
@@ -34,21 +38,25 @@ pub fn for_each_object(
             size: r.get::<_, i64>(1)? as u64,
             source_etag: r.get(2)?,
             storage_class: r.get(3)?,
+            filtered: r.get(4)?,
         });
     }
     Ok(())
 }
 
-/// The `n` largest objects of the pair: (key, size), largest first.
+/// The `n` largest objects of the pair that its filter takes: (key, size),
+/// largest first.
 pub fn largest(
     conn: &Connection,
     (source, destination, prefix): (&str, &str, &str),
     n: usize,
 ) -> rusqlite::Result<Vec<(String, u64)>> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT o.key, o.size FROM objects o JOIN buckets b ON b.id = o.bucket_id
-         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 ORDER BY o.size DESC, o.key LIMIT ?4",
-    )?;
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 AND o.state != '{}'
+         ORDER BY o.size DESC, o.key LIMIT ?4",
+        State::Filtered
+    ))?;
     let rows = stmt.query_map(params![source, destination, prefix, n as i64], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
     })?;

@@ -1,5 +1,5 @@
-//! Listing into the ledger: pages and the cursor after each, committed
-//! together, and the keys a finished listing no longer saw.
+//! Listing into the ledger: pages and the cursor after each, committed together,
+//! and the keys a finished listing no longer saw. It must not call a key deleted mid-listing.
 
 use rusqlite::{params, Connection};
 
@@ -13,6 +13,8 @@ pub struct ListedObject {
     pub etag: String,
     pub last_modified: Option<String>,
     pub storage_class: Option<String>,
+    /// Why the bucket pair's filter leaves it out, if it does.
+    pub filtered: Option<String>,
 }
 
 /// Storage classes whose objects must be restored before they can be read.
@@ -34,6 +36,9 @@ pub fn list_cursor(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option
 ///
 /// A key seen with the same size and ETag keeps its state; a key whose size or
 /// ETag changed goes back to `listed` (its old copy is no longer the source's).
+/// A key that a filter leaves out becomes `filtered`, whatever it was: it is
+/// seen, so it is never taken for deleted. When no filter leaves it out any
+/// more, it is `copied` again if its copy is of this very version.
 pub fn record_listing_page(
     conn: &mut Connection,
     bucket_id: i64,
@@ -51,20 +56,32 @@ pub fn record_listing_page(
                 missing_passes = 0,
                 last_modified = excluded.last_modified,
                 storage_class = excluded.storage_class,
-                state = CASE WHEN objects.state IN ({gone}) THEN excluded.state
+                state = CASE WHEN excluded.state = '{filtered}' THEN excluded.state
+                             WHEN objects.state IN ({gone}) THEN excluded.state
+                             WHEN objects.state = '{filtered}' THEN
+                                CASE WHEN excluded.state = '{listed}' AND EXISTS (SELECT 1 FROM copies c
+                                        WHERE c.object_id = objects.id AND c.source_etag = excluded.source_etag
+                                          AND c.size = excluded.size)
+                                THEN '{copied}' ELSE excluded.state END
                              WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
                              THEN objects.state ELSE excluded.state END,
                 attempts = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
                              THEN objects.attempts ELSE 0 END,
-                last_error = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                last_error = CASE WHEN excluded.state = '{filtered}' OR objects.state = '{filtered}' THEN excluded.last_error
+                             WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
                              THEN objects.last_error ELSE excluded.last_error END,
                 size = excluded.size,
                 source_etag = excluded.source_etag",
-            gone = State::sql_list(State::GONE)
+            gone = State::sql_list(State::GONE),
+            filtered = State::Filtered,
+            listed = State::Listed,
+            copied = State::Copied,
         ))?;
         for o in objects {
             let archived = is_archived(o.storage_class.as_deref());
-            let (state, reason) = if archived {
+            let (state, reason) = if let Some(rule) = &o.filtered {
+                (State::Filtered.name(), Some(rule.clone()))
+            } else if archived {
                 (
                     State::Skipped.name(),
                     Some(format!(

@@ -1,5 +1,5 @@
-//! Schema versions. The version lives in SQLite's `user_version`; each entry
-//! of [`MIGRATIONS`] takes the ledger from version `i` to `i + 1`.
+//! Schema versions: each entry of [`MIGRATIONS`] takes the ledger from version `i`
+//! to `i + 1`. It must not change a migration that has shipped; add a new one.
 
 use std::path::Path;
 

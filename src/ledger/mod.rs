@@ -1,11 +1,11 @@
-//! The ledger: one SQLite file (WAL) that is both the work queue and the
-//! record of what was meant and what arrived.
+//! The ledger: one SQLite file (WAL), both the work queue and the record of what
+//! was meant and what arrived. Nothing outside this folder writes SQL.
 //!
-//! The schema lives in `schema.sql` and `migrations.rs`; the queries live
-//! by idea: `objects.rs` (and `state.rs`), `uploads.rs`, `passes.rs`,
-//! `cursors.rs`, and `catalog.rs` for the reports. Writes go through the one [`Writer`] thread; `status` and
-//! the other readers open their own read-only connections with [`open_reader`].
-//! Nothing outside this folder writes SQL.
+//! The schema lives in `schema.sql` and `migrations.rs`; the queries live by
+//! idea: `objects.rs` (with `state.rs`), `uploads.rs`, `passes.rs`,
+//! `cursors.rs`, and `catalog.rs` for the reports. Writes go through the one
+//! [`Writer`] thread; `status` and the other readers open their own
+//! read-only connections with [`open_reader`].
 
 mod catalog;
 mod cursors;

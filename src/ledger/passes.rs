@@ -115,6 +115,8 @@ pub struct BucketStatus {
     pub skipped: u64,
     /// Keys whose destination object ferry did not write last: untouched.
     pub conflict: u64,
+    /// Keys the bucket pair's filter leaves out: not copied, not failures.
+    pub filtered: u64,
     pub pending: u64,
     pub deleted: u64,
     /// Multipart uploads ferry started and has not completed or aborted yet.
@@ -139,7 +141,7 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{skipped}'), 0),
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state IN ({pending})), 0),
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state IN ({gone})), 0),
-                COALESCE(SUM(t.bytes) FILTER (WHERE t.state NOT IN ({gone})), 0),
+                COALESCE(SUM(t.bytes) FILTER (WHERE t.state NOT IN ({gone}, '{filtered}')), 0),
                 COALESCE(SUM(t.bytes) FILTER (WHERE t.state IN ({arrived})), 0),
                 -- CROSS JOIN keeps SQLite from walking every object of the
                 -- bucket: the last minutes' copies are few, found by time.
@@ -148,7 +150,8 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                    AND c.copied_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-300 seconds')),
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{conflict}'), 0),
                 (SELECT COUNT(*) FROM uploads u JOIN objects r ON r.id = u.object_id WHERE r.bucket_id = b.id)
-                  + (SELECT COUNT(*) FROM abandoned_uploads a WHERE a.dest_bucket = b.destination)
+                  + (SELECT COUNT(*) FROM abandoned_uploads a WHERE a.dest_bucket = b.destination),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{filtered}'), 0)
          FROM buckets b LEFT JOIN state_totals t ON t.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
         arrived = State::sql_list(State::ARRIVED),
@@ -159,6 +162,7 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
         failed = State::Failed,
         skipped = State::Skipped,
         conflict = State::Conflict,
+        filtered = State::Filtered,
     ))?;
     let rows = stmt.query_map([], |r| {
         Ok(BucketStatus {
@@ -178,6 +182,7 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
             bytes_recent: r.get::<_, i64>(13)? as u64,
             conflict: r.get::<_, i64>(14)? as u64,
             open_uploads: r.get::<_, i64>(15)? as u64,
+            filtered: r.get::<_, i64>(16)? as u64,
         })
     })?;
     rows.collect()

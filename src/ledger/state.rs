@@ -22,6 +22,8 @@ pub enum State {
     Skipped,
     /// The destination key holds what ferry did not write: left alone.
     Conflict,
+    /// Left out by the bucket pair's filter (include, exclude, size, time).
+    Filtered,
     /// No longer at the source.
     Deleted,
     /// No longer at the source, and ferry's copy was removed (`delete = true`).
@@ -31,8 +33,9 @@ pub enum State {
 use State::*;
 
 impl State {
-    pub const ALL: [State; 10] = [
-        Listed, Copying, Copied, Verified, Mismatched, Failed, Skipped, Conflict, Deleted, Removed,
+    pub const ALL: [State; 11] = [
+        Listed, Copying, Copied, Verified, Mismatched, Failed, Skipped, Conflict, Filtered,
+        Deleted, Removed,
     ];
 
     /// Still to be copied: the copy pass's queue.
@@ -62,6 +65,7 @@ impl State {
             Failed => "failed",
             Skipped => "skipped",
             Conflict => "conflict",
+            Filtered => "filtered",
             Deleted => "deleted",
             Removed => "removed",
         }
@@ -73,8 +77,9 @@ impl State {
 
     /// The moves that ferry's own work makes. The listing is the other
     /// mover: a new version of a key sends it back to `listed` (or
-    /// `skipped`) from any state, and a key no longer listed becomes
-    /// `deleted` from any state but `removed` (see `cursors.rs`).
+    /// `skipped`) from any state, a filter sends any key to `filtered` and
+    /// back, and a key no longer listed becomes `deleted` from any state but
+    /// `removed` (see `cursors.rs`).
     pub fn may_become(self, next: State) -> bool {
         matches!(
             (self, next),
@@ -85,7 +90,8 @@ impl State {
                 | (Verified, Verified | Mismatched)
                 | (Mismatched, Verified | Mismatched | Failed | Listed)
                 | (Failed | Conflict, Listed)
-                | (Deleted, Removed)
+                // Deleted at the source, and another writer's object sits at the key.
+                | (Deleted, Removed | Conflict)
         )
     }
 
@@ -141,13 +147,14 @@ mod tests {
     fn finished_states_are_not_reopened_by_work() {
         // Only the listing (a new version) or a person (`verify --recopy`)
         // sends a copied object back into the queue.
-        for done in [Copied, Verified, Skipped, Removed] {
+        for done in [Copied, Verified, Skipped, Filtered, Removed] {
             assert!(!done.may_become(Listed), "{done} → listed");
             assert!(!done.may_become(Copying), "{done} → copying");
         }
         assert!(!Deleted.may_become(Copied));
         assert!(!Removed.may_become(Deleted));
         assert_eq!(Removed.sources(), vec![Deleted]);
+        assert!(Deleted.may_become(Conflict));
     }
 
     #[test]

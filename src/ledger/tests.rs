@@ -13,6 +13,7 @@ fn listed(key: &str, size: u64, etag: &str) -> ListedObject {
         etag: etag.into(),
         last_modified: None,
         storage_class: Some("STANDARD".into()),
+        filtered: None,
     }
 }
 

@@ -1,5 +1,5 @@
-//! Multipart uploads and their parts: intent before action (the upload id
-//! before any part), and a part only once the store acknowledged it.
+//! Multipart uploads and their parts: the upload id before any part is sent, a
+//! part only once the store acknowledged it. It must not forget an upload that may be open.
 
 use rusqlite::{params, Connection, OptionalExtension};
 

@@ -1,4 +1,5 @@
 //! The one writer: a thread that owns the ledger's write connection.
+//! It must not hold a lock across an await point; workers send closures and await.
 //!
 //! Workers send it closures and await the answer, so every write is
 //! serialised without a lock held across an await point.

@@ -1,3 +1,6 @@
+//! The budget: how many requests run at once, and how many object bytes may be
+//! held in memory. It must not grow with object size or object count.
+//!
 //! The bounded pool: how many requests run at once, and how many object
 //! bytes may be held in memory at once. Neither grows with object size or
 //! object count.

@@ -1,5 +1,5 @@
-//! An HTTPS client that never holds more than `max_connections` TCP sessions
-//! to its store (Hetzner refuses more than 256 per IP).
+//! An HTTPS client that never holds more than `max_connections` TCP sessions to
+//! its store (Hetzner refuses more than 256 per IP). It must not retry on its own.
 //!
 //! Bounding requests in flight is not enough: hyper's pool opens a new
 //! connection whenever none is idle at the instant of asking, so a busy client

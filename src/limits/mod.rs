@@ -1,8 +1,10 @@
-//! Limits on what ferry asks of a store: requests per second and (on the
-//! source) bytes per second. They sit in the HTTP client itself, so every
-//! request counts: listings, HEADs, the SDK's own retries, and the bodies of
-//! streamed GETs. `max_connections` caps the sockets themselves
-//! (see [`connections`]).
+//! Limits on what ferry asks of a store: requests and bytes per second, sockets,
+//! and the budget. They sit below the store; they must not know what a request is for.
+//!
+//! Rates sit in the HTTP client itself, so every request counts: listings,
+//! HEADs, the SDK's own retries, and the bodies of streamed GETs.
+//! `max_connections` caps the sockets themselves (see [`connections`]);
+//! `budget` bounds requests in flight and bytes held.
 
 pub mod budget;
 mod connections;

@@ -1,5 +1,5 @@
-//! Reports read from the ledger. They open their own read-only connection
-//! and never write, so they can run beside `ferry run`.
+//! Reports read from the ledger: `plan`, `status`, `report`, and their tables.
+//! They open their own read-only connection and must not write, so they run beside `ferry run`.
 
 pub mod plan;
 pub mod reconcile;

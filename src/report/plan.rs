@@ -1,3 +1,6 @@
+//! `ferry plan`: what is there before anything moves, and the time and egress
+//! cost to expect. It must not copy; it reads the ledger's listing.
+//!
 //! `ferry plan`: what is there before anything moves — objects, bytes, size
 //! spread, storage classes, what will not copy as is, and the time and AWS
 //! egress cost to expect. Computed from the ledger's listing.
@@ -49,6 +52,8 @@ struct BucketPlan {
     small: u64,
     long_keys: Vec<String>,
     huge: u64,
+    /// Filter rule → (objects, bytes) it leaves out.
+    filtered: BTreeMap<String, (u64, u64)>,
 }
 
 fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketPlan> {
@@ -63,10 +68,17 @@ fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketP
         small: 0,
         long_keys: Vec::new(),
         huge: 0,
+        filtered: BTreeMap::new(),
     };
     // One streaming pass over the rows: memory holds counters, not keys.
     ledger::for_each_object(conn, pair_key(pair), |row| {
         let (key, size) = (row.key, row.size);
+        if let Some(rule) = row.filtered {
+            let left_out = plan.filtered.entry(rule).or_default();
+            left_out.0 += 1;
+            left_out.1 += size;
+            return;
+        }
         plan.objects += 1;
         plan.bytes += size;
         let slot = SIZE_CLASSES
@@ -148,7 +160,16 @@ pub fn plan_tables(
     ]);
     let mut buckets = Table::new("buckets", columns);
     let mut warnings = Table::new("warnings", vec!["bucket", "warning", "objects", "bytes"]);
+    let mut filtered = Table::new("filtered", vec!["bucket", "filter", "objects", "bytes"]);
     for p in &plans {
+        for (rule, (n, bytes)) in &p.filtered {
+            filtered.push(vec![
+                p.pair.source.as_str().into(),
+                rule.trim_start_matches("filter: ").into(),
+                Cell::Count(*n),
+                Cell::Bytes(*bytes),
+            ]);
+        }
         let mut row: Vec<Cell> = vec![
             p.pair.source.as_str().into(),
             Cell::Count(p.objects),
@@ -277,7 +298,7 @@ pub fn plan_tables(
         "egress cost after the free 100 GB (USD)".into(),
         Cell::Number(billable_gb * a.egress_price_per_gb),
     ]);
-    Ok(vec![buckets, warnings, largest, assumptions])
+    Ok(vec![buckets, warnings, filtered, largest, assumptions])
 }
 
 #[cfg(test)]
@@ -306,6 +327,7 @@ mod tests {
             etag: etag.into(),
             last_modified: None,
             storage_class: Some(class.into()),
+            filtered: None,
         };
         let long = "k".repeat(1025);
         let rows = [
@@ -318,6 +340,7 @@ mod tests {
             source: "audio".into(),
             destination: "hub-audio".into(),
             prefix: "".into(),
+            ..Default::default()
         };
         let a = Assumptions {
             bandwidth: 125e6,

@@ -1,5 +1,5 @@
-//! `ferry report`: both stores listed afresh and set against the ledger(s),
-//! every key sorted into one class, for sign-off before cut-over.
+//! `ferry report`: both stores listed afresh and set against the ledger(s), every
+//! key in one class, for sign-off. It must not write to a store or to the ledger.
 //!
 //! The ledger is only read. Several ledgers (one per shard) merge: their key
 //! sets do not overlap.
@@ -11,6 +11,7 @@ use aws_sdk_s3::Client;
 
 use super::render::{Cell, Table};
 use crate::config::Config;
+use crate::filter::Filter;
 use crate::hashing::bare_etag;
 use crate::ledger::{self, KeyRecord, LedgerError, State};
 use crate::list::decode_key;
@@ -38,6 +39,8 @@ pub enum Class {
     Skipped,
     /// The destination holds what ferry did not write; ferry left it alone.
     Conflict,
+    /// The bucket pair's filter leaves it out: not copied by choice.
+    Filtered,
 }
 
 impl Class {
@@ -52,11 +55,12 @@ impl Class {
             Class::Failed => "failed",
             Class::Skipped => "skipped",
             Class::Conflict => "conflict",
+            Class::Filtered => "filtered",
         }
     }
 
     pub fn is_problem(self) -> bool {
-        !matches!(self, Class::Verified | Class::Copied)
+        !matches!(self, Class::Verified | Class::Copied | Class::Filtered)
     }
 }
 
@@ -105,6 +109,7 @@ impl Reconciliation {
                 "failed",
                 "skipped",
                 "conflict",
+                "filtered",
                 "bytes",
             ],
         );
@@ -126,6 +131,7 @@ impl Reconciliation {
                 n(Class::Failed),
                 n(Class::Skipped),
                 n(Class::Conflict),
+                n(Class::Filtered),
                 Cell::Bytes(b.bytes),
             ]);
         }
@@ -185,8 +191,12 @@ pub async fn reconcile(
             .chain(rows.keys())
             .collect();
         for key in keys {
-            let (class, reason) =
-                classify(at_source.get(key), at_dest.get(key), rows.get(key), fast);
+            let src = at_source.get(key);
+            let row = rows.get(key);
+            let (class, reason) = match filtered(&pair.filter, key, src, row) {
+                Some(rule) => (Class::Filtered, rule),
+                None => classify(src, at_dest.get(key), row, fast),
+            };
             *counts.by_class.entry(class).or_default() += 1;
             if class.is_problem() {
                 result.problems.push(Finding {
@@ -200,6 +210,22 @@ pub async fn reconcile(
         result.buckets.push(counts);
     }
     Ok(result)
+}
+
+/// Why a key at the source is left out: by the filter as configured now
+/// (key and size), or as the ledger's last listing found (time bounds too).
+fn filtered(
+    filter: &Filter,
+    key: &str,
+    src: Option<&(u64, String)>,
+    row: Option<&KeyRecord>,
+) -> Option<String> {
+    let (size, _) = src?;
+    if let Some(rule) = filter.leaves_out(key, *size, None) {
+        return Some(rule);
+    }
+    row.filter(|r| r.state == State::Filtered)
+        .map(|r| r.reason.clone().unwrap_or_default())
 }
 
 fn classify(

@@ -1,4 +1,5 @@
 //! Tables for people and for programs: one model, four renderings.
+//! It must not compute; a formula-like cell stays text in CSV.
 //!
 //! `table` and `markdown` are for reading and pasting into documents, `csv`
 //! opens in a spreadsheet (cells that a spreadsheet would run as a formula are

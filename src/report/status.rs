@@ -1,5 +1,5 @@
-//! `ferry status`: where each bucket stands, from the ledger alone. It opens
-//! its own read-only connection, so it runs beside `ferry run`.
+//! `ferry status`: where each bucket stands, from the ledger alone. It must not
+//! ask a store, and runs beside `ferry run` on its own read-only connection.
 
 use crate::ledger::{self, BucketStatus, LedgerError, RATE_WINDOW_SECS};
 
@@ -24,6 +24,7 @@ pub fn table(rows: &[BucketStatus]) -> Table {
             "failed",
             "skipped",
             "conflict",
+            "filtered",
             "pending",
             "deleted",
             "open_uploads",
@@ -47,6 +48,7 @@ pub fn table(rows: &[BucketStatus]) -> Table {
         total.failed += r.failed;
         total.skipped += r.skipped;
         total.conflict += r.conflict;
+        total.filtered += r.filtered;
         total.pending += r.pending;
         total.deleted += r.deleted;
         total.open_uploads += r.open_uploads;
@@ -94,6 +96,7 @@ fn row(r: &BucketStatus) -> Vec<Cell> {
         Cell::Count(r.failed),
         Cell::Count(r.skipped),
         Cell::Count(r.conflict),
+        Cell::Count(r.filtered),
         Cell::Count(r.pending),
         Cell::Count(r.deleted),
         Cell::Count(r.open_uploads),

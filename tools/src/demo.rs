@@ -1,5 +1,5 @@
 //! The demo data set, shaped like the audiobook platform's buckets, and a
-//! byte-for-byte comparison of source and destination.
+//! byte-for-byte comparison of source and destination. It must not depend on ferry's internals beyond its public library.
 //!
 //! Used by `ferry-demo` (the README's first command) and by the end-to-end
 //! tests, so both show the same shapes arriving intact.

@@ -1,3 +1,6 @@
+//! Tools around ferry, kept out of the product crate: the demo data set, the
+//! benchmark and the ledger bench. ferry must not depend on them.
+//!
 //! Tools around ferry, kept out of the product crate: the demo data set and
 //! its byte-for-byte comparison (`ferry-demo`, and the tests' fixtures), the
 //! benchmark against rclone and s3sync (`ferry-bench`), and the ledger at

@@ -1,7 +1,8 @@
-//! Where an object's parts begin and end: the source's own boundaries when
-//! they can be learned and used (so the destination ETag equals the source's),
-//! ferry's even parts otherwise.
-//! It asks the source with HEAD only; it never reads object bytes.
+//! Where an object's parts begin and end: the source's own boundaries when they
+//! can be learned and used, ferry's even parts otherwise. It must not read object bytes.
+//!
+//! The source's own boundaries make the destination ETag equal the source's.
+//! The source is asked with HEAD only.
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use futures::stream::{self, StreamExt, TryStreamExt};

@@ -1,3 +1,6 @@
+//! Multipart copies: learn the layout, resume what an earlier attempt left, send
+//! the rest. It must not leave an upload that is neither completed nor aborted.
+//!
 //! Objects at or above the multipart threshold, and every object that was a
 //! multipart upload at the source: learn the layout (`layout.rs`), resume
 //! what an earlier attempt left (`resume.rs`), send the rest (`send.rs`).

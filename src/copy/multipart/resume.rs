@@ -1,6 +1,8 @@
-//! Resuming a multipart upload: what an earlier attempt left (in the ledger
-//! and at the destination), which of its parts still count, and aborting
-//! what must not stay. It must not send parts; `send.rs` does.
+//! Resuming a multipart upload: which parts of an earlier attempt still count,
+//! and aborting what must not stay. It must not send parts; `send.rs` does.
+//!
+//! The ledger says what was meant, the destination what arrived (ListParts):
+//! a part counts as sent only when both agree on it.
 
 use std::collections::HashMap;
 

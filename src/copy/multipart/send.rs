@@ -1,7 +1,8 @@
-//! Sending parts: each part is a ranged GET (If-Match the listed ETag)
-//! streamed into UploadPart and hashed on the way, then
-//! CompleteMultipartUpload, confirmed by HEAD when the store is vague.
-//! It must not decide the layout or resume; `layout.rs` and `resume.rs` do.
+//! Sending parts: ranged GETs streamed into UploadPart and hashed on the way,
+//! then Complete. It must not decide the layout or resume; `layout.rs` and `resume.rs` do.
+//!
+//! Each part is a ranged GET (If-Match the listed ETag); a Complete that
+//! answers vaguely (Ceph's empty ETag) is confirmed by HEAD.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

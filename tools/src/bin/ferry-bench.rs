@@ -1,3 +1,6 @@
+//! ferry-bench: ferry side by side with rclone and s3sync on the same local servers,
+//! and the servers' own ceiling. It must not count a tool fast that copied wrong.
+//!
 //! ferry-bench: ferry side by side with rclone and s3sync on the same local
 //! servers, and the servers' own ceiling for the same bytes. Prints one table
 //! per data set: medians of several runs, every run's copy checked byte-equal

@@ -1,5 +1,5 @@
-//! ferry-demo: fills the source buckets of a config with the demo data set,
-//! and compares every object of the source with its copy, byte for byte.
+//! ferry-demo: fills the source buckets of a config with the demo data set, and
+//! compares every copy byte for byte. It must not be pointed at production buckets.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

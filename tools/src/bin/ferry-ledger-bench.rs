@@ -1,3 +1,6 @@
+//! ferry-ledger-bench: the ledger at scale, fed through the real listing path.
+//! It must not talk to S3: the pages come from a generator.
+//!
 //! ferry-ledger-bench: the ledger at scale. Millions of synthetic listed keys
 //! go through the same listing-to-ledger path as a real listing (page by
 //! page, one transaction per page, through the writer thread); then the time
@@ -11,6 +14,7 @@ use anyhow::Result;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use ferry::filter::Filter;
 use ferry::ledger::{self, ListedObject, Writer};
 use ferry::list::{self, Page, PageSource};
 use ferry::store::StoreError;
@@ -46,6 +50,7 @@ impl PageSource for Synthetic {
                 etag: format!("{:032x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
                 last_modified: Some("2026-11-01T12:00:00Z".into()),
                 storage_class: Some("STANDARD".into()),
+                filtered: None,
             })
             .collect();
         self.next = end;
@@ -95,8 +100,15 @@ async fn main() -> Result<()> {
             total: args.keys,
             next: 0,
         };
-        let listed =
-            list::list_into_ledger(pages, &writer, bucket_id, pass_id, None, &stop).await?;
+        let listed = list::list_into_ledger(
+            pages,
+            &writer,
+            bucket_id,
+            pass_id,
+            (None, &Filter::default()),
+            &stop,
+        )
+        .await?;
         let took = started.elapsed().as_secs_f64();
         assert_eq!(listed.seen, args.keys, "pass {pass}: keys lost on the way");
         println!(

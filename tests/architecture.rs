@@ -1,0 +1,138 @@
+//! The house rules of ARCHITECTURE.md, checked on the source tree: the rooms
+//! depend on each other without circles, the store knows nothing of the copy
+//! engine, no file of `copy/` or `ledger/` outgrows 500 lines, and every
+//! module opens with what it owns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn sources() -> Vec<(PathBuf, String)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path, text));
+            }
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    walk(&src, &mut out);
+    out.sort();
+    out.into_iter()
+        .map(|(p, t)| (p.strip_prefix(&src).unwrap().to_owned(), t))
+        .collect()
+}
+
+/// The room a file belongs to: `copy` for `copy/multipart/send.rs`.
+fn room(path: &Path) -> String {
+    let first = path.components().next().unwrap().as_os_str();
+    first.to_string_lossy().trim_end_matches(".rs").to_owned()
+}
+
+/// The rooms a file names through `crate::room` or `crate::{room, …}`.
+fn rooms_used(text: &str) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            used.extend(group.split(',').map(|p| ident(p.trim())));
+        } else {
+            used.insert(ident(rest));
+        }
+    }
+    used.retain(|r| !r.is_empty() && r != "self");
+    used
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (path, text) in sources() {
+        let from = room(&path);
+        if from == "lib" || from == "main" {
+            continue;
+        }
+        let deps = graph.entry(from.clone()).or_default();
+        deps.extend(rooms_used(&text).into_iter().filter(|r| *r != from));
+    }
+    graph
+}
+
+#[test]
+fn the_rooms_depend_on_each_other_without_circles() {
+    let graph = graph();
+    // Depth-first search; a room met again while on the path is a circle.
+    fn visit(
+        room: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) {
+        if let Some(at) = path.iter().position(|r| r == room) {
+            panic!("import circle: {} → {room}", path[at..].join(" → "));
+        }
+        if done.contains(room) {
+            return;
+        }
+        path.push(room.to_owned());
+        for next in graph.get(room).into_iter().flatten() {
+            visit(next, graph, path, done);
+        }
+        path.pop();
+        done.insert(room.to_owned());
+    }
+    let mut done = BTreeSet::new();
+    for room in graph.keys() {
+        visit(room, &graph, &mut Vec::new(), &mut done);
+    }
+    // The check sees the rooms that the issue found tangled.
+    assert!(graph["verify"].contains("copy"), "{graph:?}");
+    assert!(graph["copy"].contains("ledger"), "{graph:?}");
+}
+
+#[test]
+fn the_store_and_the_ledger_know_nothing_of_the_copy_engine() {
+    let graph = graph();
+    for low in ["store", "ledger", "limits", "hashing", "config"] {
+        let above: Vec<_> = graph[low]
+            .iter()
+            .filter(|r| ["copy", "verify", "run", "report"].contains(&r.as_str()))
+            .collect();
+        assert!(above.is_empty(), "{low} imports {above:?}");
+    }
+}
+
+#[test]
+fn no_file_of_copy_or_ledger_outgrows_500_lines() {
+    let big: Vec<_> = sources()
+        .into_iter()
+        .filter(|(p, _)| p.starts_with("copy") || p.starts_with("ledger"))
+        .filter(|(p, _)| !p.ends_with("tests.rs"))
+        .map(|(p, t)| (p, t.lines().count()))
+        .filter(|(_, lines)| *lines > 500)
+        .collect();
+    assert!(big.is_empty(), "files over 500 lines: {big:?}");
+}
+
+#[test]
+fn every_module_opens_with_what_it_owns() {
+    let bare: Vec<_> = sources()
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("tests.rs") && !p.ends_with("main.rs"))
+        .filter(|(_, t)| t.lines().take(2).filter(|l| l.starts_with("//!")).count() < 2)
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        bare.is_empty(),
+        "modules without a two-line header: {bare:?}"
+    );
+}
