@@ -55,6 +55,14 @@ pub enum Command {
         /// Make one pass and exit; without it, a pass starts `interval` after the last one ends.
         #[arg(long)]
         once: bool,
+        /// List and decide, and write nothing to the destination: print what a
+        /// run would copy, copy again, delete, and leave alone. One pass.
+        #[arg(long)]
+        dry_run: bool,
+        /// For --dry-run: table or markdown give one row per bucket, csv and
+        /// json one row per key.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
     /// Catalog the source before anything moves: objects, bytes, size spread,
     /// storage classes, warnings, time and egress cost. Lists if needed; copies nothing.

@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod copy;
+pub mod dry_run;
 pub mod filter;
 pub mod hashing;
 pub mod ledger;

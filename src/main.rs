@@ -58,7 +58,12 @@ fn main() -> ExitCode {
                 (Err(e), _) => return fail(&e),
             }
         },
-        Command::Run { once } => {
+        Command::Run {
+            dry_run: true,
+            format,
+            ..
+        } => runtime().block_on(dry_run(config, format)),
+        Command::Run { once, .. } => {
             let runtime = runtime();
             if let Some(addr) = cli.metrics_addr {
                 // The exporter's listener runs on this runtime.
@@ -180,6 +185,36 @@ async fn run(config: Config, once: bool) -> ExitCode {
     }
 }
 
+async fn dry_run(config: Config, format: Format) -> ExitCode {
+    let runner = match Runner::start_read_only(config, ferry::shutdown::listen()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let per_key = matches!(format, Format::Csv | Format::Json);
+    match runner.dry_run(per_key).await {
+        Ok(plan) => {
+            let tables = if per_key {
+                vec![plan.summary(), plan.keys()]
+            } else {
+                vec![plan.summary()]
+            };
+            print!("{}", render(&tables, format));
+            for f in &plan.list_failures {
+                eprintln!("ferry: listing failed: {f}");
+            }
+            if plan.list_failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 async fn verify(config: Config, options: VerifyOptions) -> ExitCode {
     let stop = ferry::shutdown::listen();
     let runner = match Runner::start(config, stop).await {
@@ -204,7 +239,8 @@ async fn plan(config: Config, assumptions: Assumptions, format: Format) -> ExitC
         .and_then(|c| Ok(plan::all_listed(&c, &config.buckets)?))
         .unwrap_or(false);
     if !listed {
-        let runner = match Runner::start(config.clone(), ferry::shutdown::listen()).await {
+        let runner = match Runner::start_read_only(config.clone(), ferry::shutdown::listen()).await
+        {
             Ok(r) => r,
             Err(e) => return fail(&e),
         };

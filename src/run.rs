@@ -63,6 +63,24 @@ pub struct PassReport {
 
 pub const FAILED_SHOWN: usize = 100;
 
+/// A key missing from this many complete listings in a row is removed at the
+/// destination (with `delete = true`): never on the first, so that a listing
+/// glitch deletes nothing.
+pub const DELETE_AFTER_PASSES: u32 = 2;
+
+/// What the listings of a pass found.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    pub pass_id: i64,
+    /// Buckets listed (completely or until a stop).
+    pub listed: Vec<i64>,
+    pub seen: u64,
+    pub newly_missing: u64,
+    /// Every listing ran to the end.
+    pub complete: bool,
+    pub failures: Vec<String>,
+}
+
 impl PassReport {
     pub fn succeeded(&self) -> bool {
         self.copy.objects_failed == 0
@@ -183,16 +201,34 @@ impl VerifyReport {
 }
 
 pub struct Runner {
-    config: Config,
-    stop: CancellationToken,
-    engine: Arc<Engine>,
-    bucket_ids: Vec<i64>,
+    pub(crate) config: Config,
+    pub(crate) stop: CancellationToken,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) bucket_ids: Vec<i64>,
 }
 
 impl Runner {
     /// Opens the ledger, builds both clients and checks that every configured
-    /// bucket can be reached before anything is written.
+    /// bucket can be reached before anything is written; with
+    /// `create_buckets = true`, creates the missing destination buckets.
     pub async fn start(config: Config, stop: CancellationToken) -> Result<Runner, RunError> {
+        Runner::start_with(config, stop, true).await
+    }
+
+    /// As [`Runner::start`], for `plan` and `run --dry-run`: nothing is
+    /// created at the destination, whatever `create_buckets` says.
+    pub async fn start_read_only(
+        config: Config,
+        stop: CancellationToken,
+    ) -> Result<Runner, RunError> {
+        Runner::start_with(config, stop, false).await
+    }
+
+    async fn start_with(
+        config: Config,
+        stop: CancellationToken,
+        may_create: bool,
+    ) -> Result<Runner, RunError> {
         let budget = Engine::budget_for(&config.transfer);
         let source = store::client_with(
             Side::Source,
@@ -208,7 +244,7 @@ impl Runner {
             Some(budget.clone()),
         )
         .await;
-        check_buckets(&config, &source, &destination).await?;
+        check_buckets(&config, &source, &destination, may_create).await?;
         let writer = Writer::open(&config.ledger)?;
         let mut bucket_ids = Vec::new();
         let wanted = config.shard.map(|s| s.to_string());
@@ -246,42 +282,17 @@ impl Runner {
     pub async fn pass(&self) -> Result<PassReport, RunError> {
         let started = Instant::now();
         let writer = &self.engine.writer;
-        let pass_id = writer.call(|c| ledger::start_pass(c)).await?;
-        writer.call(|c| ledger::requeue_failed(c)).await?;
+        let listing = self.list_all().await?;
+        let pass_id = listing.pass_id;
         let mut report = PassReport {
             pass_id,
+            listed: listing.seen,
+            deleted_at_source: listing.newly_missing,
+            list_failures: listing.failures,
             ..PassReport::default()
         };
-        let mut listed_ids = Vec::new();
-        let mut every_listing_complete = true;
-        for (pair, &bucket_id) in self.config.buckets.iter().zip(&self.bucket_ids) {
-            match list::list_bucket(
-                &self.engine.source,
-                writer,
-                bucket_id,
-                pass_id,
-                pair,
-                self.config.shard,
-                &self.stop,
-            )
-            .await
-            {
-                Ok(listed) => {
-                    tracing::info!(bucket = %pair.source, prefix = %pair.prefix, objects = listed.seen,
-                        gone_at_source = listed.newly_missing, "listed");
-                    report.listed += listed.seen;
-                    report.deleted_at_source += listed.newly_missing as u64;
-                    every_listing_complete &= listed.complete;
-                    listed_ids.push(bucket_id);
-                }
-                Err(ListError::Ledger(e)) => return Err(e.into()),
-                Err(ListError::Store(e)) => {
-                    tracing::error!(bucket = %pair.source, error = %e, "listing failed");
-                    report.list_failures.push(e.to_string());
-                    every_listing_complete = false;
-                }
-            }
-        }
+        let listed_ids = listing.listed;
+        let every_listing_complete = listing.complete;
         report.copy = self
             .engine
             .copy_pending(listed_ids.clone(), &self.stop, self.config.shutdown_grace)
@@ -346,6 +357,49 @@ impl Runner {
         Ok(report)
     }
 
+    /// Starts a pass and lists every bucket into the ledger. A bucket whose
+    /// listing fails is reported and left out of the pass; only a ledger
+    /// error stops it.
+    pub(crate) async fn list_all(&self) -> Result<Listing, RunError> {
+        let writer = &self.engine.writer;
+        let pass_id = writer.call(|c| ledger::start_pass(c)).await?;
+        writer.call(|c| ledger::requeue_failed(c)).await?;
+        let mut listing = Listing {
+            pass_id,
+            complete: true,
+            ..Listing::default()
+        };
+        for (pair, &bucket_id) in self.config.buckets.iter().zip(&self.bucket_ids) {
+            match list::list_bucket(
+                &self.engine.source,
+                writer,
+                bucket_id,
+                pass_id,
+                pair,
+                self.config.shard,
+                &self.stop,
+            )
+            .await
+            {
+                Ok(listed) => {
+                    tracing::info!(bucket = %pair.source, prefix = %pair.prefix, objects = listed.seen,
+                        gone_at_source = listed.newly_missing, "listed");
+                    listing.seen += listed.seen;
+                    listing.newly_missing += listed.newly_missing as u64;
+                    listing.complete &= listed.complete;
+                    listing.listed.push(bucket_id);
+                }
+                Err(ListError::Ledger(e)) => return Err(e.into()),
+                Err(ListError::Store(e)) => {
+                    tracing::error!(bucket = %pair.source, error = %e, "listing failed");
+                    listing.failures.push(e.to_string());
+                    listing.complete = false;
+                }
+            }
+        }
+        Ok(listing)
+    }
+
     /// `delete = true`: keys missing at the source for two complete listings
     /// in a row are removed at the destination. Never in the pass that first
     /// saw them gone: a listing glitch must not delete anything. Only ferry's
@@ -357,7 +411,7 @@ impl Runner {
         loop {
             let ids = self.bucket_ids.clone();
             let batch = writer
-                .call(move |c| ledger::deletable(c, &ids, 2, after_id, 500))
+                .call(move |c| ledger::deletable(c, &ids, DELETE_AFTER_PASSES, after_id, 500))
                 .await?;
             let Some(last) = batch.last() else {
                 return Ok(removed);
@@ -376,36 +430,46 @@ impl Runner {
         }
     }
 
+    /// What removing a key deleted at the source finds at the destination:
+    /// ferry's own copy (to delete), nothing, or another writer's object.
+    /// With `on_conflict = "overwrite"` whatever is there is taken as ferry's.
+    pub(crate) async fn removal(
+        &self,
+        gone: &ledger::Deletable,
+    ) -> Result<guard::Verdict, RunError> {
+        if self.config.on_conflict == OnConflict::Overwrite {
+            return Ok(guard::Verdict::Ours);
+        }
+        guard::inspect(
+            &self.engine.destination,
+            &gone.dest_bucket,
+            &gone.key,
+            gone.copied_etag.as_deref(),
+            &[],
+        )
+        .await
+        .map_err(|e| RunError::Buckets(vec![e]))
+    }
+
     /// Removes one key deleted at the source, if what the destination holds
     /// is ferry's copy. Returns whether it removed it.
     async fn remove_one(&self, gone: &ledger::Deletable) -> Result<bool, RunError> {
         let (writer, id) = (&self.engine.writer, gone.object_id);
         let (bucket, key) = (&gone.dest_bucket, &gone.key);
-        if self.config.on_conflict == OnConflict::Keep {
-            let verdict = guard::inspect(
-                &self.engine.destination,
-                bucket,
-                key,
-                gone.copied_etag.as_deref(),
-                &[],
-            )
-            .await
-            .map_err(|e| RunError::Buckets(vec![e]))?;
-            match verdict {
-                guard::Verdict::Absent => {
-                    writer.call(move |c| ledger::record_removed(c, id)).await?;
-                    return Ok(false);
-                }
-                guard::Verdict::Foreign(why) => {
-                    let reason = format!("deleted at the source; {why}");
-                    tracing::warn!(bucket = %bucket, key = %key, reason = %reason, "conflict: not removed");
-                    writer
-                        .call(move |c| ledger::record_conflict(c, id, &reason))
-                        .await?;
-                    return Ok(false);
-                }
-                guard::Verdict::Ours => {}
+        match self.removal(gone).await? {
+            guard::Verdict::Absent => {
+                writer.call(move |c| ledger::record_removed(c, id)).await?;
+                return Ok(false);
             }
+            guard::Verdict::Foreign(why) => {
+                let reason = format!("deleted at the source; {why}");
+                tracing::warn!(bucket = %bucket, key = %key, reason = %reason, "conflict: not removed");
+                writer
+                    .call(move |c| ledger::record_conflict(c, id, &reason))
+                    .await?;
+                return Ok(false);
+            }
+            guard::Verdict::Ours => {}
         }
         self.engine
             .destination
@@ -499,6 +563,7 @@ async fn check_buckets(
     config: &Config,
     source: &Client,
     destination: &Client,
+    may_create: bool,
 ) -> Result<(), RunError> {
     let mut problems = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -519,6 +584,14 @@ async fn check_buckets(
                     if side == Side::Destination {
                         e.message.push_str(", or set create_buckets = true");
                     }
+                }
+                if e.kind == store::FailureKind::NoSuchBucket
+                    && side == Side::Destination
+                    && config.create_buckets
+                    && !may_create
+                {
+                    tracing::info!(bucket = %name, "the destination bucket does not exist; a run would create it (create_buckets = true)");
+                    continue;
                 }
                 if e.kind == store::FailureKind::NoSuchBucket
                     && side == Side::Destination

@@ -243,7 +243,7 @@ impl Engine {
     /// only its own copy (or an upload of its own that completed before a
     /// crash, or bytes identical to the source's), and nothing at all is
     /// checked with `on_conflict = "overwrite"`.
-    async fn may_write(&self, item: &WorkItem) -> Result<Option<String>, CopyError> {
+    pub(crate) async fn may_write(&self, item: &WorkItem) -> Result<Option<String>, CopyError> {
         if self.on_conflict == OnConflict::Overwrite || item.recopy_approved {
             return Ok(None);
         }

@@ -74,6 +74,8 @@ pub struct Injected {
     /// flipped bit: what the receiver could and must have caught.
     pub flipped_keys: std::sync::Mutex<Vec<String>>,
     pub requests: AtomicU64,
+    /// PUT, POST and DELETE requests: every S3 call that changes a store.
+    pub writes: AtomicU64,
     /// When the first and the last request arrived.
     pub window: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>,
     pub slow_down: AtomicU64,
@@ -328,6 +330,12 @@ async fn handle(
     }: Faults<'_>,
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     counts.requests.fetch_add(1, Ordering::Relaxed);
+    if matches!(
+        *req.method(),
+        hyper::Method::PUT | hyper::Method::POST | hyper::Method::DELETE
+    ) {
+        counts.writes.fetch_add(1, Ordering::Relaxed);
+    }
     {
         let now = std::time::Instant::now();
         let mut window = counts.window.lock().unwrap();

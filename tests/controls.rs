@@ -1,0 +1,279 @@
+//! Migration controls: filters per bucket pair, and a dry run that writes
+//! nothing and foretells what the real run then does.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use ferry_tools::demo::DemoObject;
+use support::faults::{FaultProxy, Plays};
+use support::{csv_table, servers, Fixture};
+
+fn object(fx: &Fixture, key: &str, size: u64) -> DemoObject {
+    DemoObject::new(
+        &format!("audio{}", fx.suffix),
+        key.into(),
+        size,
+        "audio/mpeg",
+    )
+}
+
+/// Adds `lines` to the `[[buckets]]` table of the audio bucket.
+fn filter_audio(fx: &Fixture, lines: &str) {
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let table = format!("destination = \"hub-audio{}\"\n", fx.suffix);
+    assert!(text.contains(&table), "{text}");
+    let text = text.replacen(&table, &format!("{table}{lines}\n"), 1);
+    std::fs::write(&fx.config_path, text).unwrap();
+}
+
+async fn destination_keys(fx: &Fixture) -> Vec<String> {
+    let bucket = format!("hub-audio{}", fx.suffix);
+    let mut keys: Vec<String> = support::list_all(&fx.destination, &bucket)
+        .await
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Each object is at the destination with the source's bytes.
+async fn assert_bytes_equal(fx: &Fixture, set: &[DemoObject]) {
+    for o in set {
+        let got = ferry_tools::demo::observe(
+            &fx.destination,
+            ferry::store::Side::Destination,
+            &format!("hub-{}", o.bucket),
+            &o.key,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} missing: {e}", o.key));
+        assert_eq!(got.sha256, o.expected_digests().sha256_hex(), "{}", o.key);
+    }
+}
+
+/// A column of the `total` (or only) row of `status --format csv`.
+fn status_column(fx: &Fixture, name: &str) -> u64 {
+    let status = fx.ferry(&["status", "--format", "csv"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let (header, rows) = csv_table(&status.stdout, "status");
+    let i = header.iter().position(|h| h == name).unwrap();
+    rows.last().unwrap()[i].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn include_exclude_size_and_time_filters_take_exactly_the_expected_keys() {
+    let fx = Fixture::new("filters", "").await;
+    let old = vec![
+        object(&fx, "books/old.mp3", 4_000),
+        object(&fx, "books/old.wav", 4_000),
+    ];
+    fx.fill(&old).await;
+    // Last-Modified has whole seconds: a clear gap between the two sets.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let new = vec![
+        object(&fx, "books/a.mp3", 4_000),
+        object(&fx, "books/b.xml", 4_000),
+        object(&fx, "books/tmp/c.mp3", 4_000),
+        object(&fx, "books/tiny.mp3", 10),
+        object(&fx, "books/big.mp3", 300_000),
+        object(&fx, "cache/d.mp3", 4_000),
+        object(&fx, "books/with space + plus.mp3", 4_000),
+    ];
+    fx.fill(&new).await;
+    filter_audio(
+        &fx,
+        &format!(
+            r#"include = ["\\.mp3$", "\\.xml$"]
+exclude = ["/tmp/", "^cache/"]
+min_size = "1KiB"
+max_size = "256KiB"
+modified_after = "{since}""#
+        ),
+    );
+
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        destination_keys(&fx).await,
+        vec!["books/a.mp3", "books/b.xml", "books/with space + plus.mp3"]
+    );
+    assert_bytes_equal(&fx, &[new[0].clone(), new[1].clone(), new[6].clone()]).await;
+    // Left out: old.mp3 (time), old.wav (include), tmp (exclude), tiny
+    // (min), big (max), cache (exclude): apart from the failures.
+    assert_eq!(status_column(&fx, "filtered"), 6);
+    assert_eq!(status_column(&fx, "failed"), 0);
+    let reason: String = fx
+        .ledger()
+        .query_row(
+            "SELECT last_error FROM objects WHERE key = 'books/tmp/c.mp3'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reason, r#"filter: exclude "/tmp/""#);
+
+    // `plan` counts what each rule leaves out, in objects and bytes.
+    let plan = fx.ferry(&["plan", "--format", "csv"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let (header, rows) = csv_table(&plan.stdout, "filtered");
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let row = |rule: &str| {
+        rows.iter()
+            .find(|r| r[col("filter")].starts_with(rule))
+            .unwrap_or_else(|| panic!("no {rule} row in {rows:?}"))
+    };
+    assert_eq!(&row("exclude")[col("objects")], "1");
+    assert_eq!(&row("max_size")[col("bytes")], "300000");
+    assert_eq!(&row("min_size")[col("objects")], "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_change_with_delete_on_deletes_nothing_whose_source_exists() {
+    let fx = Fixture::with_destination("filterdel", "", "delete = true", None).await;
+    let set: Vec<DemoObject> = (0..6)
+        .map(|i| {
+            object(
+                &fx,
+                &format!("books/{}/{i}.mp3", ["keep", "later"][i % 2]),
+                3_000 + i as u64,
+            )
+        })
+        .collect();
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+    assert_eq!(destination_keys(&fx).await.len(), 6);
+
+    filter_audio(&fx, r#"exclude = ["^books/later/"]"#);
+    for pass in 0..3 {
+        let run = fx.ferry(&["run", "--once"]);
+        assert_eq!(run.code, 0, "pass {pass}: {run:?}");
+    }
+    // Still at the source, so still at the destination, byte for byte.
+    assert_eq!(destination_keys(&fx).await.len(), 6);
+    assert_bytes_equal(&fx, &set).await;
+    assert_eq!(status_column(&fx, "filtered"), 3);
+    assert_eq!(status_column(&fx, "deleted"), 0);
+
+    // A new version of a filtered key is not copied.
+    let changed = object(&fx, "books/later/1.mp3", 9_999);
+    fx.fill(std::slice::from_ref(&changed)).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+    let got = fx
+        .destination
+        .head_object()
+        .bucket(format!("hub-audio{}", fx.suffix))
+        .key(&changed.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_length(), Some(3_001), "the old copy stays");
+
+    // Lifting the filter takes the keys up again: the changed one is copied,
+    // the others are known copies of their very version.
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(
+        &fx.config_path,
+        text.replace("exclude = [\"^books/later/\"]\n", ""),
+    )
+    .unwrap();
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("copied 1 objects"), "{run:?}");
+    assert_eq!(status_column(&fx, "filtered"), 0);
+    let mut now = set.clone();
+    now[1] = changed;
+    support::assert_all_copied_byte_equal(&fx, &now).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_writes_nothing_and_foretells_the_run() {
+    let proxy = FaultProxy::playing(servers().get("FERRY_DEST_ENDPOINT"), Plays::default()).await;
+    let fx = Fixture::with_destination("dryrun", "", "delete = true", Some(proxy.url())).await;
+    let first: Vec<DemoObject> = (0..6)
+        .map(|i| object(&fx, &format!("books/{i}.mp3"), 2_000 + i))
+        .collect();
+    fx.fill(&first).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+
+    // New keys, a changed key, two deleted keys, and a key that another
+    // writer took at the destination first.
+    let added = vec![
+        object(&fx, "books/new-1.mp3", 5_000),
+        object(&fx, "books/new-2.mp3", 7_000),
+        object(&fx, "books/taken.mp3", 1_000),
+    ];
+    let changed = object(&fx, "books/0.mp3", 9_000);
+    fx.fill(&added).await;
+    fx.fill(std::slice::from_ref(&changed)).await;
+    for o in &first[4..] {
+        fx.source
+            .delete_object()
+            .bucket(&o.bucket)
+            .key(&o.key)
+            .send()
+            .await
+            .unwrap();
+    }
+    fx.destination
+        .put_object()
+        .bucket(format!("hub-audio{}", fx.suffix))
+        .key("books/taken.mp3")
+        .body(ByteStream::from_static(b"another service's file"))
+        .send()
+        .await
+        .unwrap();
+
+    let before = proxy.injected.writes.load(Ordering::Relaxed);
+    let requests_before = proxy.injected.requests();
+    let dry = fx.ferry(&["run", "--dry-run", "--format", "json"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert_eq!(
+        proxy.injected.writes.load(Ordering::Relaxed),
+        before,
+        "the dry run wrote to the destination"
+    );
+    assert!(proxy.injected.requests() > requests_before, "it did look");
+    let json: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    let summary = json["dry_run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == format!("audio{}", fx.suffix))
+        .unwrap()
+        .clone();
+    assert_eq!(summary["copy"], 2, "{summary}");
+    assert_eq!(summary["copy_bytes"], 12_000, "{summary}");
+    assert_eq!(summary["recopy"], 1, "{summary}");
+    assert_eq!(summary["recopy_bytes"], 9_000, "{summary}");
+    assert_eq!(summary["delete"], 2, "{summary}");
+    assert_eq!(summary["conflict"], 1, "{summary}");
+    let actions = json["actions"].as_array().unwrap();
+    let action_of = |key: &str| {
+        actions
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["action"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(action_of("books/taken.mp3").as_deref(), Some("conflict"));
+    assert_eq!(action_of("books/0.mp3").as_deref(), Some("recopy"));
+    assert_eq!(action_of("books/5.mp3").as_deref(), Some("delete"));
+    assert_eq!(action_of("books/1.mp3"), None, "nothing to do");
+    // Nothing moved at the destination.
+    assert_eq!(destination_keys(&fx).await.len(), 7);
+
+    // The real run does what the dry run said.
+    let run = fx.ferry(&["run", "--once"]);
+    assert!(
+        run.stdout.contains("copied 3 objects (20.5 KiB)"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("2 keys removed"), "{run:?}");
+    assert_eq!(status_column(&fx, "conflict"), 1);
+    assert!(proxy.injected.writes.load(Ordering::Relaxed) > before);
+}
