@@ -89,6 +89,27 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// An SSE-C key for the destination (`sse_c_key_env`): 256 bits, kept in
+/// base64 with its MD5, as the SSE-C headers carry them. Never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CustomerKey {
+    key_base64: Secret,
+    key_md5_base64: String,
+}
+
+impl CustomerKey {
+    /// The values of `x-amz-server-side-encryption-customer-key` and `-key-MD5`.
+    pub fn headers(&self) -> (&str, &str) {
+        (self.key_base64.expose(), &self.key_md5_base64)
+    }
+}
+
+impl fmt::Debug for CustomerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CustomerKey(***)")
+    }
+}
+
 /// Static keys for one store, read from the env vars the config names.
 #[derive(Clone, Debug)]
 pub struct StaticKeys {
@@ -105,6 +126,8 @@ pub struct StoreConfig {
     pub profile: Option<String>,
     pub keys: Option<StaticKeys>,
     pub path_style: bool,
+    /// SSE-C at the destination: every write and read carries this key.
+    pub customer_key: Option<CustomerKey>,
 }
 
 #[derive(Clone, Debug)]
@@ -193,6 +216,7 @@ struct RawStore {
     path_style: Option<bool>,
     max_requests_per_second: Option<u32>,
     max_connections: Option<usize>,
+    sse_c_key_env: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -307,6 +331,12 @@ impl Validator<'_> {
             ));
         }
         let transfer = self.transfer(raw.transfer)?;
+        if destination.customer_key.is_some() && !transfer.verify_after_copy {
+            return Err(self.invalid(
+                "transfer.verify_after_copy",
+                "is false, but destination.sse_c_key_env is set: an SSE-C object's ETag proves nothing, so ferry reads every copy back with the key. Remove verify_after_copy = false",
+            ));
+        }
         let interval = match raw.interval {
             None => Duration::from_secs(15 * 60),
             Some(s) => self.duration("interval", &s)?,
@@ -483,7 +513,18 @@ impl Validator<'_> {
                 "must be above 0: leave it out for no limit",
             ));
         }
+        let customer_key = match &raw.sse_c_key_env {
+            None => None,
+            Some(_) if table == "source" => {
+                return Err(self.invalid(
+                    "source.sse_c_key_env",
+                    "is for the destination only: move it to [destination]. Source objects encrypted with SSE-C are skipped, with the reason",
+                ))
+            }
+            Some(var) => Some(self.customer_key(table, var)?),
+        };
         Ok(StoreConfig {
+            customer_key,
             limits: crate::limits::Limits {
                 requests_per_second: raw.max_requests_per_second,
                 bytes_per_second: None,
@@ -495,6 +536,28 @@ impl Validator<'_> {
             keys,
             // Custom endpoints are mostly path-style (Hetzner takes both).
             path_style: raw.path_style.unwrap_or(false),
+        })
+    }
+
+    /// The env var must hold a base64 256-bit key; the error never shows it.
+    fn customer_key(&self, table: &str, var: &str) -> Result<CustomerKey, ConfigError> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let text = self.env_var(table, "sse_c_key_env", var)?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| {
+                self.invalid(
+                    &format!("{table}.sse_c_key_env"),
+                    format!("names the env var {var}, which does not hold a base64 256-bit key: make one with `openssl rand -base64 32`"),
+                )
+            })?;
+        Ok(CustomerKey {
+            key_base64: Secret(base64::engine::general_purpose::STANDARD.encode(&key)),
+            key_md5_base64: base64::engine::general_purpose::STANDARD
+                .encode(md5::Md5::digest(&key)),
         })
     }
 
@@ -686,6 +749,8 @@ mod tests {
             "SRC_SECRET" => Some("very-secret-source".into()),
             "DST_ID" => Some("GKdest".into()),
             "DST_SECRET" => Some("very-secret-dest".into()),
+            "SSE_KEY" => Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into()),
+            "SHORT_KEY" => Some("c2hvcnQtc2VjcmV0LWtleQ==".into()),
             _ => None,
         }
     }
@@ -801,6 +866,39 @@ mod tests {
         );
         let e = error(&filtered.replace("\"1KiB\"", "\"1GiB\"\nmax_size = \"1MiB\""));
         assert!(e.contains("buckets[0].min_size"), "{e}");
+    }
+
+    #[test]
+    fn an_sse_c_key_is_read_checked_and_never_shown() {
+        let with = |var: &str| {
+            GOOD.replace(
+                "[destination]\n",
+                &format!("[destination]\nsse_c_key_env = \"{var}\"\n"),
+            )
+        };
+        let c = parse(&with("SSE_KEY")).unwrap();
+        let key = c.destination.customer_key.as_ref().unwrap();
+        assert_eq!(
+            key.headers().0,
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+        );
+        assert_eq!(format!("{key:?}"), "CustomerKey(***)");
+        assert!(!format!("{c:?}").contains("MDEyMzQ1Njc4"));
+        let e = error(&with("SHORT_KEY"));
+        assert!(
+            e.contains("destination.sse_c_key_env") && e.contains("256-bit"),
+            "{e}"
+        );
+        assert!(!e.contains("c2hvcnQt"), "{e}");
+        let e = error(&with("NO_SUCH_VAR"));
+        assert!(e.contains("NO_SUCH_VAR") && e.contains("not set"), "{e}");
+        let e = error(&with("SSE_KEY").replace("concurrency = 8", "verify_after_copy = false"));
+        assert!(e.contains("transfer.verify_after_copy"), "{e}");
+        let e = error(&GOOD.replace("[source]\n", "[source]\nsse_c_key_env = \"SSE_KEY\"\n"));
+        assert!(
+            e.contains("source.sse_c_key_env") && e.contains("destination only"),
+            "{e}"
+        );
     }
 
     #[test]

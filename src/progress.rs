@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +50,8 @@ pub fn init(format: LogFormat, bars: bool) {
             .with_env_filter(filter)
             .with_ansi(true)
             .with_writer(AboveBars(multi))
+            .finish()
+            .with(no_secrets())
             .init();
         return;
     }
@@ -56,9 +60,17 @@ pub fn init(format: LogFormat, bars: bool) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(no_secrets()).init(),
+        LogFormat::Json => builder.json().finish().with(no_secrets()).init(),
     }
+}
+
+/// Whatever `FERRY_LOG` asks for, the signer's trace events stay off: they
+/// print each request with its headers, and the SSE-C key is a header.
+fn no_secrets() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("aws_sigv4") && *meta.level() == tracing::Level::TRACE)
+    })
 }
 
 /// A log writer that lifts the bars, writes the line, and redraws them.

@@ -269,6 +269,7 @@ impl Runner {
         }
         let mut engine = Engine::new(source, destination, writer, config.transfer.clone(), budget);
         engine.on_conflict = config.on_conflict;
+        engine.customer_key = config.destination.customer_key.clone();
         let engine = Arc::new(engine);
         Ok(Runner {
             config,
@@ -442,8 +443,8 @@ impl Runner {
         }
         guard::inspect(
             &self.engine.destination,
-            &gone.dest_bucket,
-            &gone.key,
+            self.engine.customer_key.as_ref(),
+            (&gone.dest_bucket, &gone.key),
             gone.copied_etag.as_deref(),
             &[],
         )

@@ -320,3 +320,34 @@ pub fn chain(err: &dyn StdError) -> String {
     }
     text
 }
+
+/// SSE-C headers, on the requests that write or read a destination object's
+/// bytes (PUT, the multipart calls, GET, HEAD). `None` leaves the request as it is.
+pub trait WithCustomerKey: Sized {
+    fn customer_key(self, key: Option<&crate::config::CustomerKey>) -> Self;
+}
+
+macro_rules! with_customer_key {
+    ($($builder:ty),*) => {$(
+        impl WithCustomerKey for $builder {
+            fn customer_key(self, key: Option<&crate::config::CustomerKey>) -> Self {
+                match key.map(|k| k.headers()) {
+                    None => self,
+                    Some((key, md5)) => self
+                        .sse_customer_algorithm("AES256")
+                        .sse_customer_key(key)
+                        .sse_customer_key_md5(md5),
+                }
+            }
+        }
+    )*};
+}
+
+with_customer_key!(
+    aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+    aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder,
+    aws_sdk_s3::operation::complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder,
+    aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder,
+    aws_sdk_s3::operation::head_object::builders::HeadObjectFluentBuilder
+);

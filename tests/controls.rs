@@ -277,3 +277,121 @@ async fn a_dry_run_writes_nothing_and_foretells_the_run() {
     assert_eq!(status_column(&fx, "conflict"), 1);
     assert!(proxy.injected.writes.load(Ordering::Relaxed) > before);
 }
+
+/// The env var that holds the tests' SSE-C key, set once per test process.
+fn sse_c_key() -> String {
+    use base64::Engine as _;
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let key: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+        base64::engine::general_purpose::STANDARD.encode(key)
+    })
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_c_copies_at_ceph_are_unreadable_without_the_key_and_verified_with_it() {
+    let transfer = "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"";
+    let Some(fx) = Fixture::with_ceph_destination("ssec", transfer, "").await else {
+        eprintln!("skipped: the local Ceph RGW is not running (FERRY_CEPH=0)");
+        return;
+    };
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let text = text.replacen(
+        "[destination]\n",
+        "[destination]\nsse_c_key_env = \"FERRY_TEST_SSE_C_KEY\"\n",
+        1,
+    );
+    std::fs::write(&fx.config_path, text).unwrap();
+    let mut env = servers().env.clone();
+    env.push(("FERRY_TEST_SSE_C_KEY".into(), sse_c_key()));
+    let ferry = |args: &[&str]| support::ferry_in(fx.dir.path(), &fx.config_path, args, &env);
+
+    let mut set = vec![
+        object(&fx, "books/small.mp3", 70_000),
+        object(&fx, "books/empty.mp3", 0),
+    ];
+    let mut big = object(&fx, "books/big.mp3", 12 << 20);
+    big.multipart = true;
+    set.push(big);
+    set.push(object(&fx, "books/single-but-large.mp3", 6 << 20));
+    fx.fill(&set).await;
+
+    let run = ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let bucket = format!("hub-audio{}", fx.suffix);
+    let (key, md5) = {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(sse_c_key())
+            .unwrap();
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&raw));
+        (sse_c_key(), md5)
+    };
+    for o in &set {
+        // Without the key the store refuses the bytes.
+        let plain = fx
+            .destination
+            .get_object()
+            .bucket(&bucket)
+            .key(&o.key)
+            .send()
+            .await;
+        assert!(plain.is_err(), "{} readable without the key", o.key);
+        // With it, they are the source's bytes.
+        let got = fx
+            .destination
+            .get_object()
+            .bucket(&bucket)
+            .key(&o.key)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&key)
+            .sse_customer_key_md5(&md5)
+            .send()
+            .await
+            .unwrap();
+        let bytes = got.body.collect().await.unwrap().to_vec();
+        assert_eq!(
+            ferry::hashing::Digests::of(&bytes).sha256_hex(),
+            o.expected_digests().sha256_hex(),
+            "{}",
+            o.key
+        );
+    }
+    // Read back with the key after the copy, and again by `verify`.
+    let verified: i64 = fx
+        .ledger()
+        .query_row(
+            "SELECT COUNT(*) FROM objects WHERE state = 'verified'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(verified, set.len() as i64);
+    let notes: i64 = fx
+        .ledger()
+        .query_row(
+            "SELECT COUNT(*) FROM copies WHERE etag_note LIKE '%SSE-C%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(notes, set.len() as i64);
+    let verify = ferry(&["verify", "--all"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    // A second run finds every copy in place: nothing is sent again.
+    let again = ferry(&["run", "--once"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("nothing to copy"), "{again:?}");
+
+    // Without the key ferry's reads fail: the bytes cannot be proved.
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(
+        &fx.config_path,
+        text.replace("sse_c_key_env = \"FERRY_TEST_SSE_C_KEY\"\n", ""),
+    )
+    .unwrap();
+    let keyless = ferry(&["verify", "--all"]);
+    assert_ne!(keyless.code, 0, "{keyless:?}");
+}

@@ -101,3 +101,89 @@ fn a_config_others_can_read_gets_a_warning() {
     let run = support::ferry_in(dir.path(), &path, &["status"], &[]);
     assert!(!run.stderr.contains("other users"), "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sse_c_key_appears_in_no_log_ledger_or_error() {
+    use base64::Engine as _;
+    let transfer = "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"";
+    let Some(fx) = Fixture::with_ceph_destination("ssecsecret", transfer, "").await else {
+        eprintln!("skipped: the local Ceph RGW is not running (FERRY_CEPH=0)");
+        return;
+    };
+    let raw: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+    let key = base64::engine::general_purpose::STANDARD.encode(&raw);
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(
+        &fx.config_path,
+        text.replacen(
+            "[destination]\n",
+            "[destination]\nsse_c_key_env = \"FERRY_SSE_C_KEY\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let audio = format!("audio{}", fx.suffix);
+    let mut big = DemoObject::new(&audio, "big.mp3".into(), 11 << 20, "audio/mpeg");
+    big.multipart = true;
+    fx.fill(&[
+        DemoObject::new(&audio, "small.mp3".into(), 5_000, "audio/mpeg"),
+        big,
+    ])
+    .await;
+
+    let mut env = servers().env.clone();
+    env.push(("FERRY_LOG".into(), "trace".into()));
+    env.push(("FERRY_SSE_C_KEY".into(), key.clone()));
+    let mut outputs = Vec::new();
+    for args in [
+        &["run", "--once"][..],
+        &["verify", "--all"],
+        &["run", "--dry-run", "--format", "json"],
+    ] {
+        let run = support::ferry_in(fx.dir.path(), &fx.config_path, args, &env);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        outputs.push((format!("{args:?}"), run.stdout + &run.stderr));
+    }
+    assert!(outputs[0].1.contains("TRACE"), "trace logging was not on");
+    // A key of the wrong length: refused, and not shown.
+    let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+    let mut wrong = env.clone();
+    wrong.retain(|(k, _)| k != "FERRY_SSE_C_KEY");
+    wrong.push(("FERRY_SSE_C_KEY".into(), short.clone()));
+    let refused = support::ferry_in(fx.dir.path(), &fx.config_path, &["run", "--once"], &wrong);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("destination.sse_c_key_env"),
+        "{refused:?}"
+    );
+    outputs.push(("a short key".into(), refused.stdout + &refused.stderr));
+
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(fx.dir.path().join("state")).unwrap() {
+        let path = entry.unwrap().path();
+        files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    let hex_key = raw.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    for secret in [&key, &short, &hex_key] {
+        for (what, text) in &outputs {
+            // The line, with the key masked, names the logger that leaked it.
+            let line = text.lines().find(|l| l.contains(secret.as_str())).map(|l| {
+                l.replace(secret.as_str(), "<KEY>")
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            });
+            assert!(line.is_none(), "the SSE-C key appears in {what}: {line:?}");
+        }
+        for (what, bytes) in &files {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "the SSE-C key appears in {what}");
+        }
+    }
+    for (what, bytes) in &files {
+        assert!(
+            !bytes.windows(32).any(|w| w == raw.as_slice()),
+            "the raw SSE-C key appears in {what}"
+        );
+    }
+}

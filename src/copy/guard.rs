@@ -3,8 +3,9 @@
 
 use aws_sdk_s3::Client;
 
+use crate::config::CustomerKey;
 use crate::hashing::bare_etag;
-use crate::store::{FailureKind, Side, StoreError};
+use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 
 /// What the destination holds under a key, compared with ferry's last copy.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,29 +28,43 @@ pub struct Known<'a> {
 
 /// HEADs `bucket/key` at the destination. `copied_etag` is the ETag of
 /// ferry's last copy of the key (None: ferry never wrote it); `also` lists
-/// other objects that are ferry's or identical to the source's bytes.
+/// other objects that are ferry's or identical to the source's bytes. With
+/// SSE-C (`customer_key`), an object that the key does not open is foreign.
 pub async fn inspect(
     destination: &Client,
-    bucket: &str,
-    key: &str,
+    customer_key: Option<&CustomerKey>,
+    (bucket, key): (&str, &str),
     copied_etag: Option<&str>,
     also: &[Known<'_>],
 ) -> Result<Verdict, StoreError> {
     let what = format!("HeadObject {bucket}/{key} (before writing)");
-    let head = match destination
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-    {
+    let head = |customer_key| {
+        destination
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .customer_key(customer_key)
+            .send()
+    };
+    let head = match head(customer_key).await {
         Ok(head) => head,
         Err(e) => {
             let e = StoreError::from_sdk(Side::Destination, what, e);
-            return match e.kind {
-                FailureKind::NoSuchKey => Ok(Verdict::Absent),
-                _ => Err(e),
+            if e.kind == FailureKind::NoSuchKey {
+                return Ok(Verdict::Absent);
+            }
+            if customer_key.is_none() || e.kind.is_retryable() {
+                return Err(e);
+            }
+            // Refused with ferry's key: not encrypted with it. Whatever it
+            // is, ferry did not write it.
+            let why = match head(None).await {
+                Ok(_) => "is not encrypted with ferry's SSE-C key",
+                Err(_) => "is encrypted with an SSE-C key other than ferry's",
             };
+            return Ok(Verdict::Foreign(format!(
+                "the destination object {why}, so ferry did not write it; ferry leaves it alone (on_conflict = \"keep\")"
+            )));
         }
     };
     let etag = bare_etag(head.e_tag().unwrap_or_default());

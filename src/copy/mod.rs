@@ -20,7 +20,7 @@ use std::time::Duration;
 use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{OnConflict, TransferConfig};
+use crate::config::{CustomerKey, OnConflict, TransferConfig};
 use crate::hashing;
 use crate::ledger::{
     self, CopyRecord, LedgerError, PassSummary, State, VerifyItem, WorkItem, Writer,
@@ -34,6 +34,8 @@ use crate::store::ATTEMPTS;
 /// other than the source's ETag: once more, then it is `failed` with the
 /// reason, and the next pass tries again. Each read costs egress.
 const WHOLE_READS: u32 = 2;
+/// Why an SSE-C copy's ETag cannot be checked (`copies.etag_note`).
+const SSE_C_NOTE: &str = "encrypted with SSE-C at the destination: its ETag is not an MD5 of the bytes; proved by SHA-256 read back with the key";
 /// How many pending objects are read from the ledger at a time.
 const BATCH: usize = 512;
 
@@ -55,6 +57,8 @@ pub struct Engine {
     pub(crate) budget: Arc<Budget>,
     /// Whether a destination key ferry did not write last may be written.
     pub on_conflict: OnConflict,
+    /// SSE-C at the destination: on every write and read of its objects.
+    pub customer_key: Option<CustomerKey>,
 }
 
 impl Engine {
@@ -74,6 +78,7 @@ impl Engine {
             transfer,
             budget,
             on_conflict: OnConflict::Keep,
+            customer_key: None,
         }
     }
 
@@ -162,7 +167,10 @@ impl Engine {
             }
         };
         match result {
-            Ok(record) => {
+            Ok(mut record) => {
+                if self.customer_key.is_some() && record.etag_note.is_none() {
+                    record.etag_note = Some(SSE_C_NOTE.to_owned());
+                }
                 let bytes = record.size;
                 let check = VerifyItem {
                     object_id: id,
@@ -266,8 +274,8 @@ impl Engine {
         }
         let verdict = guard::inspect(
             &self.destination,
-            &item.dest_bucket,
-            &item.key,
+            self.customer_key.as_ref(),
+            (&item.dest_bucket, &item.key),
             item.copied_etag.as_deref(),
             &also,
         )
@@ -304,14 +312,16 @@ impl Engine {
 }
 
 /// An ETag that does not match the MD5 of what was sent: the store holds
-/// something other than what ferry read.
+/// something other than what ferry read. With SSE-C the ETag is not an MD5
+/// of the bytes: it is taken as given, and the copy is read back instead.
 pub(crate) fn check_etag(
+    engine: &Engine,
     action: &str,
     expected: &str,
     got: Option<&str>,
 ) -> Result<String, CopyError> {
     let got = hashing::bare_etag(got.unwrap_or_default()).to_owned();
-    if got == expected {
+    if got == expected || engine.customer_key.is_some() {
         Ok(got)
     } else {
         Err(StoreError::new(

@@ -9,7 +9,7 @@ use super::retry::with_retries;
 use super::{CopyError, Engine};
 use crate::hashing::{bare_etag, read_and_check, Digests, ExpectedPart};
 use crate::ledger::{self, LedgerError, PassSummary, Verification, VerifyItem};
-use crate::store::{FailureKind, Side, StoreError};
+use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 
 /// Reads one copy back. A copy that is missing or differs is a verdict
 /// (`ok: false`, with the reason); only a read that cannot be done is an error.
@@ -108,6 +108,7 @@ pub(crate) async fn read_copy(
         .get_object()
         .bucket(bucket)
         .key(key)
+        .customer_key(engine.customer_key.as_ref())
         // The callers retry the whole read.
         .customize()
         .config_override(crate::store::no_sdk_retries())

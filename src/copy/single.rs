@@ -11,7 +11,7 @@ use super::retry::with_retries;
 use super::{check_etag, copy_record, CopyError, Engine};
 use crate::hashing::Digests;
 use crate::ledger::{CopyRecord, WorkItem};
-use crate::store::{FailureKind, Side, StoreError};
+use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 
 pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
     let _ticket = engine.budget.admit(item.size).await;
@@ -69,6 +69,7 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .key(&item.key)
         .content_length(body.len() as i64)
         .content_md5(digests.md5_base64())
+        .customer_key(engine.customer_key.as_ref())
         .body(ByteStream::from(body));
     let put = metadata
         .onto_put(request)
@@ -77,7 +78,7 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    let etag = check_etag(&what, &digests.md5_hex(), put.e_tag())?;
+    let etag = check_etag(engine, &what, &digests.md5_hex(), put.e_tag())?;
     Ok(copy_record(item, etag, &digests, None))
 }
 

@@ -86,7 +86,26 @@ impl Fixture {
         top: &str,
         destination: Option<String>,
     ) -> Fixture {
-        Self::with_stores(name, transfer, top, "FERRY_SOURCE", destination).await
+        Self::with_stores(
+            name,
+            transfer,
+            top,
+            ("FERRY_SOURCE", "FERRY_DEST"),
+            destination,
+        )
+        .await
+    }
+
+    /// Ceph RGW as the destination, whichever destination the suite runs
+    /// against: for what only Ceph does (SSE-C, tagging). None when the
+    /// local Ceph is not running (FERRY_CEPH=0).
+    pub async fn with_ceph_destination(name: &str, transfer: &str, top: &str) -> Option<Fixture> {
+        servers()
+            .env
+            .iter()
+            .any(|(k, _)| k == "FERRY_CEPH_ENDPOINT")
+            .then_some(())?;
+        Some(Self::with_stores(name, transfer, top, ("FERRY_SOURCE", "FERRY_CEPH"), None).await)
     }
 
     /// Ceph RGW as the source: a store that ignores `?partNumber=` and so
@@ -98,16 +117,17 @@ impl Fixture {
             .iter()
             .any(|(k, _)| k == "FERRY_CEPH_ENDPOINT")
             .then_some(())?;
-        Some(Self::with_stores(name, transfer, "", "FERRY_CEPH", None).await)
+        Some(Self::with_stores(name, transfer, "", ("FERRY_CEPH", "FERRY_DEST"), None).await)
     }
 
-    /// `source` is the prefix of the env vars that hold the source's endpoint
-    /// and keys (`{source}_ENDPOINT`, `{source}_ACCESS_KEY_ID`, ...).
+    /// `source` and `dest` are the prefixes of the env vars that hold each
+    /// store's endpoint and keys (`{source}_ENDPOINT`, `{source}_ACCESS_KEY_ID`, ...);
+    /// `destination` replaces the destination's endpoint (by a proxy's, say).
     async fn with_stores(
         name: &str,
         transfer: &str,
         top: &str,
-        source: &str,
+        (source, dest): (&str, &str),
         destination: Option<String>,
     ) -> Fixture {
         let servers = servers();
@@ -129,14 +149,15 @@ path_style = true
 [destination]
 endpoint = "{dst}"
 region = "fsn1"
-access_key_id_env = "FERRY_DEST_ACCESS_KEY_ID"
-secret_access_key_env = "FERRY_DEST_SECRET_ACCESS_KEY"
+access_key_id_env = "{dest}_ACCESS_KEY_ID"
+secret_access_key_env = "{dest}_SECRET_ACCESS_KEY"
 path_style = true
 [transfer]
 {transfer}
 {buckets}"#,
             src = servers.get(&format!("{source}_ENDPOINT")),
-            dst = destination.unwrap_or_else(|| servers.get("FERRY_DEST_ENDPOINT").to_owned()),
+            dst =
+                destination.unwrap_or_else(|| servers.get(&format!("{dest}_ENDPOINT")).to_owned()),
         );
         Self::with_config_text(name, &suffix, &text).await
     }

@@ -17,7 +17,7 @@ use crate::copy::metadata::Metadata;
 use crate::copy::single::quoted;
 use crate::copy::{etag_is_md5, CopyError, Engine};
 use crate::ledger::{self, CopyRecord, UploadRecord, WorkItem};
-use crate::store::{FailureKind, Side, StoreError};
+use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 use layout::{Layout, Origin};
 use resume::{abort, previous_upload, reconcile, Reconciled};
 use send::{send_parts_and_complete, PartDone};
@@ -87,7 +87,8 @@ async fn start_upload(
         .destination
         .create_multipart_upload()
         .bucket(&item.dest_bucket)
-        .key(&item.key);
+        .key(&item.key)
+        .customer_key(engine.customer_key.as_ref());
     let created = Metadata::from_head(head)
         .onto_create(request)
         .send()
