@@ -278,33 +278,14 @@ async fn a_dry_run_writes_nothing_and_foretells_the_run() {
     assert!(proxy.injected.writes.load(Ordering::Relaxed) > before);
 }
 
-/// The env var that holds the tests' SSE-C key, set once per test process.
-fn sse_c_key() -> String {
-    use base64::Engine as _;
-    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| {
-        let key: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
-        base64::engine::general_purpose::STANDARD.encode(key)
-    })
-    .clone()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_c_copies_at_ceph_are_unreadable_without_the_key_and_verified_with_it() {
     let transfer = "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"";
-    let Some(fx) = Fixture::with_ceph_destination("ssec", transfer, "").await else {
+    let Some((fx, sse_c)) = Fixture::with_sse_c_destination("ssec", transfer).await else {
         eprintln!("skipped: the local Ceph RGW is not running (FERRY_CEPH=0)");
         return;
     };
-    let text = std::fs::read_to_string(&fx.config_path).unwrap();
-    let text = text.replacen(
-        "[destination]\n",
-        "[destination]\nsse_c_key_env = \"FERRY_TEST_SSE_C_KEY\"\n",
-        1,
-    );
-    std::fs::write(&fx.config_path, text).unwrap();
-    let mut env = servers().env.clone();
-    env.push(("FERRY_TEST_SSE_C_KEY".into(), sse_c_key()));
+    let env = sse_c.env();
     let ferry = |args: &[&str]| support::ferry_in(fx.dir.path(), &fx.config_path, args, &env);
 
     let mut set = vec![
@@ -320,15 +301,7 @@ async fn sse_c_copies_at_ceph_are_unreadable_without_the_key_and_verified_with_i
     let run = ferry(&["run", "--once"]);
     assert_eq!(run.code, 0, "{run:?}");
     let bucket = format!("hub-audio{}", fx.suffix);
-    let (key, md5) = {
-        use base64::Engine as _;
-        use md5::Digest as _;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(sse_c_key())
-            .unwrap();
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&raw));
-        (sse_c_key(), md5)
-    };
+    let (key, md5) = (&sse_c.base64, &sse_c.md5_base64);
     for o in &set {
         // Without the key the store refuses the bytes.
         let plain = fx
@@ -346,8 +319,8 @@ async fn sse_c_copies_at_ceph_are_unreadable_without_the_key_and_verified_with_i
             .bucket(&bucket)
             .key(&o.key)
             .sse_customer_algorithm("AES256")
-            .sse_customer_key(&key)
-            .sse_customer_key_md5(&md5)
+            .sse_customer_key(key)
+            .sse_customer_key_md5(md5)
             .send()
             .await
             .unwrap();
@@ -389,7 +362,7 @@ async fn sse_c_copies_at_ceph_are_unreadable_without_the_key_and_verified_with_i
     let text = std::fs::read_to_string(&fx.config_path).unwrap();
     std::fs::write(
         &fx.config_path,
-        text.replace("sse_c_key_env = \"FERRY_TEST_SSE_C_KEY\"\n", ""),
+        text.replace(&format!("sse_c_key_env = \"{}\"\n", sse_c.var), ""),
     )
     .unwrap();
     let keyless = ferry(&["verify", "--all"]);

@@ -106,22 +106,11 @@ fn a_config_others_can_read_gets_a_warning() {
 async fn the_sse_c_key_appears_in_no_log_ledger_or_error() {
     use base64::Engine as _;
     let transfer = "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"";
-    let Some(fx) = Fixture::with_ceph_destination("ssecsecret", transfer, "").await else {
+    let Some((fx, sse_c)) = Fixture::with_sse_c_destination("ssecsecret", transfer).await else {
         eprintln!("skipped: the local Ceph RGW is not running (FERRY_CEPH=0)");
         return;
     };
-    let raw: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
-    let key = base64::engine::general_purpose::STANDARD.encode(&raw);
-    let text = std::fs::read_to_string(&fx.config_path).unwrap();
-    std::fs::write(
-        &fx.config_path,
-        text.replacen(
-            "[destination]\n",
-            "[destination]\nsse_c_key_env = \"FERRY_SSE_C_KEY\"\n",
-            1,
-        ),
-    )
-    .unwrap();
+    let (key, raw) = (sse_c.base64.clone(), sse_c.raw.clone());
     let audio = format!("audio{}", fx.suffix);
     let mut big = DemoObject::new(&audio, "big.mp3".into(), 11 << 20, "audio/mpeg");
     big.multipart = true;
@@ -131,9 +120,8 @@ async fn the_sse_c_key_appears_in_no_log_ledger_or_error() {
     ])
     .await;
 
-    let mut env = servers().env.clone();
+    let mut env = sse_c.env();
     env.push(("FERRY_LOG".into(), "trace".into()));
-    env.push(("FERRY_SSE_C_KEY".into(), key.clone()));
     let mut outputs = Vec::new();
     for args in [
         &["run", "--once"][..],
@@ -148,8 +136,8 @@ async fn the_sse_c_key_appears_in_no_log_ledger_or_error() {
     // A key of the wrong length: refused, and not shown.
     let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
     let mut wrong = env.clone();
-    wrong.retain(|(k, _)| k != "FERRY_SSE_C_KEY");
-    wrong.push(("FERRY_SSE_C_KEY".into(), short.clone()));
+    wrong.retain(|(k, _)| *k != sse_c.var);
+    wrong.push((sse_c.var.clone(), short.clone()));
     let refused = support::ferry_in(fx.dir.path(), &fx.config_path, &["run", "--once"], &wrong);
     assert_eq!(refused.code, 2, "{refused:?}");
     assert!(

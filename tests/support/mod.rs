@@ -120,6 +120,25 @@ impl Fixture {
         Some(Self::with_stores(name, transfer, "", ("FERRY_CEPH", "FERRY_DEST"), None).await)
     }
 
+    /// Ceph RGW as the destination with SSE-C under a fresh random key,
+    /// named in the config as `sse_c_key_env`. None when Ceph is not running.
+    pub async fn with_sse_c_destination(name: &str, transfer: &str) -> Option<(Fixture, SseC)> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let fx = Self::with_ceph_destination(name, transfer, "").await?;
+        let raw: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+        let key = SseC {
+            var: "FERRY_TEST_SSE_C_KEY".into(),
+            base64: base64::engine::general_purpose::STANDARD.encode(&raw),
+            md5_base64: base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&raw)),
+            raw,
+        };
+        let text = std::fs::read_to_string(&fx.config_path).unwrap();
+        let line = format!("[destination]\nsse_c_key_env = \"{}\"\n", key.var);
+        std::fs::write(&fx.config_path, text.replacen("[destination]\n", &line, 1)).unwrap();
+        Some((fx, key))
+    }
+
     /// `source` and `dest` are the prefixes of the env vars that hold each
     /// store's endpoint and keys (`{source}_ENDPOINT`, `{source}_ACCESS_KEY_ID`, ...);
     /// `destination` replaces the destination's endpoint (by a proxy's, say).
@@ -236,6 +255,24 @@ path_style = true
 
     pub fn ledger(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.config.ledger).expect("open ledger")
+    }
+}
+
+/// An SSE-C key of a test: raw, in base64 (the env var's value), and the
+/// base64 of its MD5 (a header of every request that carries it).
+pub struct SseC {
+    pub var: String,
+    pub raw: Vec<u8>,
+    pub base64: String,
+    pub md5_base64: String,
+}
+
+impl SseC {
+    /// The servers' env with the key in it, for `ferry_in`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = servers().env.clone();
+        env.push((self.var.clone(), self.base64.clone()));
+        env
     }
 }
 
