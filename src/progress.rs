@@ -114,6 +114,13 @@ pub fn pass_started(what: &str, objects: u64, bytes: u64) {
     bars.pass.reset_eta();
 }
 
+/// A listing that feeds the pass found `bytes` more to move.
+pub fn more_work(bytes: u64) {
+    if let Some(bars) = BARS.get() {
+        bars.pass.inc_length(bytes);
+    }
+}
+
 /// Bytes that arrived (a part, a small object) or were read back.
 pub fn bytes_done(bytes: u64) {
     if let Some(bars) = BARS.get() {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use bytesize::ByteSize;
+use futures::stream::{self, StreamExt};
 
 use crate::config::{Config, OnConflict};
 use crate::copy::{abort, guard, Engine};
@@ -67,6 +68,10 @@ pub const FAILED_SHOWN: usize = 100;
 /// destination (with `delete = true`): never on the first, so that a listing
 /// glitch deletes nothing.
 pub const DELETE_AFTER_PASSES: u32 = 2;
+
+/// How many buckets are listed at once: each listing is one request at a
+/// time, so a few side by side hide the stores' latency without crowding them.
+const LISTINGS_AT_ONCE: usize = 4;
 
 /// What the listings of a pass found.
 #[derive(Debug, Default)]
@@ -279,25 +284,44 @@ impl Runner {
         })
     }
 
-    /// One pass: list every bucket into the ledger, then copy what is pending.
+    /// One pass: list every bucket into the ledger and copy what is pending
+    /// while the listings go on; then copy what the listings sent back into
+    /// the queue behind the copy (new versions of older keys).
     pub async fn pass(&self) -> Result<PassReport, RunError> {
         let started = Instant::now();
         let writer = &self.engine.writer;
-        let listing = self.list_all().await?;
+        let (listed, listing_done) = tokio::sync::watch::channel(false);
+        let listing = async {
+            let listing = self.list_all().await;
+            let _ = listed.send(true);
+            listing
+        };
+        let copying = self.engine.copy_while_listing(
+            self.bucket_ids.clone(),
+            listing_done,
+            &self.stop,
+            self.config.shutdown_grace,
+        );
+        let (listing, copied) = tokio::join!(listing, copying);
+        let (listing, mut copied) = (listing?, copied?);
         let pass_id = listing.pass_id;
+        let listed_ids = listing.listed;
+        if !self.stop.is_cancelled() {
+            let behind = self
+                .engine
+                .copy_pending(listed_ids.clone(), &self.stop, self.config.shutdown_grace)
+                .await?;
+            copied.add(&behind);
+        }
         let mut report = PassReport {
             pass_id,
             listed: listing.seen,
             deleted_at_source: listing.newly_missing,
             list_failures: listing.failures,
+            copy: copied,
             ..PassReport::default()
         };
-        let listed_ids = listing.listed;
         let every_listing_complete = listing.complete;
-        report.copy = self
-            .engine
-            .copy_pending(listed_ids.clone(), &self.stop, self.config.shutdown_grace)
-            .await?;
         if self.config.transfer.verify_after_copy && !self.stop.is_cancelled() {
             // Objects a cut-off run copied but never read back.
             let leftover = crate::verify::verify_pending(
@@ -370,18 +394,24 @@ impl Runner {
             complete: true,
             ..Listing::default()
         };
-        for (pair, &bucket_id) in self.config.buckets.iter().zip(&self.bucket_ids) {
-            match list::list_bucket(
-                &self.engine.source,
-                writer,
-                bucket_id,
-                pass_id,
-                pair,
-                self.config.shard,
-                &self.stop,
-            )
-            .await
-            {
+        // Buckets are listed side by side, a few at a time.
+        let mut listings = stream::iter(self.config.buckets.iter().zip(&self.bucket_ids))
+            .map(|(pair, &bucket_id)| async move {
+                let listed = list::list_bucket(
+                    &self.engine.source,
+                    writer,
+                    bucket_id,
+                    pass_id,
+                    pair,
+                    self.config.shard,
+                    &self.stop,
+                )
+                .await;
+                (pair, bucket_id, listed)
+            })
+            .buffer_unordered(LISTINGS_AT_ONCE);
+        while let Some((pair, bucket_id, listed)) = listings.next().await {
+            match listed {
                 Ok(listed) => {
                     tracing::info!(bucket = %pair.source, prefix = %pair.prefix, objects = listed.seen,
                         gone_at_source = listed.newly_missing, "listed");

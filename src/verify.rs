@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::copy::Engine;
+use crate::copy::{Engine, Totals};
 use crate::ledger::{self, LedgerError, PassSummary, State, VerifyItem};
 
 /// How many copied objects are read from the ledger at a time.
@@ -49,7 +49,13 @@ pub async fn verify_pending(
         engine.verify_and_record(&item).await
     };
     engine
-        .drive(fetch, work, ("verify", totals), stop, grace)
+        .drive(
+            fetch,
+            work,
+            ("verify", Totals::Known(totals.0, totals.1)),
+            stop,
+            grace,
+        )
         .await
 }
 

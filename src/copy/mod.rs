@@ -10,6 +10,7 @@ pub mod guard;
 pub mod metadata;
 pub mod multipart;
 mod pool;
+pub(crate) use pool::Totals;
 pub mod readback;
 mod retry;
 mod single;
@@ -36,6 +37,8 @@ use crate::store::ATTEMPTS;
 const WHOLE_READS: u32 = 2;
 /// Why an SSE-C copy's ETag cannot be checked (`copies.etag_note`).
 const SSE_C_NOTE: &str = "encrypted with SSE-C at the destination: its ETag is not an MD5 of the bytes; proved by SHA-256 read back with the key";
+/// How often a copy that has caught up with its listing asks for more.
+const LISTING_POLL: Duration = Duration::from_millis(250);
 /// How many pending objects are read from the ledger at a time.
 const BATCH: usize = 512;
 
@@ -113,7 +116,56 @@ impl Engine {
             }
         };
         let work = |engine: Arc<Engine>, item| async move { engine.copy_and_record(item).await };
-        self.drive(fetch, work, ("copy", totals), stop, grace).await
+        self.drive(
+            fetch,
+            work,
+            ("copy", Totals::Known(totals.0, totals.1)),
+            stop,
+            grace,
+        )
+        .await
+    }
+
+    /// Copies pending objects of `bucket_ids` while their listing goes on:
+    /// each committed page feeds the queue, so the first object is copied
+    /// seconds after the pass starts, at any bucket size. Only keys that this
+    /// listing has seen are taken: one from an earlier pass may be gone from
+    /// the source. Ends when the queue is empty and `listing_done` says so.
+    /// The rest (keys behind this pass's cursor, listings that failed) are
+    /// for [`Engine::copy_pending`] after the listing.
+    pub async fn copy_while_listing(
+        self: &Arc<Self>,
+        bucket_ids: Vec<i64>,
+        listing_done: tokio::sync::watch::Receiver<bool>,
+        stop: &CancellationToken,
+        grace: Duration,
+    ) -> Result<PassSummary, LedgerError> {
+        let writer = self.writer.clone();
+        let fetch = move |after_id| {
+            let (writer, ids, mut done) =
+                (writer.clone(), bucket_ids.clone(), listing_done.clone());
+            async move {
+                // Read before the query: a listing done by then has committed
+                // every page that the query can see.
+                let finished = *done.borrow_and_update();
+                let batch = writer
+                    .call(move |c| ledger::pending_seen_batch(c, &ids, after_id, BATCH))
+                    .await?;
+                if let Some(last) = batch.last().map(|i| i.object_id) {
+                    return Ok(Some((last, batch)));
+                }
+                if finished {
+                    return Ok(None);
+                }
+                // Nothing new yet: wait for the listing, then let the pool
+                // look at the stop token before asking again.
+                let _ = tokio::time::timeout(LISTING_POLL, done.changed()).await;
+                Ok(Some((after_id, Vec::new())))
+            }
+        };
+        let work = |engine: Arc<Engine>, item| async move { engine.copy_and_record(item).await };
+        self.drive(fetch, work, ("copy", Totals::Growing), stop, grace)
+            .await
     }
 
     /// Copies one object and writes the outcome to the ledger. A source that

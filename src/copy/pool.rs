@@ -9,11 +9,37 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
-use crate::ledger::{LedgerError, PassSummary};
+use crate::ledger::{LedgerError, PassSummary, VerifyItem, WorkItem};
+
+/// The size of the work a pass is about to do, for its progress bar.
+pub(crate) enum Totals {
+    /// Counted before the pass: (objects, bytes).
+    Known(u64, u64),
+    /// Unknown while a listing still feeds the queue: grows with each batch.
+    Growing,
+}
+
+/// The bytes an item moves, for a growing progress bar.
+pub(crate) trait Job {
+    fn bytes(&self) -> u64;
+}
+
+impl Job for WorkItem {
+    fn bytes(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Job for VerifyItem {
+    fn bytes(&self) -> u64 {
+        self.size
+    }
+}
 
 impl Engine {
     /// The bounded pool: takes batches from `fetch` (the last id seen and the
-    /// items, or None when done) and runs `work` on each item, at most
+    /// items, or None when done; an empty batch lets the pool look at `stop`
+    /// while `fetch` waits for more) and runs `work` on each item, at most
     /// `concurrency` at a time.
     ///
     /// When `stop` is cancelled no new item starts; items in flight get
@@ -23,11 +49,12 @@ impl Engine {
         self: &Arc<Self>,
         mut fetch: Fetch,
         work: Work,
-        (label, (objects, bytes)): (&str, (u64, u64)),
+        (label, totals): (&str, Totals),
         stop: &CancellationToken,
         grace: Duration,
     ) -> Result<PassSummary, LedgerError>
     where
+        I: Job,
         Fetch: FnMut(i64) -> FetchFut,
         FetchFut: Future<Output = Result<Option<(i64, Vec<I>)>, LedgerError>>,
         Work: Fn(Arc<Engine>, I) -> WorkFut,
@@ -36,12 +63,16 @@ impl Engine {
         let mut summary = PassSummary::default();
         let mut workers = JoinSet::new();
         let mut after_id = 0;
+        let (growing, (mut objects, bytes)) = match totals {
+            Totals::Known(objects, bytes) => (false, (objects, bytes)),
+            Totals::Growing => (true, (0, 0)),
+        };
         crate::progress::pass_started(label, objects, bytes);
         let mut finished = 0;
-        let mut settle = |summary: &mut PassSummary, done| {
+        let settle = |summary: &mut PassSummary, finished: &mut u64, objects, done| {
             tally(summary, done)?;
-            finished += 1;
-            crate::progress::objects_done(finished, objects);
+            *finished += 1;
+            crate::progress::objects_done(*finished, objects);
             Ok::<(), LedgerError>(())
         };
         'batches: while !stop.is_cancelled() {
@@ -49,10 +80,15 @@ impl Engine {
                 break;
             };
             after_id = last;
+            if growing && !batch.is_empty() {
+                objects += batch.len() as u64;
+                crate::progress::more_work(batch.iter().map(Job::bytes).sum());
+                crate::progress::objects_done(finished, objects);
+            }
             for item in batch {
                 while workers.len() >= self.transfer.concurrency {
                     tokio::select! {
-                        done = workers.join_next() => settle(&mut summary, done)?,
+                        done = workers.join_next() => settle(&mut summary, &mut finished, objects, done)?,
                         _ = stop.cancelled() => break 'batches,
                     }
                 }
@@ -87,7 +123,7 @@ impl Engine {
                 }
             };
             match next {
-                Some(done) => settle(&mut summary, Some(done))?,
+                Some(done) => settle(&mut summary, &mut finished, objects, Some(done))?,
                 None => break,
             }
         }

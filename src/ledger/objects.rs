@@ -100,11 +100,39 @@ pub fn pending_batch(
     after_id: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<WorkItem>> {
+    pending(conn, bucket_ids, after_id, limit, "")
+}
+
+/// As [`pending_batch`], only objects that the listing under way has seen
+/// already: a key from an earlier pass waits until the listing says whether
+/// it is still at the source.
+pub fn pending_seen_batch(
+    conn: &Connection,
+    bucket_ids: &[i64],
+    after_id: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<WorkItem>> {
+    pending(
+        conn,
+        bucket_ids,
+        after_id,
+        limit,
+        "AND o.seen_pass = b.listing_pass",
+    )
+}
+
+fn pending(
+    conn: &Connection,
+    bucket_ids: &[i64],
+    after_id: i64,
+    limit: usize,
+    and: &str,
+) -> rusqlite::Result<Vec<WorkItem>> {
     let ids = id_list(bucket_ids);
     let sql = format!(
         "SELECT o.id, b.source, b.destination, o.key, o.size, o.source_etag, o.state = '{copying}', c.dest_etag, o.recopy_approved
          FROM objects o JOIN buckets b ON b.id = o.bucket_id LEFT JOIN copies c ON c.object_id = o.id
-         WHERE o.state IN ({pending}) AND o.id > ?1 AND o.bucket_id IN ({ids})
+         WHERE o.state IN ({pending}) AND o.id > ?1 AND o.bucket_id IN ({ids}) {and}
          ORDER BY o.id LIMIT ?2",
         copying = State::Copying,
         pending = State::sql_list(State::PENDING)

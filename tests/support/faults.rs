@@ -62,6 +62,9 @@ pub struct Plays {
     /// server's: ferry's If-Match is signed, so the proxy cannot map a fake
     /// one back.
     pub kms: Option<String>,
+    /// Every ListObjectsV2 page is answered this much later: a large bucket
+    /// far away, whose listing takes a while.
+    pub list_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -397,6 +400,9 @@ async fn handle(
         parts.method == hyper::Method::GET && key.is_empty() && query.contains("list-type=2");
     if plays.empty_first_page && is_listing && !query.contains("continuation-token") {
         return Ok(empty_page(query));
+    }
+    if let Some(delay) = plays.list_delay.filter(|_| is_listing) {
+        tokio::time::sleep(delay).await;
     }
     // Bits are flipped in object bytes only (PutObject and UploadPart
     // bodies, GetObject answers), never in the XML around them: that is what
