@@ -66,4 +66,15 @@ async fn copying_begins_before_the_listing_of_a_large_bucket_ends() {
     let whole_run = started.elapsed();
     eprintln!("first copy seen after {first_copy:?}; the run took {whole_run:?}");
     support::assert_all_copied_byte_equal(&fx, &set).await;
+
+    // `report` merges three pages of each listing with three of the ledger.
+    let report = fx.ferry(&["report", "--format", "csv"]);
+    assert_eq!(report.code, 0, "{report:?}");
+    let (header, rows) = support::csv_table(&report.stdout, "buckets");
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let row = rows.iter().find(|r| r[col("bucket")] == onix).unwrap();
+    assert_eq!(&row[col("listed")], "2100");
+    assert_eq!(&row[col("verified")], "2100");
+    assert_eq!(&row[col("missing")], "0");
+    assert_eq!(&row[col("extra")], "0");
 }

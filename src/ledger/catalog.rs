@@ -90,35 +90,43 @@ pub struct KeyRecord {
     pub dest_etag: Option<String>,
 }
 
-/// Every key of the pair with what the ledger says of it.
+/// The pair's keys after `after` (all with None), in key order (bytewise,
+/// as S3 lists them), at most `limit`, with what the ledger says of each.
 pub fn key_records(
     conn: &Connection,
     (source, destination, prefix): (&str, &str, &str),
+    after: Option<&str>,
+    limit: usize,
 ) -> rusqlite::Result<Vec<(String, KeyRecord)>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT o.key, o.state, o.source_etag, o.last_error, c.source_etag, c.dest_etag
-         FROM objects o JOIN buckets b ON b.id = o.bucket_id LEFT JOIN copies c ON c.object_id = o.id
-         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
+         FROM buckets b JOIN objects o ON o.bucket_id = b.id LEFT JOIN copies c ON c.object_id = o.id
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 AND o.key > ?4
+         ORDER BY o.key LIMIT ?5",
     )?;
-    let rows = stmt.query_map(params![source, destination, prefix], |r| {
-        let name: String = r.get(1)?;
-        let state = State::parse(&name).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                format!("unknown object state {name:?}").into(),
-            )
-        })?;
-        Ok((
-            r.get(0)?,
-            KeyRecord {
-                state,
-                source_etag: r.get(2)?,
-                reason: r.get(3)?,
-                copied_from: r.get(4)?,
-                dest_etag: r.get(5)?,
-            },
-        ))
-    })?;
+    let after = after.unwrap_or_default();
+    let rows = stmt.query_map(
+        params![source, destination, prefix, after, limit as i64],
+        |r| {
+            let name: String = r.get(1)?;
+            let state = State::parse(&name).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    format!("unknown object state {name:?}").into(),
+                )
+            })?;
+            Ok((
+                r.get(0)?,
+                KeyRecord {
+                    state,
+                    source_etag: r.get(2)?,
+                    reason: r.get(3)?,
+                    copied_from: r.get(4)?,
+                    dest_etag: r.get(5)?,
+                },
+            ))
+        },
+    )?;
     rows.collect()
 }

@@ -4,4 +4,5 @@
 pub mod plan;
 pub mod reconcile;
 pub mod render;
+pub mod sorted;
 pub mod status;

@@ -2,19 +2,18 @@
 //! key in one class, for sign-off. It must not write to a store or to the ledger.
 //!
 //! The ledger is only read. Several ledgers (one per shard) merge: their key
-//! sets do not overlap.
+//! sets do not overlap. Both listings and the ledgers are read in key order
+//! and merged a page at a time (`sorted.rs`), so memory does not grow with
+//! the number of keys; it grows with the number of problems found.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use aws_sdk_s3::Client;
-
 use super::render::{Cell, Table};
+use super::sorted::{first_key, LedgerKeys, StoreKeys};
 use crate::config::Config;
 use crate::filter::Filter;
-use crate::hashing::bare_etag;
 use crate::ledger::{self, KeyRecord, LedgerError, State};
-use crate::list::decode_key;
 use crate::store::{self, Side, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,45 +162,45 @@ pub async fn reconcile(
     let destination = store::client(Side::Destination, &config.destination, &config.transfer).await;
     let mut result = Reconciliation::default();
     for pair in &config.buckets {
-        let mut rows = BTreeMap::new();
-        for conn in &conns {
-            rows.extend(
-                ledger::key_records(conn, (&pair.source, &pair.destination, &pair.prefix))
-                    .map_err(LedgerError::from)?,
-            );
-        }
-        let at_source = listing(&source, Side::Source, &pair.source, &pair.prefix).await?;
-        let at_dest = listing(
+        // Three streams in key order, merged: memory holds a page of each,
+        // and the problems found, whatever the number of keys.
+        let mut at_source = StoreKeys::new(&source, Side::Source, &pair.source, &pair.prefix);
+        let mut at_dest = StoreKeys::new(
             &destination,
             Side::Destination,
             &pair.destination,
             &pair.prefix,
-        )
-        .await?;
+        );
+        let mut rows = LedgerKeys::new(&conns, (&pair.source, &pair.destination, &pair.prefix));
         let mut counts = BucketCounts {
             source: pair.source.clone(),
             destination: pair.destination.clone(),
-            listed: at_source.len() as u64,
-            bytes: at_source.values().map(|(size, _)| size).sum(),
             ..BucketCounts::default()
         };
-        let keys: BTreeSet<&String> = at_source
-            .keys()
-            .chain(at_dest.keys())
-            .chain(rows.keys())
-            .collect();
-        for key in keys {
-            let src = at_source.get(key);
-            let row = rows.get(key);
-            let (class, reason) = match filtered(&pair.filter, key, src, row) {
+        loop {
+            let ledger_key = rows.peek()?;
+            let key = {
+                let src = at_source.peek().await?.map(str::to_owned);
+                let dst = at_dest.peek().await?;
+                match first_key([src.as_deref(), dst, ledger_key.as_deref()]) {
+                    Some(k) => k.to_owned(),
+                    None => break,
+                }
+            };
+            let (src, dst, row) = (at_source.take(&key), at_dest.take(&key), rows.take(&key));
+            if let Some((size, _)) = &src {
+                counts.listed += 1;
+                counts.bytes += size;
+            }
+            let (class, reason) = match filtered(&pair.filter, &key, src.as_ref(), row.as_ref()) {
                 Some(rule) => (Class::Filtered, rule),
-                None => classify(src, at_dest.get(key), row, fast),
+                None => classify(src.as_ref(), dst.as_ref(), row.as_ref(), fast),
             };
             *counts.by_class.entry(class).or_default() += 1;
             if class.is_problem() {
                 result.problems.push(Finding {
                     bucket: pair.source.clone(),
-                    key: key.clone(),
+                    key,
                     class,
                     reason,
                 });
@@ -302,37 +301,6 @@ fn classify(
     } else {
         (Class::Mismatched, format!("the destination holds {dst_size} bytes with ETag {dst_etag}; the source {src_size} with {src_etag}"))
     }
-}
-
-/// key → (size, bare ETag) for every object under `prefix`.
-pub async fn listing(
-    client: &Client,
-    side: Side,
-    bucket: &str,
-    prefix: &str,
-) -> Result<BTreeMap<String, (u64, String)>, StoreError> {
-    let mut out = BTreeMap::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .encoding_type(aws_sdk_s3::types::EncodingType::Url)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| StoreError::from_sdk(side, format!("ListObjectsV2 {bucket}"), e))?;
-        for o in page.contents() {
-            out.insert(
-                decode_key(o.key().unwrap_or_default()),
-                (
-                    o.size().unwrap_or(0).max(0) as u64,
-                    bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
-                ),
-            );
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

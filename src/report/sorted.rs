@@ -1,0 +1,170 @@
+//! Key-ordered streams, a page at a time: a store's listing and the ledgers'
+//! rows, so `report` merges them in bounded memory. It must not hold more
+//! than a page of each, and refuses a listing that is not in key order.
+
+use std::collections::VecDeque;
+
+use aws_sdk_s3::types::EncodingType;
+use aws_sdk_s3::Client;
+use rusqlite::Connection;
+
+use crate::hashing::bare_etag;
+use crate::ledger::{self, KeyRecord, LedgerError};
+use crate::list::decode_key;
+use crate::store::{FailureKind, Side, StoreError};
+
+/// How many ledger rows are read at a time.
+const LEDGER_PAGE: usize = 1000;
+
+/// A store's keys under a prefix with (size, bare ETag), in the order S3
+/// lists them: by the bytes of their UTF-8.
+pub struct StoreKeys<'a> {
+    client: &'a Client,
+    side: Side,
+    bucket: &'a str,
+    prefix: &'a str,
+    token: Option<String>,
+    done: bool,
+    page: VecDeque<(String, (u64, String))>,
+    last: Option<String>,
+}
+
+impl<'a> StoreKeys<'a> {
+    pub fn new(client: &'a Client, side: Side, bucket: &'a str, prefix: &'a str) -> Self {
+        StoreKeys {
+            client,
+            side,
+            bucket,
+            prefix,
+            token: None,
+            done: false,
+            page: VecDeque::new(),
+            last: None,
+        }
+    }
+
+    /// The next key, fetching a page when the last one is used up.
+    pub async fn peek(&mut self) -> Result<Option<&str>, StoreError> {
+        while self.page.is_empty() && !self.done {
+            self.fetch().await?;
+        }
+        Ok(self.page.front().map(|(k, _)| k.as_str()))
+    }
+
+    /// The entry for `key` if it is next.
+    pub fn take(&mut self, key: &str) -> Option<(u64, String)> {
+        match self.page.front() {
+            Some((k, _)) if k == key => self.page.pop_front().map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<(), StoreError> {
+        let what = format!("ListObjectsV2 {}", self.bucket);
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket)
+            .prefix(self.prefix)
+            .encoding_type(EncodingType::Url)
+            .set_continuation_token(self.token.take())
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
+        let encoded = page.encoding_type() == Some(&EncodingType::Url);
+        for o in page.contents() {
+            let key = match o.key().unwrap_or_default() {
+                k if encoded => decode_key(k),
+                k => k.to_owned(),
+            };
+            // A merge in bounded memory needs the store's order; a store
+            // that breaks it would make keys look missing.
+            if self
+                .last
+                .as_ref()
+                .is_some_and(|last| key.as_bytes() <= last.as_bytes())
+            {
+                return Err(StoreError::new(
+                    self.side,
+                    FailureKind::Other,
+                    &what,
+                    format!("the store listed {key:?} after {:?}: not in key order, so ferry cannot reconcile it", self.last.as_deref().unwrap_or_default()),
+                ));
+            }
+            self.last = Some(key.clone());
+            let size = o.size().unwrap_or(0).max(0) as u64;
+            let etag = bare_etag(o.e_tag().unwrap_or_default()).to_owned();
+            self.page.push_back((key, (size, etag)));
+        }
+        self.token = page.next_continuation_token().map(str::to_owned);
+        self.done = !page.is_truncated().unwrap_or(false) || self.token.is_none();
+        Ok(())
+    }
+}
+
+/// The ledgers' rows for one bucket pair, in key order. Several ledgers
+/// (one per shard) hold different keys; each is read a page at a time and
+/// the smallest key goes first.
+pub struct LedgerKeys<'a> {
+    pair: (&'a str, &'a str, &'a str),
+    ledgers: Vec<OneLedger<'a>>,
+}
+
+/// One ledger's page of rows, the key it ends on, and whether it is the last.
+struct OneLedger<'a> {
+    conn: &'a Connection,
+    page: VecDeque<(String, KeyRecord)>,
+    last: Option<String>,
+    done: bool,
+}
+
+impl<'a> LedgerKeys<'a> {
+    pub fn new(conns: &'a [Connection], pair: (&'a str, &'a str, &'a str)) -> Self {
+        LedgerKeys {
+            pair,
+            ledgers: conns
+                .iter()
+                .map(|conn| OneLedger {
+                    conn,
+                    page: VecDeque::new(),
+                    last: None,
+                    done: false,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn peek(&mut self) -> Result<Option<String>, LedgerError> {
+        let mut smallest: Option<&str> = None;
+        for l in &mut self.ledgers {
+            if l.page.is_empty() && !l.done {
+                let rows = ledger::key_records(l.conn, self.pair, l.last.as_deref(), LEDGER_PAGE)?;
+                l.done = rows.len() < LEDGER_PAGE;
+                l.last = rows.last().map(|(k, _)| k.clone());
+                l.page.extend(rows);
+            }
+        }
+        for l in &self.ledgers {
+            if let Some((k, _)) = l.page.front() {
+                if smallest.is_none_or(|s| k.as_bytes() < s.as_bytes()) {
+                    smallest = Some(k);
+                }
+            }
+        }
+        Ok(smallest.map(str::to_owned))
+    }
+
+    pub fn take(&mut self, key: &str) -> Option<KeyRecord> {
+        self.ledgers.iter_mut().find_map(|l| match l.page.front() {
+            Some((k, _)) if k == key => l.page.pop_front().map(|(_, r)| r),
+            _ => None,
+        })
+    }
+}
+
+/// The smallest of some keys, bytewise.
+pub fn first_key<'k>(keys: impl IntoIterator<Item = Option<&'k str>>) -> Option<&'k str> {
+    keys.into_iter()
+        .flatten()
+        .min_by(|a, b| a.as_bytes().cmp(b.as_bytes()))
+}
