@@ -142,6 +142,8 @@ pub struct TransferConfig {
     pub read_timeout: Duration,
     /// Read each object back from the destination right after copying it.
     pub verify_after_copy: bool,
+    /// Key ranges a fresh listing of one bucket is split into, listed side by side.
+    pub list_ranges: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -230,6 +232,7 @@ struct RawTransfer {
     read_timeout: Option<String>,
     verify_after_copy: Option<bool>,
     max_bandwidth: Option<String>,
+    list_ranges: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -586,6 +589,16 @@ impl Validator<'_> {
                 ))
             }
         };
+        let list_ranges = match raw.list_ranges {
+            None => 1,
+            Some(n) if (1..=64).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(self.invalid(
+                    "transfer.list_ranges",
+                    format!("is {n}: use a number from 1 (one listing per bucket) to 64"),
+                ))
+            }
+        };
         let size = |key: &str, value: Option<String>, default: u64| -> Result<u64, ConfigError> {
             match value {
                 None => Ok(default),
@@ -638,6 +651,7 @@ impl Validator<'_> {
             connect_timeout: duration("connect_timeout", raw.connect_timeout, 10)?,
             read_timeout: duration("read_timeout", raw.read_timeout, 60)?,
             verify_after_copy: raw.verify_after_copy.unwrap_or(true),
+            list_ranges,
         })
     }
 

@@ -1,12 +1,13 @@
 //! Listing a source bucket into the ledger, page by page, resumable by cursor.
-//! It must not hold more than one page in memory, nor write to a store.
+//! It must not hold more than one page per range in memory, nor write to a store.
 //!
 //! Each page is committed with the key it ended on, so a listing that is cut
-//! off resumes after the last committed page and memory never holds more than
-//! one page.
+//! off resumes after the last committed page. A big bucket's key space can be
+//! split into ranges listed side by side, each with its own cursor.
 
 use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;
+use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BucketPair, Shard};
@@ -124,105 +125,76 @@ impl PageSource for BucketPages<'_> {
 }
 
 /// Lists `bucket` under `prefix` into the ledger. Returns how many keys were
-/// seen. Stops after the current page when `stop` is cancelled.
+/// seen. Stops after the current page when `stop` is cancelled. With
+/// `ranges` above 1, a fresh listing is split into that many key ranges,
+/// listed side by side.
 pub async fn list_bucket(
     client: &Client,
     writer: &Writer,
-    bucket_id: i64,
-    pass_id: i64,
+    (bucket_id, pass_id): (i64, i64),
     pair: &BucketPair,
-    shard: Option<Shard>,
+    (shard, ranges): (Option<Shard>, usize),
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
-    let pages = BucketPages {
+    let under_way = writer
+        .call(move |c| ledger::listing_under_way(c, bucket_id))
+        .await?;
+    let bounds = if ranges > 1 && !under_way {
+        split_points(client, &pair.source, &pair.prefix, ranges).await?
+    } else {
+        Vec::new()
+    };
+    let pages = || BucketPages {
         client,
         bucket: &pair.source,
         prefix: &pair.prefix,
         token: None,
     };
-    list_into_ledger(
-        pages,
-        writer,
-        bucket_id,
-        pass_id,
-        (shard, &pair.filter),
-        stop,
-    )
-    .await
+    let scope = (shard, &pair.filter);
+    list_into_ledger(pages, writer, (bucket_id, pass_id), scope, bounds, stop).await
 }
 
-/// Records every page of `pages` in the ledger, one transaction per page with
-/// the cursor after it, so an interrupted listing resumes after its last
-/// committed page and memory never holds more than one page. Keys of other
-/// shards are not recorded; keys that `filter` leaves out are, as `filtered`.
-pub async fn list_into_ledger(
-    mut pages: impl PageSource,
+/// Records every page of a listing in the ledger, one transaction per page
+/// with the cursor after it, so an interrupted listing resumes after its
+/// last committed page and memory holds one page per range. Keys of other
+/// shards are not recorded; keys that `filter` leaves out are, as
+/// `filtered`. `bounds` splits a fresh listing into ranges (the last key of
+/// each but the last range); `pages` makes one page source per range.
+pub async fn list_into_ledger<P: PageSource>(
+    pages: impl Fn() -> P,
     writer: &Writer,
-    bucket_id: i64,
-    pass_id: i64,
-    (shard, filter): (Option<Shard>, &Filter),
+    (bucket_id, pass_id): (i64, i64),
+    scope: (Option<Shard>, &Filter),
+    bounds: Vec<String>,
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
     let pass_id = writer
         .call(move |c| ledger::listing_pass(c, bucket_id, pass_id))
         .await?;
-    let mut cursor = writer
-        .call(move |c| ledger::list_cursor(c, bucket_id))
+    let ranges = writer
+        .call(move |c| ledger::list_ranges(c, bucket_id, &bounds))
         .await?;
-    if let Some(after) = &cursor {
-        tracing::info!(bucket = pages.name(), after = %after, "resuming an interrupted listing");
+    let name = pages().name().to_owned();
+    if ranges.iter().any(|r| r.cursor.is_some()) {
+        tracing::info!(bucket = %name, ranges = ranges.len(), "resuming an interrupted listing");
     }
-    let mut seen = 0u64;
-    // The previous page's write runs while the next page is fetched.
-    let mut writing = None;
-    loop {
-        if stop.is_cancelled() {
-            if let Some(write) = writing.take() {
-                write.await?;
-            }
-            // The cursor stays: the next run resumes after the last page.
-            return Ok(Listed {
-                seen,
-                newly_missing: 0,
-                complete: false,
-            });
-        }
-        let page = pages.page(cursor.as_deref()).await;
-        if let Some(write) = writing.take() {
-            write.await?;
-        }
-        let page = page?;
-        // The cursor moves past every key of the page, ours or another shard's.
-        let Some(last) = page.objects.last().map(|o| o.key.clone()) else {
-            // An empty page ends the listing only when the store says it is
-            // the last: S3 may answer empty pages that are not.
-            if page.truncated {
-                continue;
-            }
-            break;
-        };
-        let objects: Vec<ListedObject> = page
-            .objects
-            .into_iter()
-            .filter(|o| shard.is_none_or(|s| s.owns(&o.key)))
-            .map(|o| ListedObject {
-                filtered: filter.leaves_out(&o.key, o.size, o.last_modified.as_deref()),
-                ..o
-            })
-            .collect();
-        seen += objects.len() as u64;
-        let page_cursor = last.clone();
-        writing = Some(writer.call(move |c| {
-            ledger::record_listing_page(c, bucket_id, pass_id, &objects, &page_cursor)
-        }));
-        tracing::debug!(bucket = pages.name(), seen, "listing page queued");
-        cursor = Some(last);
-        if !page.truncated {
-            break;
-        }
+    let at_once = ranges.len().max(1);
+    let mut listings = stream::iter(ranges.into_iter().filter(|r| !r.done))
+        .map(|range| list_range(pages(), writer, (bucket_id, pass_id), range, scope, stop))
+        .buffer_unordered(at_once);
+    let (mut seen, mut complete) = (0, true);
+    while let Some(range) = listings.next().await {
+        let (range_seen, range_complete) = range?;
+        seen += range_seen;
+        complete &= range_complete;
     }
-    if let Some(write) = writing.take() {
-        write.await?;
+    if !complete {
+        // The cursors stay: the next run resumes every range.
+        return Ok(Listed {
+            seen,
+            newly_missing: 0,
+            complete: false,
+        });
     }
     let newly_missing = writer
         .call(move |c| ledger::finish_listing(c, bucket_id, pass_id))
@@ -232,6 +204,130 @@ pub async fn list_into_ledger(
         newly_missing,
         complete: true,
     })
+}
+
+/// Lists one key range to its end (or to a stop): (keys seen, whether the
+/// range is done).
+async fn list_range(
+    mut pages: impl PageSource,
+    writer: &Writer,
+    (bucket_id, pass_id): (i64, i64),
+    range: ledger::ListRange,
+    (shard, filter): (Option<Shard>, &Filter),
+    stop: &CancellationToken,
+) -> Result<(u64, bool), ListError> {
+    let mut after = range.resume_after().map(str::to_owned);
+    let mut seen = 0u64;
+    // The previous page's write runs while the next page is fetched.
+    let mut writing = None;
+    let done = loop {
+        if stop.is_cancelled() {
+            break false;
+        }
+        let page = pages.page(after.as_deref()).await;
+        if let Some(write) = writing.take() {
+            write.await?;
+        }
+        let page = page?;
+        let Some(last) = page.objects.last().map(|o| o.key.clone()) else {
+            // An empty page ends the listing only when the store says it is
+            // the last: S3 may answer empty pages that are not.
+            if page.truncated {
+                continue;
+            }
+            break true;
+        };
+        let past_end = range.last.as_deref().is_some_and(|end| last.as_str() > end);
+        // Keys past the range's end belong to the next range, which lists
+        // them itself; the cursor moves past every key of ours, any shard's.
+        let ours: Vec<ListedObject> = page
+            .objects
+            .into_iter()
+            .filter(|o| range.holds(&o.key))
+            .collect();
+        if let Some(cursor) = ours.last().map(|o| o.key.clone()) {
+            let objects: Vec<ListedObject> = ours
+                .into_iter()
+                .filter(|o| shard.is_none_or(|s| s.owns(&o.key)))
+                .map(|o| ListedObject {
+                    filtered: filter.leaves_out(&o.key, o.size, o.last_modified.as_deref()),
+                    ..o
+                })
+                .collect();
+            seen += objects.len() as u64;
+            let first_after = range.first_after.clone();
+            writing = Some(writer.call(move |c| {
+                ledger::record_range_page(c, (bucket_id, &first_after), pass_id, &objects, &cursor)
+            }));
+            tracing::debug!(bucket = pages.name(), seen, "listing page queued");
+        }
+        after = Some(last);
+        if !page.truncated || past_end {
+            break true;
+        }
+    };
+    if let Some(write) = writing.take() {
+        write.await?;
+    }
+    if done {
+        let first_after = range.first_after.clone();
+        writer
+            .call(move |c| ledger::finish_range(c, bucket_id, &first_after))
+            .await?;
+    }
+    Ok((seen, done))
+}
+
+/// Where to split a bucket's listing into `n` ranges: boundaries taken from
+/// its "folders" (delimiter listings of the first two levels under
+/// `prefix`), spread evenly over them; for a flat bucket, first characters.
+/// Each boundary is the last key of a range, inclusive.
+pub async fn split_points(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    n: usize,
+) -> Result<Vec<String>, StoreError> {
+    let folders = |under: String| async move {
+        let what = format!("ListObjectsV2 {bucket} (delimiter)");
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&under)
+            .delimiter("/")
+            .encoding_type(EncodingType::Url)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+        let encoded = page.encoding_type() == Some(&EncodingType::Url);
+        Ok::<_, StoreError>(
+            page.common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix())
+                .map(|p| if encoded { decode_key(p) } else { p.to_owned() })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let top = folders(prefix.to_owned()).await?;
+    let mut candidates = top.clone();
+    if top.len() < n * 4 && top.len() <= 16 {
+        let below = futures::future::try_join_all(top.into_iter().map(folders)).await?;
+        candidates.extend(below.into_iter().flatten());
+    }
+    if candidates.len() < n {
+        candidates = ('0'..='9')
+            .chain('A'..='Z')
+            .chain('a'..='z')
+            .map(|c| format!("{prefix}{c}"))
+            .collect();
+    }
+    candidates.sort();
+    candidates.dedup();
+    let mut bounds: Vec<String> = (1..n)
+        .map(|i| candidates[i * candidates.len() / n].clone())
+        .collect();
+    bounds.dedup();
+    Ok(bounds)
 }
 
 /// Decodes a key listed with `EncodingType=url`. AWS writes a space as `+`

@@ -400,10 +400,9 @@ impl Runner {
                 let listed = list::list_bucket(
                     &self.engine.source,
                     writer,
-                    bucket_id,
-                    pass_id,
+                    (bucket_id, pass_id),
                     pair,
-                    self.config.shard,
+                    (self.config.shard, self.config.transfer.list_ranges),
                     &self.stop,
                 )
                 .await;
@@ -539,10 +538,9 @@ impl Runner {
             list::list_bucket(
                 &self.engine.source,
                 writer,
-                bucket_id,
-                0,
+                (bucket_id, 0),
                 pair,
-                self.config.shard,
+                (self.config.shard, self.config.transfer.list_ranges),
                 &self.stop,
             )
             .await

@@ -78,3 +78,79 @@ async fn copying_begins_before_the_listing_of_a_large_bucket_ends() {
     assert_eq!(&row[col("missing")], "0");
     assert_eq!(&row[col("extra")], "0");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_in_the_middle_of_a_parallel_listing_resumes_every_range() {
+    let proxy = FaultProxy::playing(
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        Plays {
+            list_delay: Some(Duration::from_millis(1_500)),
+            ..Plays::default()
+        },
+    )
+    .await;
+    let fx = Fixture::new("ranges", "list_ranges = 4").await;
+    let onix = format!("onix{}", fx.suffix);
+    // Eight folders of 700 keys: four ranges of two pages each.
+    let set: Vec<DemoObject> = (0..5_600)
+        .map(|i| {
+            DemoObject::new(
+                &onix,
+                format!("imprint-{}/feed-{i:05}.xml", i / 700),
+                100 + i % 30,
+                "application/xml",
+            )
+        })
+        .collect();
+    fx.fill(&set).await;
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let text = text.replacen(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url(), 1);
+    std::fs::write(&fx.config_path, text).unwrap();
+
+    let mut first = fx.spawn_ferry(&["run", "--once"]);
+    let started = Instant::now();
+    // Stop it once every range has committed a page and none has finished.
+    let begun = "SELECT COUNT(*) FROM list_ranges r JOIN buckets b ON b.id = r.bucket_id
+         WHERE b.source = '{onix}' AND r.cursor IS NOT NULL AND r.done = 0";
+    let begun = begun.replace("{onix}", &onix);
+    while fx.count(&begun) < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the ranges never all began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().await.unwrap();
+    let cursors: Vec<(String, String)> = {
+        let db = fx.ledger();
+        let mut stmt = db
+            .prepare("SELECT first_after, cursor FROM list_ranges ORDER BY first_after")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(cursors.len(), 4, "{cursors:?}");
+    let listed_before = fx.count("SELECT COUNT(*) FROM objects");
+    assert!(
+        listed_before < 5_600,
+        "the listing had ended: {listed_before}"
+    );
+
+    // The next run resumes the four ranges where they stopped: it does not
+    // split the bucket again, and asks for no committed page again: one
+    // page a range is left, where a listing from the start would take two.
+    let (pages, splits) = proxy.injected.listings_of(&onix);
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let (pages_after, splits_after) = proxy.injected.listings_of(&onix);
+    assert_eq!(splits_after, splits, "the bucket was split again");
+    assert_eq!(pages_after - pages, 4, "pages listed to finish");
+    assert_eq!(fx.count("SELECT COUNT(*) FROM list_ranges"), 0);
+    assert_eq!(
+        fx.count("SELECT COUNT(*) FROM buckets WHERE list_cursor IS NOT NULL"),
+        0
+    );
+    support::assert_all_copied_byte_equal(&fx, &set).await;
+}

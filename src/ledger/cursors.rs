@@ -31,6 +31,93 @@ pub fn list_cursor(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option
     )
 }
 
+/// One key range of a bucket's listing: keys k with `first_after < k <= last`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListRange {
+    pub first_after: String,
+    /// None: to the end of the bucket.
+    pub last: Option<String>,
+    /// The last key committed; the range resumes after it.
+    pub cursor: Option<String>,
+    pub done: bool,
+}
+
+impl ListRange {
+    /// Whether `key` falls in the range.
+    pub fn holds(&self, key: &str) -> bool {
+        key > self.first_after.as_str() && self.last.as_deref().is_none_or(|l| key <= l)
+    }
+
+    /// The key to list after: the cursor, or the range's start.
+    pub fn resume_after(&self) -> Option<&str> {
+        self.cursor
+            .as_deref()
+            .or(Some(self.first_after.as_str()).filter(|s| !s.is_empty()))
+    }
+}
+
+/// The ranges of the bucket's listing under way, in key order: those of an
+/// interrupted listing, or, for a fresh one, new ranges split at `bounds`
+/// (the inclusive last key of each range but the last).
+pub fn list_ranges(
+    conn: &mut Connection,
+    bucket_id: i64,
+    bounds: &[String],
+) -> rusqlite::Result<Vec<ListRange>> {
+    let tx = conn.transaction()?;
+    let existing: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM list_ranges WHERE bucket_id = ?1",
+        [bucket_id],
+        |r| r.get(0),
+    )?;
+    if existing == 0 {
+        let mut firsts = vec![String::new()];
+        firsts.extend(bounds.iter().cloned());
+        let mut lasts: Vec<Option<String>> = bounds.iter().cloned().map(Some).collect();
+        lasts.push(None);
+        for (first_after, last) in firsts.iter().zip(&lasts) {
+            tx.execute(
+                "INSERT INTO list_ranges (bucket_id, first_after, last) VALUES (?1, ?2, ?3)",
+                params![bucket_id, first_after, last],
+            )?;
+        }
+    }
+    let ranges = {
+        let mut stmt = tx.prepare(
+            "SELECT first_after, last, cursor, done FROM list_ranges WHERE bucket_id = ?1 ORDER BY first_after",
+        )?;
+        let rows = stmt.query_map([bucket_id], |r| {
+            Ok(ListRange {
+                first_after: r.get(0)?,
+                last: r.get(1)?,
+                cursor: r.get(2)?,
+                done: r.get(3)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    tx.commit()?;
+    Ok(ranges)
+}
+
+/// Whether the bucket has a listing under way (its ranges are recorded).
+pub fn listing_under_way(conn: &Connection, bucket_id: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM list_ranges WHERE bucket_id = ?1)",
+        [bucket_id],
+        |r| r.get(0),
+    )
+}
+
+/// A range reached its end.
+pub fn finish_range(conn: &Connection, bucket_id: i64, first_after: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE list_ranges SET done = 1 WHERE bucket_id = ?1 AND first_after = ?2",
+        params![bucket_id, first_after],
+    )?;
+    Ok(())
+}
+
 /// Records one listing page and the cursor after it in one transaction, so a
 /// listing resumes exactly after the last page that was committed.
 ///
@@ -42,6 +129,18 @@ pub fn list_cursor(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option
 pub fn record_listing_page(
     conn: &mut Connection,
     bucket_id: i64,
+    pass_id: i64,
+    objects: &[ListedObject],
+    cursor: &str,
+) -> rusqlite::Result<()> {
+    record_range_page(conn, (bucket_id, ""), pass_id, objects, cursor)
+}
+
+/// As [`record_listing_page`], for the range of the bucket's listing that
+/// starts after `range`: the page and the range's cursor, together.
+pub fn record_range_page(
+    conn: &mut Connection,
+    (bucket_id, range): (i64, &str),
     pass_id: i64,
     objects: &[ListedObject],
     cursor: &str,
@@ -106,6 +205,11 @@ pub fn record_listing_page(
         }
     }
     tx.execute(
+        "UPDATE list_ranges SET cursor = ?3 WHERE bucket_id = ?1 AND first_after = ?2",
+        params![bucket_id, range, cursor],
+    )?;
+    // The bucket's own cursor says a listing is under way (`plan`, tests).
+    tx.execute(
         "UPDATE buckets SET list_cursor = ?2 WHERE id = ?1",
         params![bucket_id, cursor],
     )?;
@@ -116,7 +220,8 @@ pub fn record_listing_page(
 /// the earlier pass for one resumed from its cursor.
 pub fn listing_pass(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<i64> {
     conn.execute(
-        "UPDATE buckets SET listing_pass = ?2 WHERE id = ?1 AND (list_cursor IS NULL OR listing_pass IS NULL)",
+        "UPDATE buckets SET listing_pass = ?2 WHERE id = ?1
+           AND (listing_pass IS NULL OR NOT EXISTS (SELECT 1 FROM list_ranges WHERE bucket_id = ?1))",
         params![bucket_id, pass_id],
     )?;
     conn.query_row(
@@ -134,6 +239,7 @@ pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqli
         "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL WHERE id = ?1",
         params![bucket_id, pass_id],
     )?;
+    conn.execute("DELETE FROM list_ranges WHERE bucket_id = ?1", [bucket_id])?;
     // A removed key stays removed: its copy is gone too.
     conn.execute(
         &format!(

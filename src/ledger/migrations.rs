@@ -14,6 +14,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v4_totals.sql"),
     include_str!("v5_etag_note.sql"),
     include_str!("v6_safety.sql"),
+    include_str!("v7_ranges.sql"),
 ];
 
 /// The version this ferry writes.

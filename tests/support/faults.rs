@@ -79,6 +79,9 @@ pub struct Injected {
     pub requests: AtomicU64,
     /// PUT, POST and DELETE requests: every S3 call that changes a store.
     pub writes: AtomicU64,
+    /// Every ListObjectsV2 request: the bucket, and whether it asked with a
+    /// delimiter (the split of a listing into ranges asks for folders).
+    pub listings: std::sync::Mutex<Vec<(String, bool)>>,
     /// When the first and the last request arrived.
     pub window: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>,
     pub slow_down: AtomicU64,
@@ -92,6 +95,14 @@ pub struct Injected {
 }
 
 impl Injected {
+    /// ListObjectsV2 requests for `bucket`: (plain pages, with a delimiter).
+    pub fn listings_of(&self, bucket: &str) -> (usize, usize) {
+        let listings = self.listings.lock().unwrap();
+        let of = listings.iter().filter(|(b, _)| b == bucket);
+        let delimited = of.clone().filter(|(_, d)| *d).count();
+        (of.count() - delimited, delimited)
+    }
+
     pub fn flips(&self) -> u64 {
         self.flip_request.load(Ordering::Relaxed) + self.flip_response.load(Ordering::Relaxed)
     }
@@ -400,6 +411,11 @@ async fn handle(
         parts.method == hyper::Method::GET && key.is_empty() && query.contains("list-type=2");
     if plays.empty_first_page && is_listing && !query.contains("continuation-token") {
         return Ok(empty_page(query));
+    }
+    if is_listing {
+        let bucket = parts.uri.path().trim_matches('/').to_owned();
+        let delimiter = query.contains("delimiter=");
+        counts.listings.lock().unwrap().push((bucket, delimiter));
     }
     if let Some(delay) = plays.list_delay.filter(|_| is_listing) {
         tokio::time::sleep(delay).await;

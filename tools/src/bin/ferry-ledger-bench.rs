@@ -1,12 +1,11 @@
 //! ferry-ledger-bench: the ledger at scale, fed through the real listing path.
 //! It must not talk to S3: the pages come from a generator.
 //!
-//! ferry-ledger-bench: the ledger at scale. Millions of synthetic listed keys
-//! go through the same listing-to-ledger path as a real listing (page by
-//! page, one transaction per page, through the writer thread); then the time
-//! for `status` and for picking the next batch of work.
-//!
-//! The pages come from a generator, not S3: this measures the ledger.
+//! Millions of synthetic listed keys go through the same listing-to-ledger
+//! path as a real listing (page by page, one transaction per page, through
+//! the writer thread, in key ranges side by side with `--ranges`); then the
+//! time for `status` and for picking the next batch of work. `--page-delay-ms`
+//! makes each page take as long as a store's answer would.
 
 use std::time::Instant;
 
@@ -28,12 +27,42 @@ struct Args {
     /// Where to put the ledger (default: a temporary directory).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Key ranges listed side by side (as `list_ranges`).
+    #[arg(long, default_value_t = 1)]
+    ranges: usize,
+    /// How long each page takes to come back, as from a store far away.
+    #[arg(long, default_value_t = 0)]
+    page_delay_ms: u64,
+}
+
+/// Keys per synthetic "folder": `feeds/000123/` holds keys 1,230,000 on.
+const PER_FOLDER: u64 = 10_000;
+
+fn key_of(i: u64) -> String {
+    format!("feeds/{:06}/onix-{i:010}.xml", i / PER_FOLDER)
+}
+
+/// The index of the first key after `after`: a key, or a folder boundary.
+fn first_after(after: Option<&str>) -> u64 {
+    let Some(after) = after else { return 0 };
+    if let Some(folder) = after
+        .strip_prefix("feeds/")
+        .and_then(|f| f.strip_suffix('/'))
+    {
+        return folder.parse::<u64>().map_or(0, |f| f * PER_FOLDER);
+    }
+    after
+        .rsplit("onix-")
+        .next()
+        .and_then(|t| t.strip_suffix(".xml"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .map_or(0, |i| i + 1)
 }
 
 /// Keys in listing (byte) order, 1,000 a page, as S3 returns them.
 struct Synthetic {
     total: u64,
-    next: u64,
+    delay: std::time::Duration,
 }
 
 impl PageSource for Synthetic {
@@ -41,11 +70,15 @@ impl PageSource for Synthetic {
         "synthetic"
     }
 
-    async fn page(&mut self, _after: Option<&str>) -> Result<Page, StoreError> {
-        let end = (self.next + 1000).min(self.total);
-        let objects = (self.next..end)
+    async fn page(&mut self, after: Option<&str>) -> Result<Page, StoreError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let next = first_after(after).min(self.total);
+        let end = (next + 1000).min(self.total);
+        let objects = (next..end)
             .map(|i| ListedObject {
-                key: format!("feeds/{:06}/onix-{i:010}.xml", i / 10_000),
+                key: key_of(i),
                 size: 2_000 + (i * 7919) % 300_000,
                 etag: format!("{:032x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
                 last_modified: Some("2026-11-01T12:00:00Z".into()),
@@ -53,7 +86,6 @@ impl PageSource for Synthetic {
                 filtered: None,
             })
             .collect();
-        self.next = end;
         Ok(Page {
             objects,
             truncated: end < self.total,
@@ -87,7 +119,14 @@ async fn main() -> Result<()> {
         .await?;
     let stop = CancellationToken::new();
 
-    println!("\n### Ledger: {} synthetic keys\n", args.keys);
+    println!(
+        "\n### Ledger: {} synthetic keys, {} range(s), {} ms a page\n",
+        args.keys, args.ranges, args.page_delay_ms
+    );
+    let folders = args.keys.div_ceil(PER_FOLDER);
+    let bounds: Vec<String> = (1..args.ranges as u64)
+        .map(|i| format!("feeds/{:06}/", i * folders / args.ranges as u64))
+        .collect();
     println!("| step | time s | keys/s | peak RSS MiB |");
     println!("|---|---:|---:|---:|");
     for (step, pass) in [
@@ -96,16 +135,16 @@ async fn main() -> Result<()> {
     ] {
         let pass_id = writer.call(|c| ledger::start_pass(c)).await?;
         let started = Instant::now();
-        let pages = Synthetic {
+        let pages = || Synthetic {
             total: args.keys,
-            next: 0,
+            delay: std::time::Duration::from_millis(args.page_delay_ms),
         };
         let listed = list::list_into_ledger(
             pages,
             &writer,
-            bucket_id,
-            pass_id,
+            (bucket_id, pass_id),
             (None, &Filter::default()),
+            bounds.clone(),
             &stop,
         )
         .await?;
