@@ -153,6 +153,17 @@ pub struct BucketPair {
     pub prefix: String,
     /// Which keys under `prefix` are taken; the rest are recorded as `filtered`.
     pub filter: Filter,
+    /// An AWS S3 Inventory to read instead of listing the bucket.
+    pub inventory: Option<InventoryLocation>,
+}
+
+/// `inventory = "s3://BUCKET/PATH/manifest.json"`, or the prefix that
+/// holds the dated manifests (the newest is taken).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InventoryLocation {
+    pub bucket: String,
+    /// A manifest's key, or a prefix when it does not end in `manifest.json`.
+    pub path: String,
 }
 
 #[derive(Clone, Debug)]
@@ -250,6 +261,7 @@ struct RawBucket {
     max_size: Option<String>,
     modified_after: Option<String>,
     modified_before: Option<String>,
+    inventory: Option<String>,
 }
 
 impl Config {
@@ -405,11 +417,21 @@ impl Validator<'_> {
                     ));
                 }
             }
+            let inventory = match &b.inventory {
+                None => None,
+                Some(url) => Some(parse_inventory(url).ok_or_else(|| {
+                    self.invalid(
+                        &key("inventory"),
+                        format!("is {url:?}: write it as s3://BUCKET/PATH/manifest.json, or s3://BUCKET/PATH/ for the newest manifest under PATH"),
+                    )
+                })?),
+            };
             let pair = BucketPair {
                 source: b.source,
                 destination,
                 prefix: b.prefix,
                 filter,
+                inventory,
             };
             if buckets.contains(&pair) {
                 return Err(self.invalid(
@@ -672,6 +694,16 @@ impl Validator<'_> {
             )
         })
     }
+}
+
+/// `s3://BUCKET/PATH` → the inventory's bucket and path.
+fn parse_inventory(url: &str) -> Option<InventoryLocation> {
+    let (bucket, path) = url.trim().strip_prefix("s3://")?.split_once('/')?;
+    check_bucket_name(bucket).ok()?;
+    Some(InventoryLocation {
+        bucket: bucket.to_owned(),
+        path: path.to_owned(),
+    })
 }
 
 /// Parses a bandwidth like "1Gbit/s", "800Mbit/s", "100MB/s" or "50MiB/s"

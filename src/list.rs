@@ -127,7 +127,8 @@ impl PageSource for BucketPages<'_> {
 /// Lists `bucket` under `prefix` into the ledger. Returns how many keys were
 /// seen. Stops after the current page when `stop` is cancelled. With
 /// `ranges` above 1, a fresh listing is split into that many key ranges,
-/// listed side by side.
+/// listed side by side. A pair with an `inventory` is read from its newest
+/// manifest instead, once per manifest; passes in between list the bucket.
 pub async fn list_bucket(
     client: &Client,
     writer: &Writer,
@@ -136,6 +137,21 @@ pub async fn list_bucket(
     (shard, ranges): (Option<Shard>, usize),
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
+    if let Some(at) = &pair.inventory {
+        let read = crate::inventory::list_from_inventory(
+            client,
+            writer,
+            (bucket_id, pass_id),
+            (pair, at),
+            shard,
+            stop,
+        )
+        .await?;
+        if let Some(listed) = read {
+            return Ok(listed);
+        }
+        // No newer inventory: list, to catch what was written since.
+    }
     let under_way = writer
         .call(move |c| ledger::listing_under_way(c, bucket_id))
         .await?;

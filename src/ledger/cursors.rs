@@ -297,3 +297,33 @@ pub fn deletable(
     })?;
     rows.collect()
 }
+
+/// The inventory manifest the bucket was last listed from, if any.
+pub fn inventory_manifest(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT inventory_manifest FROM buckets WHERE id = ?1",
+        [bucket_id],
+        |r| r.get(0),
+    )
+}
+
+/// Ends a listing read from an inventory. Unlike [`finish_listing`], keys
+/// it did not hold are not counted missing: an inventory is a day old, and
+/// a key written since is not in it, so only a real listing may say that a
+/// key is gone (and so lead to a deletion).
+/// `manifest` is None for a read that does not use the inventory up (the
+/// one `plan` makes before the first pass).
+pub fn finish_inventory(
+    conn: &Connection,
+    bucket_id: i64,
+    pass_id: i64,
+    manifest: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL,
+            inventory_manifest = COALESCE(?3, inventory_manifest) WHERE id = ?1",
+        params![bucket_id, pass_id, manifest],
+    )?;
+    conn.execute("DELETE FROM list_ranges WHERE bucket_id = ?1", [bucket_id])?;
+    Ok(())
+}

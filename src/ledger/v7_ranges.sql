@@ -15,3 +15,7 @@ CREATE TABLE list_ranges (
 -- A listing interrupted under version 6 resumes as one range.
 INSERT INTO list_ranges (bucket_id, first_after, last, cursor)
     SELECT id, '', NULL, list_cursor FROM buckets WHERE list_cursor IS NOT NULL;
+
+-- The AWS S3 Inventory manifest a bucket was last listed from: a pass reads
+-- an inventory once, when a newer manifest appears, and lists otherwise.
+ALTER TABLE buckets ADD COLUMN inventory_manifest TEXT;

@@ -1,10 +1,7 @@
 //! The one writer: a thread that owns the ledger's write connection.
 //! It must not hold a lock across an await point; workers send closures and await.
-//!
-//! Workers send it closures and await the answer, so every write is
-//! serialised without a lock held across an await point.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use rusqlite::Connection;
@@ -17,6 +14,7 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    path: PathBuf,
 }
 
 impl Writer {
@@ -40,7 +38,15 @@ impl Writer {
                 path: path.to_owned(),
                 message: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok(Writer { jobs })
+        Ok(Writer {
+            jobs,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The ledger's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Runs `f` on the writer thread and returns its result. The job is
