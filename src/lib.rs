@@ -13,7 +13,6 @@ pub mod copy;
 pub mod dry_run;
 pub mod filter;
 pub mod hashing;
-pub mod inventory;
 pub mod ledger;
 pub mod limits;
 pub mod list;

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::{decode_key, ListError, Listed};
 use crate::config::{BucketPair, InventoryLocation, Shard};
 use crate::ledger::{self, ListedObject, Writer};
-use crate::list::{decode_key, ListError, Listed};
 use crate::store::{FailureKind, Side, StoreError};
 
 /// Rows recorded in one ledger transaction, as a listing page.

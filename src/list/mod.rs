@@ -3,7 +3,10 @@
 //!
 //! Each page is committed with the key it ended on, so a listing that is cut
 //! off resumes after the last committed page. A big bucket's key space can be
-//! split into ranges listed side by side, each with its own cursor.
+//! split into ranges listed side by side, each with its own cursor; or its
+//! keys can come from an S3 Inventory instead (`inventory.rs`).
+
+pub mod inventory;
 
 use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;
@@ -138,7 +141,7 @@ pub async fn list_bucket(
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
     if let Some(at) = &pair.inventory {
-        let read = crate::inventory::list_from_inventory(
+        let read = inventory::list_from_inventory(
             client,
             writer,
             (bucket_id, pass_id),
