@@ -121,6 +121,25 @@ pub fn pending_seen_batch(
     )
 }
 
+/// SQL for the ids of objects in `states` of `bucket_ids`, after `?1`, at
+/// most `?2`, in id order, that pass `and` (over `o` and `b`). One index
+/// range per state, each in id order already, merged: an `IN` over several
+/// states would sort every matching row for each batch.
+fn ids_in_states(states: &[State], bucket_ids: &[i64], and: &str) -> String {
+    let ids = id_list(bucket_ids);
+    states
+        .iter()
+        .map(|state| {
+            format!(
+                "SELECT * FROM (SELECT o.id FROM objects o JOIN buckets b ON b.id = o.bucket_id
+                 WHERE o.state = '{state}' AND o.id > ?1 AND o.bucket_id IN ({ids}) {and}
+                 ORDER BY o.id LIMIT ?2)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
 fn pending(
     conn: &Connection,
     bucket_ids: &[i64],
@@ -128,14 +147,13 @@ fn pending(
     limit: usize,
     and: &str,
 ) -> rusqlite::Result<Vec<WorkItem>> {
-    let ids = id_list(bucket_ids);
+    let per_state = ids_in_states(State::PENDING, bucket_ids, and);
     let sql = format!(
         "SELECT o.id, b.source, b.destination, o.key, o.size, o.source_etag, o.state = '{copying}', c.dest_etag, o.recopy_approved
-         FROM objects o JOIN buckets b ON b.id = o.bucket_id LEFT JOIN copies c ON c.object_id = o.id
-         WHERE o.state IN ({pending}) AND o.id > ?1 AND o.bucket_id IN ({ids}) {and}
+         FROM ({per_state}) p JOIN objects o ON o.id = p.id JOIN buckets b ON b.id = o.bucket_id
+         LEFT JOIN copies c ON c.object_id = o.id
          ORDER BY o.id LIMIT ?2",
         copying = State::Copying,
-        pending = State::sql_list(State::PENDING)
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![after_id, limit as i64], |r| {
@@ -257,13 +275,15 @@ pub fn verify_batch(
     after_id: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<VerifyItem>> {
-    let ids = id_list(bucket_ids);
-    let states = State::sql_list(State::to_read_back(again));
+    let per_state = ids_in_states(
+        State::to_read_back(again),
+        bucket_ids,
+        "AND EXISTS (SELECT 1 FROM copies c WHERE c.object_id = o.id AND c.source_etag = o.source_etag)",
+    );
     let sql = format!(
         "SELECT o.id, b.source, b.destination, o.key, c.size, c.dest_etag, c.sha256, c.md5
-         FROM objects o JOIN buckets b ON b.id = o.bucket_id JOIN copies c ON c.object_id = o.id
-         WHERE o.state IN ({states}) AND c.source_etag = o.source_etag
-           AND o.id > ?1 AND o.bucket_id IN ({ids})
+         FROM ({per_state}) p JOIN objects o ON o.id = p.id JOIN buckets b ON b.id = o.bucket_id
+         JOIN copies c ON c.object_id = o.id
          ORDER BY o.id LIMIT ?2"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
