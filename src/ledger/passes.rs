@@ -144,12 +144,13 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                 COALESCE(SUM(t.bytes) FILTER (WHERE t.state NOT IN ({gone}, '{filtered}')), 0),
                 COALESCE(SUM(t.bytes) FILTER (WHERE t.state IN ({arrived})), 0),
                 -- CROSS JOIN keeps SQLite from walking every object of the
-                -- bucket: the last minutes' copies are few, found by time.
+                -- bucket: the last minutes' copies, and the open uploads, are
+                -- few; they lead.
                 (SELECT COALESCE(SUM(c.size), 0) FROM copies c CROSS JOIN objects r ON r.id = c.object_id
                  WHERE r.bucket_id = b.id
                    AND c.copied_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-300 seconds')),
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{conflict}'), 0),
-                (SELECT COUNT(*) FROM uploads u JOIN objects r ON r.id = u.object_id WHERE r.bucket_id = b.id)
+                (SELECT COUNT(*) FROM uploads u CROSS JOIN objects r ON r.id = u.object_id WHERE r.bucket_id = b.id)
                   + (SELECT COUNT(*) FROM abandoned_uploads a WHERE a.dest_bucket = b.destination),
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{filtered}'), 0)
          FROM buckets b LEFT JOIN state_totals t ON t.bucket_id = b.id
