@@ -108,14 +108,9 @@ async fn a_pass_reads_the_newest_inventory_instead_of_listing_and_the_next_lists
     .await;
     let text = std::fs::read_to_string(&fx.config_path).unwrap();
     let table = format!("destination = \"hub-{onix}\"\n");
-    let text = text
-        .replacen(
-            &table,
-            &format!("{table}inventory = \"s3://{inv}/{root}\"\n"),
-            1,
-        )
-        .replacen(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url(), 1);
-    std::fs::write(&fx.config_path, text).unwrap();
+    let line = format!("{table}inventory = \"s3://{inv}/{root}\"\n");
+    std::fs::write(&fx.config_path, text.replacen(&table, &line, 1)).unwrap();
+    fx.source_through(&proxy.url());
 
     // `plan` works from the inventory, and does not use it up.
     let plan = fx.ferry(&["plan", "--format", "csv"]);

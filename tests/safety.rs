@@ -206,9 +206,7 @@ async fn an_empty_page_that_says_more_follow_ends_no_listing() {
     let fx = Fixture::with_destination("emptypage", "", "delete = true", None).await;
     let set = onix(&fx, 5);
     fx.fill(&set).await;
-    let text = std::fs::read_to_string(&fx.config_path).unwrap();
-    let text = text.replacen(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url(), 1);
-    std::fs::write(&fx.config_path, text).unwrap();
+    fx.source_through(&proxy.url());
 
     for pass in 0..3 {
         let run = fx.ferry(&["run", "--once"]);

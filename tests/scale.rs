@@ -33,9 +33,7 @@ async fn copying_begins_before_the_listing_of_a_large_bucket_ends() {
         })
         .collect();
     fx.fill(&set).await;
-    let text = std::fs::read_to_string(&fx.config_path).unwrap();
-    let text = text.replacen(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url(), 1);
-    std::fs::write(&fx.config_path, text).unwrap();
+    fx.source_through(&proxy.url());
 
     let started = Instant::now();
     let mut run = fx.spawn_ferry(&["run", "--once"]);
@@ -103,9 +101,7 @@ async fn a_run_killed_in_the_middle_of_a_parallel_listing_resumes_every_range() 
         })
         .collect();
     fx.fill(&set).await;
-    let text = std::fs::read_to_string(&fx.config_path).unwrap();
-    let text = text.replacen(servers().get("FERRY_SOURCE_ENDPOINT"), &proxy.url(), 1);
-    std::fs::write(&fx.config_path, text).unwrap();
+    fx.source_through(&proxy.url());
 
     let mut first = fx.spawn_ferry(&["run", "--once"]);
     let started = Instant::now();

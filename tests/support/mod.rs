@@ -217,6 +217,13 @@ path_style = true
             .collect()
     }
 
+    /// Points ferry's config at `url` (a proxy's) for the source, from now on.
+    pub fn source_through(&self, url: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let text = text.replacen(servers().get("FERRY_SOURCE_ENDPOINT"), url, 1);
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
     /// Creates the buckets at both ends and puts `set` at the source.
     pub async fn fill(&self, set: &[ferry_tools::demo::DemoObject]) {
         ferry_tools::demo::fill(&self.source, &self.destination, &self.pairs(), set, 8)
