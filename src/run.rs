@@ -1,5 +1,5 @@
 //! `ferry run` and `ferry verify`: passes of list → copy → delete, each recorded
-//! in the ledger. It orders the rooms; it must not talk S3 itself beyond checks.
+//! in the ledger. It orders the rooms; its own S3 calls are the bucket checks and the deletions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
