@@ -347,6 +347,8 @@ fn variants(
 
 struct Measured {
     wall: Duration,
+    /// ferry only: from the start of its pass to its first copied object.
+    first_copy: Option<Duration>,
     rss_kib: u64,
     /// Empty when the copy is byte-equal; else what was wrong.
     wrong: String,
@@ -594,6 +596,21 @@ async fn put_one(client: &Client, bucket: &str, key: String, body: Bytes) -> Res
     Ok(())
 }
 
+/// How long after its pass began ferry's first object was copied, from its
+/// own ledger: what a user waits for before the first byte lands.
+fn first_copy(ledger: &Path) -> Option<Duration> {
+    let conn = rusqlite::Connection::open(ledger).ok()?;
+    let secs: f64 = conn
+        .query_row(
+            "SELECT (julianday(MIN(c.copied_at)) - julianday((SELECT MIN(started_at) FROM passes))) * 86400
+             FROM copies c",
+            [],
+            |r| r.get(0),
+        )
+        .ok()?;
+    Some(Duration::from_secs_f64(secs.max(0.0)))
+}
+
 fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
     v.sort_unstable();
     v[v.len() / 2]
@@ -736,8 +753,12 @@ async fn main() -> Result<()> {
                         format!(", WRONG: {wrong}; {tail}")
                     }
                 );
+                let first_copy = (v.tool == "ferry")
+                    .then(|| first_copy(&dir.join("ledger.sqlite")))
+                    .flatten();
                 measured.push(Measured {
                     wall,
+                    first_copy,
                     rss_kib,
                     wrong,
                     exit,
@@ -754,7 +775,16 @@ async fn main() -> Result<()> {
                 wall: median(measured.iter().map(|m| m.wall).collect()),
                 rss_mib: Some(median(measured.iter().map(|m| m.rss_kib).collect()) as f64 / 1024.0),
                 note: if bad.is_empty() {
-                    "byte-equal".into()
+                    let firsts: Vec<Duration> =
+                        measured.iter().filter_map(|m| m.first_copy).collect();
+                    if firsts.is_empty() {
+                        "byte-equal".into()
+                    } else {
+                        format!(
+                            "byte-equal; first copy {:.2} s after the pass began",
+                            median(firsts).as_secs_f64()
+                        )
+                    }
                 } else {
                     format!("WRONG in {}/{runs}: {}", bad.len(), bad.join("; "))
                 },
