@@ -56,11 +56,13 @@ pub trait PageSource {
     ) -> impl std::future::Future<Output = Result<Page, StoreError>> + Send;
 }
 
-/// A source bucket under a prefix, 1,000 keys a page. Pages follow the
-/// store's continuation tokens; only the first one of a listing (or of one
-/// resumed after a stop) starts after a key.
+/// A bucket under a prefix, 1,000 keys a page. Pages follow the store's
+/// continuation tokens; only the first one of a listing (or of one resumed
+/// after a stop) starts after a key.
 pub struct BucketPages<'a> {
     pub client: &'a Client,
+    /// Which store the bucket is in, for errors: `report` lists both.
+    pub side: Side,
     pub bucket: &'a str,
     pub prefix: &'a str,
     /// The token the last page gave for the next one.
@@ -92,13 +94,13 @@ impl PageSource for BucketPages<'_> {
         let page = request
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+            .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
         let truncated = page.is_truncated().unwrap_or(false);
         self.token = page.next_continuation_token().map(str::to_owned);
         if truncated && self.token.is_none() {
             // Nothing to ask for the rest with: the listing cannot be finished.
             return Err(StoreError::new(
-                Side::Source,
+                self.side,
                 FailureKind::Other,
                 what,
                 "the store said the listing goes on (IsTruncated) but gave no NextContinuationToken",
@@ -165,6 +167,7 @@ pub async fn list_bucket(
     };
     let pages = || BucketPages {
         client,
+        side: Side::Source,
         bucket: &pair.source,
         prefix: &pair.prefix,
         token: None,

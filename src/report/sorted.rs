@@ -4,26 +4,21 @@
 
 use std::collections::VecDeque;
 
-use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;
 use rusqlite::Connection;
 
-use crate::hashing::bare_etag;
 use crate::ledger::{self, KeyRecord, LedgerError};
-use crate::list::decode_key;
+use crate::list::{BucketPages, PageSource};
 use crate::store::{FailureKind, Side, StoreError};
 
 /// How many ledger rows are read at a time.
 const LEDGER_PAGE: usize = 1000;
 
 /// A store's keys under a prefix with (size, bare ETag), in the order S3
-/// lists them: by the bytes of their UTF-8.
+/// lists them: by the bytes of their UTF-8. Pages come from the listing's
+/// own [`BucketPages`], so keys are decoded and pages followed alike.
 pub struct StoreKeys<'a> {
-    client: &'a Client,
-    side: Side,
-    bucket: &'a str,
-    prefix: &'a str,
-    token: Option<String>,
+    pages: BucketPages<'a>,
     done: bool,
     page: VecDeque<(String, (u64, String))>,
     last: Option<String>,
@@ -32,11 +27,13 @@ pub struct StoreKeys<'a> {
 impl<'a> StoreKeys<'a> {
     pub fn new(client: &'a Client, side: Side, bucket: &'a str, prefix: &'a str) -> Self {
         StoreKeys {
-            client,
-            side,
-            bucket,
-            prefix,
-            token: None,
+            pages: BucketPages {
+                client,
+                side,
+                bucket,
+                prefix,
+                token: None,
+            },
             done: false,
             page: VecDeque::new(),
             last: None,
@@ -60,44 +57,30 @@ impl<'a> StoreKeys<'a> {
     }
 
     async fn fetch(&mut self) -> Result<(), StoreError> {
-        let what = format!("ListObjectsV2 {}", self.bucket);
-        let page = self
-            .client
-            .list_objects_v2()
-            .bucket(self.bucket)
-            .prefix(self.prefix)
-            .encoding_type(EncodingType::Url)
-            .set_continuation_token(self.token.take())
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
-        let encoded = page.encoding_type() == Some(&EncodingType::Url);
-        for o in page.contents() {
-            let key = match o.key().unwrap_or_default() {
-                k if encoded => decode_key(k),
-                k => k.to_owned(),
-            };
+        let page = self.pages.page(None).await?;
+        for o in page.objects {
             // A merge in bounded memory needs the store's order; a store
             // that breaks it would make keys look missing.
             if self
                 .last
                 .as_ref()
-                .is_some_and(|last| key.as_bytes() <= last.as_bytes())
+                .is_some_and(|last| o.key.as_bytes() <= last.as_bytes())
             {
                 return Err(StoreError::new(
-                    self.side,
+                    self.pages.side,
                     FailureKind::Other,
-                    &what,
-                    format!("the store listed {key:?} after {:?}: not in key order, so ferry cannot reconcile it", self.last.as_deref().unwrap_or_default()),
+                    format!("ListObjectsV2 {}", self.pages.bucket),
+                    format!(
+                        "the store listed {:?} after {:?}: not in key order, so ferry cannot reconcile it",
+                        o.key,
+                        self.last.as_deref().unwrap_or_default()
+                    ),
                 ));
             }
-            self.last = Some(key.clone());
-            let size = o.size().unwrap_or(0).max(0) as u64;
-            let etag = bare_etag(o.e_tag().unwrap_or_default()).to_owned();
-            self.page.push_back((key, (size, etag)));
+            self.last = Some(o.key.clone());
+            self.page.push_back((o.key, (o.size, o.etag)));
         }
-        self.token = page.next_continuation_token().map(str::to_owned);
-        self.done = !page.is_truncated().unwrap_or(false) || self.token.is_none();
+        self.done = !page.truncated;
         Ok(())
     }
 }
