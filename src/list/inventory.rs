@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{decode_key, ListError, Listed};
+use super::{decode_key, in_scope, ListError, Listed};
 use crate::config::{BucketPair, InventoryLocation, Shard};
 use crate::ledger::{self, ListedObject, Writer};
 use crate::store::{FailureKind, Side, StoreError};
@@ -240,16 +240,7 @@ pub async fn list_from_inventory(
             tokio::task::spawn_blocking(move || read_pages(&local, &columns, &prefix, &pages))
         };
         while let Some(rows) = page.recv().await {
-            let objects: Vec<ListedObject> = rows
-                .into_iter()
-                .filter(|o: &ListedObject| shard.is_none_or(|s| s.owns(&o.key)))
-                .map(|o| ListedObject {
-                    filtered: pair
-                        .filter
-                        .leaves_out(&o.key, o.size, o.last_modified.as_deref()),
-                    ..o
-                })
-                .collect();
+            let objects = in_scope(rows, (shard, &pair.filter));
             seen += objects.len() as u64;
             let cursor = format!("inventory:{}", file.key);
             writer

@@ -228,6 +228,22 @@ pub async fn list_into_ledger<P: PageSource>(
     })
 }
 
+/// The keys of this ferry's shard, each marked with the filter rule that
+/// leaves it out, if one does: what a listing page records.
+pub(crate) fn in_scope(
+    objects: Vec<ListedObject>,
+    (shard, filter): (Option<Shard>, &Filter),
+) -> Vec<ListedObject> {
+    objects
+        .into_iter()
+        .filter(|o| shard.is_none_or(|s| s.owns(&o.key)))
+        .map(|o| ListedObject {
+            filtered: filter.leaves_out(&o.key, o.size, o.last_modified.as_deref()),
+            ..o
+        })
+        .collect()
+}
+
 /// Lists one key range to its end (or to a stop): (keys seen, whether the
 /// range is done).
 async fn list_range(
@@ -268,14 +284,7 @@ async fn list_range(
             .filter(|o| range.holds(&o.key))
             .collect();
         if let Some(cursor) = ours.last().map(|o| o.key.clone()) {
-            let objects: Vec<ListedObject> = ours
-                .into_iter()
-                .filter(|o| shard.is_none_or(|s| s.owns(&o.key)))
-                .map(|o| ListedObject {
-                    filtered: filter.leaves_out(&o.key, o.size, o.last_modified.as_deref()),
-                    ..o
-                })
-                .collect();
+            let objects = in_scope(ours, (shard, filter));
             seen += objects.len() as u64;
             let first_after = range.first_after.clone();
             writing = Some(writer.call(move |c| {
