@@ -138,8 +138,8 @@ pub(super) async fn list_parts(
 }
 
 /// The upload is gone but every part was acknowledged: if the destination
-/// holds the object with the size and ETag those parts make, the earlier
-/// CompleteMultipartUpload succeeded.
+/// holds the object with the size and ETag those parts make (any ETag with
+/// SSE-C), the earlier CompleteMultipartUpload succeeded; the read-back proves it.
 pub(super) async fn completed_unrecorded(
     engine: &Engine,
     item: &WorkItem,
@@ -151,12 +151,13 @@ pub(super) async fn completed_unrecorded(
     let Ok((size, etag)) = head_destination(engine, item, "HeadObject").await else {
         return Ok(None);
     };
-    if size != item.size as i64 || etag != expected {
+    if size != item.size as i64 || !engine.etag_agrees(&expected, &etag) {
         return Ok(None);
     }
     tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
     let whole = read_back(engine, item, &layout.parts, &parts).await?;
-    Ok(Some(copy_record(item, expected, &whole, Some(layout))))
+    // The destination's own ETag: the one `verify` will read back.
+    Ok(Some(copy_record(item, etag, &whole, Some(layout))))
 }
 
 /// An attempt that was cut off between CreateMultipartUpload and writing its
