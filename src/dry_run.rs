@@ -64,13 +64,6 @@ pub struct DryRun {
 }
 
 impl DryRun {
-    pub fn count(&self, action: Action) -> (u64, u64) {
-        self.buckets
-            .iter()
-            .filter_map(|b| b.actions.get(&action))
-            .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2))
-    }
-
     /// The summary: one row per bucket.
     pub fn summary(&self) -> Table {
         let mut t = Table::new(

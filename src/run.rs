@@ -617,15 +617,11 @@ async fn check_buckets(
                 if e.kind == store::FailureKind::NoSuchBucket
                     && side == Side::Destination
                     && config.create_buckets
-                    && !may_create
                 {
-                    tracing::info!(bucket = %name, "the destination bucket does not exist; a run would create it (create_buckets = true)");
-                    continue;
-                }
-                if e.kind == store::FailureKind::NoSuchBucket
-                    && side == Side::Destination
-                    && config.create_buckets
-                {
+                    if !may_create {
+                        tracing::info!(bucket = %name, "the destination bucket does not exist; a run would create it (create_buckets = true)");
+                        continue;
+                    }
                     match client.create_bucket().bucket(name).send().await {
                         Ok(_) => {
                             tracing::info!(bucket = %name, "created the destination bucket (create_buckets = true)");
