@@ -55,15 +55,6 @@ async fn assert_bytes_equal(fx: &Fixture, set: &[DemoObject]) {
     }
 }
 
-/// A column of the `total` (or only) row of `status --format csv`.
-fn status_column(fx: &Fixture, name: &str) -> u64 {
-    let status = fx.ferry(&["status", "--format", "csv"]);
-    assert_eq!(status.code, 0, "{status:?}");
-    let (header, rows) = csv_table(&status.stdout, "status");
-    let i = header.iter().position(|h| h == name).unwrap();
-    rows.last().unwrap()[i].parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn include_exclude_size_and_time_filters_take_exactly_the_expected_keys() {
     let fx = Fixture::new("filters", "").await;
@@ -106,8 +97,8 @@ modified_after = "{since}""#
     assert_bytes_equal(&fx, &[new[0].clone(), new[1].clone(), new[6].clone()]).await;
     // Left out: old.mp3 (time), old.wav (include), tmp (exclude), tiny
     // (min), big (max), cache (exclude): apart from the failures.
-    assert_eq!(status_column(&fx, "filtered"), 6);
-    assert_eq!(status_column(&fx, "failed"), 0);
+    assert_eq!(fx.status_total("filtered"), 6);
+    assert_eq!(fx.status_total("failed"), 0);
     let reason: String = fx
         .ledger()
         .query_row(
@@ -157,8 +148,8 @@ async fn a_filter_change_with_delete_on_deletes_nothing_whose_source_exists() {
     // Still at the source, so still at the destination, byte for byte.
     assert_eq!(destination_keys(&fx).await.len(), 6);
     assert_bytes_equal(&fx, &set).await;
-    assert_eq!(status_column(&fx, "filtered"), 3);
-    assert_eq!(status_column(&fx, "deleted"), 0);
+    assert_eq!(fx.status_total("filtered"), 3);
+    assert_eq!(fx.status_total("deleted"), 0);
 
     // A new version of a filtered key is not copied.
     let changed = object(&fx, "books/later/1.mp3", 9_999);
@@ -185,7 +176,7 @@ async fn a_filter_change_with_delete_on_deletes_nothing_whose_source_exists() {
     let run = fx.ferry(&["run", "--once"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("copied 1 objects"), "{run:?}");
-    assert_eq!(status_column(&fx, "filtered"), 0);
+    assert_eq!(fx.status_total("filtered"), 0);
     let mut now = set.clone();
     now[1] = changed;
     support::assert_all_copied_byte_equal(&fx, &now).await;
@@ -274,7 +265,7 @@ async fn a_dry_run_writes_nothing_and_foretells_the_run() {
         "{run:?}"
     );
     assert!(run.stdout.contains("2 keys removed"), "{run:?}");
-    assert_eq!(status_column(&fx, "conflict"), 1);
+    assert_eq!(fx.status_total("conflict"), 1);
     assert!(proxy.injected.writes.load(Ordering::Relaxed) > before);
 }
 

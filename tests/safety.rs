@@ -63,16 +63,6 @@ fn state_of(fx: &Fixture, key: &str) -> String {
         .unwrap()
 }
 
-/// A column of the `total` row of `status --format csv`.
-fn status_total(fx: &Fixture, name: &str) -> u64 {
-    let status = fx.ferry(&["status", "--format", "csv"]);
-    assert_eq!(status.code, 0, "{status:?}");
-    let (header, rows) = csv_table(&status.stdout, "status");
-    let column = header.iter().position(|h| h == name).unwrap();
-    let total = rows.iter().find(|r| &r[0] == "total").expect("a total row");
-    total[column].parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_another_writer_changed_is_not_overwritten_when_the_source_changes() {
     let fx = Fixture::new("overwrite", "").await;
@@ -103,7 +93,7 @@ async fn a_key_another_writer_changed_is_not_overwritten_when_the_source_changes
     }
     assert_eq!(destination_bytes(&fx, &set[0]).await, Some(theirs));
     assert_eq!(destination_bytes(&fx, &fresh).await, Some(before_ferry));
-    assert_eq!(status_total(&fx, "conflict"), 2);
+    assert_eq!(fx.status_total("conflict"), 2);
     let report = fx.ferry(&["report", "--format", "csv"]);
     assert_eq!(report.code, 1, "{report:?}");
     let (_, problems) = csv_table(&report.stdout, "problems");
@@ -131,7 +121,7 @@ async fn a_key_another_writer_changed_is_not_overwritten_when_the_source_changes
     assert_eq!(run.code, 0, "{run:?}");
     let got = destination_bytes(&fx, &newer).await.unwrap();
     assert_eq!(got.len() as u64, newer.size);
-    assert_eq!(status_total(&fx, "conflict"), 0);
+    assert_eq!(fx.status_total("conflict"), 0);
 }
 
 fn theirs_len(o: &DemoObject) -> usize {
@@ -264,7 +254,7 @@ async fn a_source_deleted_during_its_multipart_copy_leaves_no_upload() {
     assert!(open.is_empty(), "an upload is left behind: {open:?}");
     assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 0);
     assert_eq!(fx.count("SELECT COUNT(*) FROM abandoned_uploads"), 0);
-    assert_eq!(status_total(&fx, "open_uploads"), 0);
+    assert_eq!(fx.status_total("open_uploads"), 0);
     let _ = demo::observe(&fx.destination, Side::Destination, &dest, &book.key)
         .await
         .expect_err("nothing half-written is visible");

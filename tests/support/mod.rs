@@ -252,6 +252,16 @@ path_style = true
             .expect("start ferry")
     }
 
+    /// A column of the `total` row of `status --format csv`.
+    pub fn status_total(&self, name: &str) -> u64 {
+        let status = self.ferry(&["status", "--format", "csv"]);
+        assert_eq!(status.code, 0, "{status:?}");
+        let (header, rows) = csv_table(&status.stdout, "status");
+        let column = header.iter().position(|h| h == name).unwrap();
+        let total = rows.iter().find(|r| &r[0] == "total").expect("a total row");
+        total[column].parse().unwrap()
+    }
+
     /// A number from the ledger, or 0 while there is no ledger yet.
     pub fn count(&self, sql: &str) -> i64 {
         if !self.config.ledger.exists() {
