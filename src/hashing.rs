@@ -1,5 +1,11 @@
 //! Checksums computed on the bytes as they pass (MD5, SHA-256, S3 ETags).
 //! It must not read anything a second time, nor know where the bytes go.
+//!
+//! Each byte is hashed at most once per algorithm on its way to the
+//! destination: MD5 per part (the part's ETag), SHA-256 once over the whole
+//! object in order. The SHA-256 state at each part boundary ([`Sha256Chain`])
+//! is what proves a part in place: it lets a resumed upload carry on hashing
+//! without reading its earlier parts again, and the read-back check each part.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -10,14 +16,16 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use md5::{Digest as _, Md5};
-use sha2::Sha256;
+use sha2::digest::generic_array::GenericArray;
 use tokio::sync::Notify;
 
-/// MD5 and SHA-256 of some bytes, and how many there were.
+/// MD5 and SHA-256 of some bytes, and how many there were. A digest that
+/// was not needed is not computed: then it is None, and its hex is empty
+/// (as the ledger stores it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digests {
-    pub md5: [u8; 16],
-    pub sha256: [u8; 32],
+    pub md5: Option<[u8; 16]>,
+    pub sha256: Option<[u8; 32]>,
     pub len: u64,
 }
 
@@ -29,36 +37,199 @@ impl Digests {
     }
 
     pub fn md5_hex(&self) -> String {
-        hex::encode(self.md5)
+        self.md5.map(hex::encode).unwrap_or_default()
     }
 
     pub fn md5_base64(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.md5)
+        self.md5
+            .map(|m| base64::engine::general_purpose::STANDARD.encode(m))
+            .unwrap_or_default()
     }
 
     pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
+        self.sha256.map(hex::encode).unwrap_or_default()
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Hasher {
-    md5: Md5,
-    sha256: Sha256,
+const SHA256_INITIAL: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// SHA-256 whose running state can be written down at any byte and taken up
+/// again: sha2's own compression function, with the padding of FIPS 180-4.
+#[derive(Clone)]
+pub struct Sha256Chain {
+    state: [u32; 8],
+    pending: [u8; 64],
+    filled: usize,
     len: u64,
 }
 
-impl Hasher {
-    pub fn update(&mut self, data: &[u8]) {
-        self.md5.update(data);
-        self.sha256.update(data);
+impl Default for Sha256Chain {
+    fn default() -> Self {
+        Sha256Chain {
+            state: SHA256_INITIAL,
+            pending: [0; 64],
+            filled: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Sha256Chain {
+    pub fn update(&mut self, mut data: &[u8]) {
         self.len += data.len() as u64;
+        if self.filled > 0 {
+            let take = (64 - self.filled).min(data.len());
+            self.pending[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+            if self.filled < 64 {
+                return;
+            }
+            let block = self.pending;
+            compress(&mut self.state, &block);
+            self.filled = 0;
+        }
+        let mut blocks = data.chunks_exact(64);
+        for block in &mut blocks {
+            compress(&mut self.state, block);
+        }
+        let rest = blocks.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    /// How many bytes went in.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn finish(mut self) -> [u8; 32] {
+        let bits = self.len.wrapping_mul(8);
+        let mut padding = [0u8; 64];
+        padding[0] = 0x80;
+        let zeros = if self.filled < 56 {
+            56 - self.filled
+        } else {
+            120 - self.filled
+        };
+        self.update(&padding[..zeros]);
+        self.update(&bits.to_be_bytes());
+        debug_assert_eq!(self.filled, 0);
+        let mut out = [0u8; 32];
+        for (bytes, word) in out.chunks_exact_mut(4).zip(self.state) {
+            bytes.copy_from_slice(&word.to_be_bytes());
+        }
+        out
+    }
+
+    /// The state as text for the ledger: `LENGTH:STATE:TAIL`, the last two
+    /// in hex (the tail is the bytes of a block not yet full).
+    pub fn checkpoint(&self) -> String {
+        let mut state = [0u8; 32];
+        for (bytes, word) in state.chunks_exact_mut(4).zip(self.state) {
+            bytes.copy_from_slice(&word.to_be_bytes());
+        }
+        format!(
+            "{}:{}:{}",
+            self.len,
+            hex::encode(state),
+            hex::encode(&self.pending[..self.filled])
+        )
+    }
+
+    /// Takes up a [`checkpoint`](Self::checkpoint); None if the text is not one.
+    pub fn resume(checkpoint: &str) -> Option<Sha256Chain> {
+        let mut fields = checkpoint.split(':');
+        let len: u64 = fields.next()?.parse().ok()?;
+        let state_hex = fields.next()?;
+        let tail = hex::decode(fields.next()?).ok()?;
+        if fields.next().is_some() || tail.len() as u64 != len % 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(state_hex, &mut bytes).ok()?;
+        let mut chain = Sha256Chain {
+            len,
+            filled: tail.len(),
+            ..Sha256Chain::default()
+        };
+        for (word, b) in chain.state.iter_mut().zip(bytes.chunks_exact(4)) {
+            *word = u32::from_be_bytes(b.try_into().ok()?);
+        }
+        chain.pending[..tail.len()].copy_from_slice(&tail);
+        Some(chain)
+    }
+}
+
+fn compress(state: &mut [u32; 8], block: &[u8]) {
+    sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(block)));
+}
+
+/// MD5 and SHA-256 as the bytes pass, each only when asked for.
+#[derive(Clone)]
+pub struct Hasher {
+    md5: Option<Md5>,
+    sha256: Option<Sha256Chain>,
+    len: u64,
+}
+
+impl Default for Hasher {
+    /// Both digests.
+    fn default() -> Self {
+        Hasher::new(true, true)
+    }
+}
+
+impl Hasher {
+    pub fn new(md5: bool, sha256: bool) -> Hasher {
+        Hasher {
+            md5: md5.then(Md5::new),
+            sha256: sha256.then(Sha256Chain::default),
+            len: 0,
+        }
+    }
+
+    /// Carries on a SHA-256 written down earlier; MD5 cannot be taken up.
+    pub fn continuing(chain: Sha256Chain) -> Hasher {
+        Hasher {
+            md5: None,
+            len: chain.len(),
+            sha256: Some(chain),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        if let Some(m) = &mut self.md5 {
+            m.update(data);
+        }
+        if let Some(s) = &mut self.sha256 {
+            s.update(data);
+        }
+        self.len += data.len() as u64;
+    }
+
+    /// The SHA-256 state so far, if SHA-256 is computed.
+    pub fn checkpoint(&self) -> Option<String> {
+        self.sha256.as_ref().map(Sha256Chain::checkpoint)
     }
 
     pub fn finish(self) -> Digests {
         Digests {
-            md5: self.md5.finalize().into(),
-            sha256: self.sha256.finalize().into(),
+            md5: self.md5.map(|m| m.finalize().into()),
+            sha256: self.sha256.map(Sha256Chain::finish),
             len: self.len,
         }
     }
@@ -103,10 +274,19 @@ pub struct HashingBody {
 }
 
 impl HashingBody {
-    pub fn new(inner: ByteStream, len: u64, keep_chunks: bool) -> (HashingBody, Arc<Mutex<Tap>>) {
+    /// MD5 always (the part's ETag); SHA-256 of the part alone when
+    /// `part_sha256`; the chunks kept for an ordered whole-object hash when
+    /// `keep_chunks`.
+    pub fn new(
+        inner: ByteStream,
+        len: u64,
+        part_sha256: bool,
+        keep_chunks: bool,
+    ) -> (HashingBody, Arc<Mutex<Tap>>) {
         let tap = Arc::new(Mutex::new(Tap {
+            hasher: Hasher::new(true, part_sha256),
+            kept: Vec::new(),
             keep: keep_chunks,
-            ..Tap::default()
         }));
         (
             HashingBody {
@@ -149,23 +329,35 @@ impl http_body::Body for HashingBody {
     }
 }
 
-/// The whole-object MD5 and SHA-256 of an object whose parts travel in
-/// parallel: each part, once acknowledged, feeds its bytes in part order.
+/// The whole-object SHA-256 (and MD5, when asked and starting from the first
+/// byte) of an object whose parts travel in parallel: each part, once
+/// acknowledged, feeds its bytes in part order.
 pub struct OrderedHasher {
     state: Mutex<(u32, Hasher)>,
     turn: Notify,
 }
 
 impl OrderedHasher {
-    pub fn new(first_part: u32) -> OrderedHasher {
+    /// Starts at the first byte, with MD5 too when `md5`.
+    pub fn new(md5: bool) -> OrderedHasher {
+        OrderedHasher::from(1, Hasher::new(md5, true))
+    }
+
+    /// Carries on after the parts before `first_part`, whose SHA-256 state is `chain`.
+    pub fn continuing(first_part: u32, chain: Sha256Chain) -> OrderedHasher {
+        OrderedHasher::from(first_part, Hasher::continuing(chain))
+    }
+
+    fn from(first_part: u32, hasher: Hasher) -> OrderedHasher {
         OrderedHasher {
-            state: Mutex::new((first_part, Hasher::default())),
+            state: Mutex::new((first_part, hasher)),
             turn: Notify::new(),
         }
     }
 
-    /// Waits until every part before `part_number` has been fed, then feeds `chunks`.
-    pub async fn feed(&self, part_number: u32, chunks: Vec<Bytes>) {
+    /// Waits until every part before `part_number` has been fed, then feeds
+    /// `chunks`; returns the SHA-256 checkpoint at the end of this part.
+    pub async fn feed(&self, part_number: u32, chunks: Vec<Bytes>) -> String {
         loop {
             let notified = self.turn.notified();
             {
@@ -175,9 +367,10 @@ impl OrderedHasher {
                         state.1.update(c);
                     }
                     state.0 += 1;
+                    let checkpoint = state.1.checkpoint().unwrap_or_default();
                     drop(state);
                     self.turn.notify_waiters();
-                    return;
+                    return checkpoint;
                 }
             }
             notified.await;
@@ -189,94 +382,154 @@ impl OrderedHasher {
     }
 }
 
-/// One part of an object as it must read back: its place and its SHA-256.
+/// What proves one part of a copy when it is read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PartCheck {
+    /// The whole object's SHA-256 checkpoint at the part's end.
+    Chain(String),
+    /// The SHA-256 of the part alone (a part hashed on its own as it streamed).
+    Sha256(String),
+    /// Only its length: nothing was recorded of its bytes.
+    Length,
+}
+
+impl PartCheck {
+    /// From the ledger's columns: a checkpoint if there is one, else the
+    /// part's own SHA-256 if there is one.
+    pub fn from_columns(sha256: &str, sha256_state: Option<&str>) -> PartCheck {
+        match (sha256_state.filter(|s| !s.is_empty()), sha256) {
+            (Some(state), _) => PartCheck::Chain(state.to_owned()),
+            (None, sha) if !sha.is_empty() => PartCheck::Sha256(sha.to_owned()),
+            _ => PartCheck::Length,
+        }
+    }
+}
+
+/// One part of an object as it must read back: its place and its proof.
 #[derive(Clone, Debug)]
 pub struct ExpectedPart {
     pub number: u32,
     pub length: u64,
-    /// None: the length is checked, the bytes are not.
-    pub sha256: Option<String>,
+    pub check: PartCheck,
 }
 
-/// Streams `body` once: the whole object's digests, and whether every part
-/// (split at the expected lengths) has the SHA-256 it must have.
+/// Streams `body` once: the whole object's SHA-256 and length (and MD5 when
+/// `md5`: SHA-256 proves the bytes, MD5 only a source's single-part ETag),
+/// and whether every part (split at the expected lengths) reads back as
+/// recorded.
 pub async fn read_and_check(
     mut body: ByteStream,
     parts: Vec<ExpectedPart>,
+    md5: bool,
 ) -> Result<(Digests, Result<(), String>), aws_smithy_types::byte_stream::error::Error> {
-    let mut whole = Hasher::default();
-    let mut checker = PartChecker::new(parts);
-    let mut verdict = Ok(());
+    let mut checker = PartChecker::new(parts, md5);
     while let Some(chunk) = body.try_next().await? {
-        whole.update(&chunk);
-        if verdict.is_ok() {
-            verdict = checker.update(&chunk);
-        }
+        checker.update(&chunk);
     }
-    if verdict.is_ok() {
-        verdict = checker.finish();
-    }
-    Ok((whole.finish(), verdict))
+    Ok(checker.finish())
 }
 
-/// Splits a stream at part boundaries and checks each part's SHA-256.
+/// Hashes a stream whole and checks each part at its boundary.
 struct PartChecker {
+    whole: Hasher,
     parts: Vec<ExpectedPart>,
     index: usize,
     left: u64,
-    hasher: Hasher,
+    /// The part's own SHA-256, for a part recorded with one.
+    alone: Option<Hasher>,
+    verdict: Result<(), String>,
 }
 
 impl PartChecker {
-    fn new(parts: Vec<ExpectedPart>) -> Self {
-        let left = parts.first().map_or(0, |p| p.length);
-        PartChecker {
+    fn new(parts: Vec<ExpectedPart>, md5: bool) -> Self {
+        let mut checker = PartChecker {
+            whole: Hasher::new(md5, true),
             parts,
             index: 0,
-            left,
-            hasher: Hasher::default(),
-        }
+            left: 0,
+            alone: None,
+            verdict: Ok(()),
+        };
+        checker.open_part();
+        checker
     }
 
-    fn update(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+    fn open_part(&mut self) {
+        let part = self.parts.get(self.index);
+        self.left = part.map_or(0, |p| p.length);
+        self.alone = part
+            .filter(|p| matches!(p.check, PartCheck::Sha256(_)))
+            .map(|_| Hasher::new(false, true));
+    }
+
+    fn update(&mut self, mut chunk: &[u8]) {
+        if self.verdict.is_err() {
+            self.whole.update(chunk);
+            return;
+        }
         while !chunk.is_empty() {
             if self.index >= self.parts.len() {
-                return Err("the object is longer than its parts".into());
+                self.verdict = Err("the object is longer than its parts".into());
+                self.whole.update(chunk);
+                return;
             }
             let take = (self.left as usize).min(chunk.len());
-            self.hasher.update(&chunk[..take]);
+            self.whole.update(&chunk[..take]);
+            if let Some(alone) = &mut self.alone {
+                alone.update(&chunk[..take]);
+            }
             chunk = &chunk[take..];
             self.left -= take as u64;
             if self.left == 0 {
-                self.close_part()?;
+                if let Err(e) = self.close_part() {
+                    self.verdict = Err(e);
+                    self.whole.update(chunk);
+                    return;
+                }
             }
         }
-        Ok(())
     }
 
     fn close_part(&mut self) -> Result<(), String> {
         let part = &self.parts[self.index];
-        let got = std::mem::take(&mut self.hasher).finish().sha256_hex();
-        if let Some(want) = part.sha256.as_deref().filter(|want| *want != got) {
-            return Err(format!(
-                "part {} reads back with SHA-256 {got}, not the {want} recorded when it was sent",
-                part.number
-            ));
+        match &part.check {
+            PartCheck::Chain(want) => {
+                let got = self.whole.checkpoint().unwrap_or_default();
+                if &got != want {
+                    return Err(format!(
+                        "part {} reads back with the object's SHA-256 state {got} at its end, not the {want} recorded when it was sent",
+                        part.number
+                    ));
+                }
+            }
+            PartCheck::Sha256(want) => {
+                let got = self.alone.take().map(|h| h.finish().sha256_hex());
+                if got.as_deref() != Some(want.as_str()) {
+                    return Err(format!(
+                        "part {} reads back with SHA-256 {}, not the {want} recorded when it was sent",
+                        part.number,
+                        got.unwrap_or_default()
+                    ));
+                }
+            }
+            PartCheck::Length => {}
         }
         self.index += 1;
-        self.left = self.parts.get(self.index).map_or(0, |p| p.length);
+        self.open_part();
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), String> {
+    fn finish(mut self) -> (Digests, Result<(), String>) {
         // Zero-length parts (an empty object) end without a byte.
-        while self.index < self.parts.len() && self.left == 0 {
-            self.close_part()?;
+        while self.verdict.is_ok() && self.index < self.parts.len() && self.left == 0 {
+            if let Err(e) = self.close_part() {
+                self.verdict = Err(e);
+            }
         }
-        if self.index < self.parts.len() {
-            return Err("the object is shorter than its parts".into());
+        if self.verdict.is_ok() && self.index < self.parts.len() {
+            self.verdict = Err("the object is shorter than its parts".into());
         }
-        Ok(())
+        (self.whole.finish(), self.verdict)
     }
 }
 
@@ -297,8 +550,36 @@ mod tests {
     }
 
     #[test]
+    fn the_chain_is_sha256_at_every_length_and_every_cut() {
+        use sha2::Digest as _;
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..data.len() {
+            let want: [u8; 32] = sha2::Sha256::digest(&data[..len]).into();
+            for cut in [0, 1, len / 3, len.saturating_sub(1), len] {
+                let cut = cut.min(len);
+                let mut first = Sha256Chain::default();
+                first.update(&data[..cut]);
+                // Written down and taken up again, as across a restart.
+                let mut second = Sha256Chain::resume(&first.checkpoint()).unwrap();
+                second.update(&data[cut..len]);
+                assert_eq!(second.finish(), want, "length {len}, cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_that_is_not_one_is_refused() {
+        for bad in ["", "3", "3:00:abcdef", "x:00:", "0:zz:", "1:00:"] {
+            assert!(Sha256Chain::resume(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn multipart_etag_is_md5_of_part_md5s() {
-        let parts = [Digests::of(b"hello ").md5, Digests::of(b"world").md5];
+        let parts = [
+            Digests::of(b"hello ").md5.unwrap(),
+            Digests::of(b"world").md5.unwrap(),
+        ];
         let mut joined = Vec::new();
         joined.extend_from_slice(&parts[0]);
         joined.extend_from_slice(&parts[1]);
@@ -310,42 +591,78 @@ mod tests {
 
     #[tokio::test]
     async fn ordered_hasher_hashes_parts_in_order_whatever_order_they_finish() {
-        let h = Arc::new(OrderedHasher::new(1));
+        let h = Arc::new(OrderedHasher::new(true));
         let late = {
             let h = h.clone();
             tokio::spawn(async move { h.feed(2, vec![Bytes::from_static(b"world")]).await })
         };
         tokio::task::yield_now().await;
-        h.feed(1, vec![Bytes::from_static(b"hello "), Bytes::new()])
+        let first = h
+            .feed(1, vec![Bytes::from_static(b"hello "), Bytes::new()])
             .await;
         late.await.unwrap();
         let d = Arc::try_unwrap(h).ok().unwrap().finish();
         assert_eq!(d, Digests::of(b"hello world"));
+        // Carrying on from part 1's checkpoint gives the same SHA-256.
+        let resumed = OrderedHasher::continuing(2, Sha256Chain::resume(&first).unwrap());
+        resumed.feed(2, vec![Bytes::from_static(b"world")]).await;
+        let r = resumed.finish();
+        assert_eq!((r.sha256, r.md5, r.len), (d.sha256, None, 11));
     }
 
-    fn part(number: u32, data: &[u8]) -> ExpectedPart {
+    fn chained(parts: &[&[u8]]) -> Vec<ExpectedPart> {
+        let mut chain = Sha256Chain::default();
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, data)| {
+                chain.update(data);
+                ExpectedPart {
+                    number: i as u32 + 1,
+                    length: data.len() as u64,
+                    check: PartCheck::Chain(chain.checkpoint()),
+                }
+            })
+            .collect()
+    }
+
+    fn alone(number: u32, data: &[u8]) -> ExpectedPart {
         ExpectedPart {
             number,
             length: data.len() as u64,
-            sha256: Some(Digests::of(data).sha256_hex()),
+            check: PartCheck::Sha256(Digests::of(data).sha256_hex()),
         }
     }
 
     #[tokio::test]
     async fn read_and_check_finds_the_part_that_differs() {
         let body = || ByteStream::from(Bytes::from_static(b"hello world"));
-        let (whole, ok) = read_and_check(body(), vec![part(1, b"hello "), part(2, b"world")])
-            .await
-            .unwrap();
-        assert_eq!(whole, Digests::of(b"hello world"));
-        assert_eq!(ok, Ok(()));
-        let (_, bad) = read_and_check(body(), vec![part(1, b"hello "), part(2, b"World")])
-            .await
-            .unwrap();
-        assert!(bad.unwrap_err().starts_with("part 2 "));
-        let (_, short) = read_and_check(body(), vec![part(1, b"hello world!")])
+        for (good, bad) in [
+            (
+                chained(&[b"hello ", b"world"]),
+                chained(&[b"hello ", b"World"]),
+            ),
+            (
+                vec![alone(1, b"hello "), alone(2, b"world")],
+                vec![alone(1, b"hello "), alone(2, b"World")],
+            ),
+        ] {
+            let (whole, ok) = read_and_check(body(), good, true).await.unwrap();
+            assert_eq!(whole, Digests::of(b"hello world"));
+            assert_eq!(ok, Ok(()));
+            let (whole, bad) = read_and_check(body(), bad, false).await.unwrap();
+            assert!(bad.unwrap_err().starts_with("part 2 "));
+            // The whole object is still hashed, for the verdict's record.
+            assert_eq!(whole.sha256, Digests::of(b"hello world").sha256);
+            assert_eq!((whole.md5, whole.len), (None, 11));
+        }
+        let (_, short) = read_and_check(body(), chained(&[b"hello world!"]), false)
             .await
             .unwrap();
         assert!(short.unwrap_err().contains("shorter"));
+        let (_, long) = read_and_check(body(), chained(&[b"hello"]), false)
+            .await
+            .unwrap();
+        assert!(long.unwrap_err().contains("longer"));
     }
 }

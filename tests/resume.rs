@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ferry::store::Side;
@@ -186,10 +187,11 @@ async fn a_source_changed_mid_copy_ends_as_the_new_version_with_no_mixed_parts()
     fx.fill(std::slice::from_ref(&old)).await;
 
     let child = fx.spawn_ferry(&["run", "--once"]);
-    // Wait until the multipart upload is under way and a part has arrived.
+    // Wait until the multipart upload is under way: its later parts, which
+    // wait for room in the byte budget, have not been read yet.
     let started = Instant::now();
     loop {
-        if fx.count("SELECT COUNT(*) FROM parts") > 0 {
+        if fx.count("SELECT COUNT(*) FROM uploads") > 0 {
             break;
         }
         assert!(
@@ -406,4 +408,58 @@ async fn a_full_disk_under_the_ledger_stops_ferry_without_false_records() {
     run_to_end(&fx).await;
     assert_all_copied_byte_equal(&fx, &set).await;
     drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_upload_hashes_on_from_its_last_part_without_reading_the_copy_back() {
+    // No read-back after the copy: the only reason to GET the copy would be
+    // to hash the parts sent before the kill.
+    let transfer = format!("{TRANSFER}verify_after_copy = false\n");
+    let (fx, proxy) = proxied("hash-on", &transfer, "", 20 * MIB).await;
+    let audio = format!("audio{}", fx.suffix);
+    let book = large(&audio, 0, 72 * MIB + 5);
+    fx.fill(std::slice::from_ref(&book)).await;
+
+    let mut child = fx.spawn_ferry(&["run", "--once"]);
+    let started = Instant::now();
+    while fx.count("SELECT COUNT(*) FROM parts WHERE sha256_state IS NOT NULL") < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no part arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap(); // SIGKILL
+    let kept = fx.count("SELECT COUNT(*) FROM parts WHERE sha256_state IS NOT NULL");
+    let (sent_before, read_before) = (proxy.sent(), proxy.stats.received.load(Ordering::Relaxed));
+
+    run_to_end(&fx).await;
+    // (Before the test's own reads below, which pass the same proxy.)
+    let read = proxy.stats.received.load(Ordering::Relaxed) - read_before;
+    assert!(
+        read < MIB,
+        "{read} bytes read from the destination after the restart: the copy was read back"
+    );
+    let sent = proxy.sent() - sent_before;
+    assert!(
+        sent <= book.size - kept as u64 * 8 * MIB + IN_FLIGHT,
+        "{sent} bytes sent after the restart, with {kept} parts of 8 MiB kept"
+    );
+    let want = book.expected_digests().sha256_hex();
+    let destination = fx.pairs().into_iter().find(|(s, _)| *s == audio).unwrap().1;
+    let got = demo::observe(&fx.destination, Side::Destination, &destination, &book.key)
+        .await
+        .unwrap();
+    assert_eq!(got.sha256, want, "the copy's bytes");
+    // The whole-object SHA-256 went on from the kept parts' state, and is right.
+    let (state, sha256): (String, String) = fx
+        .ledger()
+        .query_row(
+            "SELECT o.state, c.sha256 FROM objects o JOIN copies c ON c.object_id = o.id",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), sha256), ("copied", want));
+    assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 0);
 }

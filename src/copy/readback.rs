@@ -7,7 +7,7 @@
 
 use super::retry::with_retries;
 use super::{CopyError, Engine};
-use crate::hashing::{bare_etag, read_and_check, Digests, ExpectedPart};
+use crate::hashing::{bare_etag, read_and_check, Digests, ExpectedPart, PartCheck};
 use crate::ledger::{self, LedgerError, PassSummary, Verification, VerifyItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 
@@ -19,21 +19,15 @@ pub async fn read_back(engine: &Engine, item: &VerifyItem) -> Result<Verificatio
         .writer
         .call(move |c| ledger::copied_parts(c, id))
         .await?;
-    let expected: Vec<ExpectedPart> = if recorded.is_empty() {
+    // One PUT: the whole-object SHA-256 below is the check.
+    let expected = if recorded.is_empty() {
         vec![ExpectedPart {
             number: 1,
             length: item.size,
-            sha256: Some(item.sha256.clone()),
+            check: PartCheck::Length,
         }]
     } else {
         recorded
-            .into_iter()
-            .map(|(number, length, sha256)| ExpectedPart {
-                number,
-                length,
-                sha256: Some(sha256),
-            })
-            .collect()
     };
     // A read holds no object in memory, only a request slot.
     let _ticket = engine.budget.admit(0).await;
@@ -44,6 +38,7 @@ pub async fn read_back(engine: &Engine, item: &VerifyItem) -> Result<Verificatio
             &item.dest_bucket,
             &item.key,
             expected.clone(),
+            false,
             &what,
         )
     })
@@ -63,7 +58,6 @@ pub async fn read_back(engine: &Engine, item: &VerifyItem) -> Result<Verificatio
         Err(e) => return Err(e),
     };
     let sha256 = whole.sha256_hex();
-    let md5 = whole.md5_hex();
     let reason = if whole.len != item.size {
         Some(format!(
             "size {} at the destination, {} copied",
@@ -74,8 +68,6 @@ pub async fn read_back(engine: &Engine, item: &VerifyItem) -> Result<Verificatio
             "SHA-256 {sha256} at the destination, {} copied",
             item.sha256
         ))
-    } else if md5 != item.md5 {
-        Some(format!("MD5 {md5} at the destination, {} copied", item.md5))
     } else if etag != item.dest_etag {
         Some(format!(
             "ETag {etag} at the destination, {} when copied",
@@ -90,17 +82,19 @@ pub async fn read_back(engine: &Engine, item: &VerifyItem) -> Result<Verificatio
         reason,
         size: Some(whole.len),
         sha256: Some(sha256),
-        md5: Some(md5),
+        // SHA-256 proves the bytes; MD5 is not computed a second time.
+        md5: None,
     })
 }
 
 /// Streams a copy from the destination once: its ETag, its whole-object
-/// digests, and whether each part reads back with its recorded SHA-256.
+/// SHA-256 (and MD5 when `md5`), and whether each part reads back as recorded.
 pub(crate) async fn read_copy(
     engine: &Engine,
     bucket: &str,
     key: &str,
     expected: Vec<ExpectedPart>,
+    md5: bool,
     what: &str,
 ) -> Result<(String, Digests, Result<(), String>), CopyError> {
     let got = engine
@@ -116,7 +110,7 @@ pub(crate) async fn read_copy(
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, what, e))?;
     let etag = bare_etag(got.e_tag().unwrap_or_default()).to_owned();
-    let (whole, parts) = read_and_check(got.body, expected).await.map_err(|e| {
+    let (whole, parts) = read_and_check(got.body, expected, md5).await.map_err(|e| {
         StoreError::new(
             Side::Destination,
             FailureKind::Unreachable,

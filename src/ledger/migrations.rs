@@ -15,6 +15,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v5_etag_note.sql"),
     include_str!("v6_safety.sql"),
     include_str!("v7_ranges.sql"),
+    include_str!("v8_sha256_state.sql"),
 ];
 
 /// The version this ferry writes.
@@ -41,9 +42,20 @@ fn known_version(conn: &Connection, path: &Path) -> Result<i64, LedgerError> {
     Ok(found)
 }
 
-/// Applies every migration the ledger lacks, each in its own transaction.
+/// Applies every migration the ledger lacks, each in its own transaction; a
+/// new ledger is made at the current version in one.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
     let found = known_version(conn, path)?;
+    if found == 0 {
+        let tx = conn.transaction()?;
+        for sql in MIGRATIONS {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        tracing::info!(path = %path.display(), version = SCHEMA_VERSION, "ledger created");
+        return Ok(());
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

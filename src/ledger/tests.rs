@@ -238,6 +238,7 @@ fn uploads_and_parts_are_recorded_and_cleared_on_completion() {
                 etag: format!("p{n}"),
                 md5: format!("p{n}"),
                 sha256: format!("s{n}"),
+                sha256_state: Some(format!("{}:00:", n * 10)),
             },
         )
         .unwrap();

@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::State;
+use crate::hashing::{ExpectedPart, PartCheck};
 
 /// The multipart upload ferry started for an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,7 +27,11 @@ pub struct PartRecord {
     pub length: u64,
     pub etag: String,
     pub md5: String,
+    /// The part's own SHA-256; empty when the part was hashed in order
+    /// with the object (then `sha256_state` proves it).
     pub sha256: String,
+    /// The whole object's SHA-256 state at the part's last byte.
+    pub sha256_state: Option<String>,
 }
 
 pub fn upload_of(conn: &Connection, object_id: i64) -> rusqlite::Result<Option<UploadRecord>> {
@@ -69,8 +74,8 @@ pub fn forget_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<()> 
 /// Completion after acknowledgement: called only once the store took the part.
 pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT OR REPLACE INTO parts (object_id, upload_id, part_number, offset, length, etag, md5, sha256)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR REPLACE INTO parts (object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             p.object_id,
             p.upload_id,
@@ -79,7 +84,8 @@ pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
             p.length as i64,
             p.etag,
             p.md5,
-            p.sha256
+            p.sha256,
+            p.sha256_state
         ],
     )?;
     Ok(())
@@ -92,7 +98,7 @@ pub fn parts_of(
     upload_id: &str,
 ) -> rusqlite::Result<Vec<PartRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT object_id, upload_id, part_number, offset, length, etag, md5, sha256
+        "SELECT object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state
          FROM parts WHERE object_id = ?1 AND upload_id = ?2 ORDER BY part_number",
     )?;
     let rows = stmt.query_map(params![object_id, upload_id], |r| {
@@ -105,22 +111,27 @@ pub fn parts_of(
             etag: r.get(5)?,
             md5: r.get(6)?,
             sha256: r.get(7)?,
+            sha256_state: r.get(8)?,
         })
     })?;
     rows.collect()
 }
 
-/// The parts recorded for an object's copy: (number, length, SHA-256).
-pub fn copied_parts(
-    conn: &Connection,
-    object_id: i64,
-) -> rusqlite::Result<Vec<(u32, u64, String)>> {
+/// The parts recorded for an object's copy, as they must read back.
+pub fn copied_parts(conn: &Connection, object_id: i64) -> rusqlite::Result<Vec<ExpectedPart>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT p.part_number, p.length, p.sha256 FROM parts p JOIN copies c ON c.object_id = p.object_id
+        "SELECT p.part_number, p.length, p.sha256, p.sha256_state FROM parts p JOIN copies c ON c.object_id = p.object_id
          WHERE p.object_id = ?1 ORDER BY p.part_number",
     )?;
     let rows = stmt.query_map([object_id], |r| {
-        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        Ok(ExpectedPart {
+            number: r.get(0)?,
+            length: r.get::<_, i64>(1)? as u64,
+            check: PartCheck::from_columns(
+                &r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?.as_deref(),
+            ),
+        })
     })?;
     rows.collect()
 }

@@ -8,3 +8,4 @@
 //! library; ferry must not depend on them.
 
 pub mod demo;
+pub mod wan;

@@ -155,7 +155,7 @@ pub(super) async fn completed_unrecorded(
         return Ok(None);
     }
     tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
-    let whole = read_back(engine, item, &layout.parts, &parts).await?;
+    let whole = read_back(engine, item, &layout.parts, &parts, false).await?;
     // The destination's own ETag: the one `verify` will read back.
     Ok(Some(copy_record(item, etag, &whole, Some(layout))))
 }

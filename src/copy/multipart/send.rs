@@ -18,7 +18,8 @@ use crate::copy::retry::with_retries;
 use crate::copy::single::quoted;
 use crate::copy::{check_etag, check_source, copy_record, CopyError, Engine};
 use crate::hashing::{
-    bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher,
+    bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher, PartCheck,
+    Sha256Chain,
 };
 use crate::ledger::{self, CopyRecord, PartRecord, WorkItem};
 use crate::limits::budget::Ticket;
@@ -32,7 +33,7 @@ pub(super) struct PartDone {
     pub(super) number: u32,
     pub(super) etag: String,
     pub(super) md5: [u8; 16],
-    pub(super) sha256: String,
+    pub(super) check: PartCheck,
 }
 
 impl PartDone {
@@ -45,9 +46,18 @@ impl PartDone {
             number: p.part_number,
             etag: p.etag.clone(),
             md5,
-            sha256: p.sha256.clone(),
+            check: PartCheck::from_columns(&p.sha256, p.sha256_state.as_deref()),
         }
     }
+}
+
+/// How many parts from part 1 on, without a gap, recorded the whole
+/// object's SHA-256 state at their end: a resumed upload hashes on from there.
+fn chained_run(kept: &[PartDone]) -> usize {
+    kept.iter()
+        .enumerate()
+        .take_while(|(i, p)| p.number as usize == i + 1 && matches!(p.check, PartCheck::Chain(_)))
+        .count()
 }
 
 pub(super) async fn send_parts_and_complete(
@@ -59,15 +69,34 @@ pub(super) async fn send_parts_and_complete(
     source_md5: bool,
 ) -> Result<CopyRecord, CopyError> {
     let plan = &layout.parts;
-    // A fresh upload hashes the whole object as the parts pass, holding each
-    // part's bytes until the parts before it are hashed: so only when several
-    // parts fit the byte budget. Larger parts stream through, taking a small
-    // window of the budget, and are never held whole; such an object, and a
-    // resumed one (the kept parts' bytes are gone), is read back once
-    // completed for its whole-object digests.
-    let hash_in_flight =
-        kept.is_empty() && layout.part_size() <= engine.transfer.max_bytes_in_flight / 4;
-    let hasher = hash_in_flight.then(|| Arc::new(OrderedHasher::new(1)));
+    // A single-part source sent in parts: its ETag is the MD5 of the whole.
+    let whole_md5 = layout.origin == Origin::Own && source_md5;
+    // The whole-object SHA-256 is computed as the parts pass, in part order,
+    // holding each part's bytes until the parts before it are hashed: so only
+    // when several parts fit the byte budget. Larger parts stream through,
+    // taking a small window of the budget, and are never held whole; such an
+    // object is read back once completed for its whole-object digests.
+    let holdable = layout.part_size() <= engine.transfer.max_bytes_in_flight / 4;
+    let mut kept = kept;
+    let hasher = match chained_run(&kept) {
+        _ if !holdable => None,
+        0 if kept.is_empty() => Some(OrderedHasher::new(whole_md5)),
+        // Kept parts without a recorded state (a ledger of an older ferry)
+        // and MD5, which cannot be taken up, are read back instead.
+        _ if whole_md5 => None,
+        0 => None,
+        run => {
+            // Parts acknowledged after a gap were still waiting to be hashed:
+            // at most the parts that were in flight. They are sent again.
+            kept.truncate(run);
+            let PartCheck::Chain(state) = &kept[run - 1].check else {
+                unreachable!("chained_run counts only parts with a state")
+            };
+            Sha256Chain::resume(state).map(|chain| OrderedHasher::continuing(run as u32 + 1, chain))
+        }
+    }
+    .map(Arc::new);
+    let hash_in_flight = hasher.is_some();
     let admitted = |length: u64| {
         if hash_in_flight {
             length
@@ -175,7 +204,7 @@ pub(super) async fn send_parts_and_complete(
     // even when the read-back after each copy is switched off.
     let whole = match whole {
         Some(whole) if proved_at_source || engine.transfer.verify_after_copy => whole,
-        _ => read_back(engine, item, plan, &done).await?,
+        _ => read_back(engine, item, plan, &done, whole_md5).await?,
     };
     // A single-part source sent in parts too large to hash in flight: its
     // MD5 can be checked only now. A wrong one is copied again from the start.
@@ -251,12 +280,23 @@ pub(super) async fn send_part(
         "part {} of {}/{}",
         part.number, item.source_bucket, item.key
     );
-    let keep = hasher.is_some();
+    let in_order = hasher.is_some();
     let _in_flight = crate::metrics::InFlight::part();
     let (digests, chunks, etag) = with_retries(&engine.budget, &what, || {
-        send_part_once(engine, item, upload_id, part, keep)
+        send_part_once(engine, item, upload_id, part, in_order)
     })
     .await?;
+    // A part hashed in order is proved by the object's SHA-256 state at its
+    // end; one that streamed alone, by its own SHA-256.
+    let sha256_state = match &hasher {
+        Some(hasher) => Some(hasher.feed(part.number, chunks).await),
+        None => None,
+    };
+    let check = match &sha256_state {
+        Some(state) => PartCheck::Chain(state.clone()),
+        None => PartCheck::Sha256(digests.sha256_hex()),
+    };
+    let md5 = digests.md5.expect("a part's MD5 is always computed");
     let record = PartRecord {
         object_id: item.object_id,
         upload_id: upload_id.to_owned(),
@@ -264,46 +304,44 @@ pub(super) async fn send_part(
         offset: part.offset,
         length: part.length,
         etag: etag.clone(),
-        md5: digests.md5_hex(),
+        md5: hex::encode(md5),
         sha256: digests.sha256_hex(),
+        sha256_state,
     };
     // Completion after acknowledgement: recorded only once the store took it.
     engine
         .writer
         .call(move |c| ledger::record_part(c, &record))
         .await?;
-    if let Some(hasher) = hasher {
-        hasher.feed(part.number, chunks).await;
-    }
     drop(ticket);
     Ok(PartDone {
         number: part.number,
         etag,
-        md5: digests.md5,
-        sha256: digests.sha256_hex(),
+        md5,
+        check,
     })
 }
 
 /// Streams the completed object back from the destination: its whole-object
-/// digests, and each part's SHA-256 checked against the one recorded when
-/// the part was sent.
+/// digests (MD5 too when `md5`), and each part checked against what was
+/// recorded when it was sent.
 pub(super) async fn read_back(
     engine: &Engine,
     item: &WorkItem,
     layout: &[PartPlan],
     parts: &[PartDone],
+    md5: bool,
 ) -> Result<Digests, CopyError> {
     let what = format!("GetObject {}/{} (read back)", item.dest_bucket, item.key);
-    let sha_of: HashMap<u32, &str> = parts
-        .iter()
-        .map(|p| (p.number, p.sha256.as_str()))
-        .collect();
+    let check_of: HashMap<u32, &PartCheck> = parts.iter().map(|p| (p.number, &p.check)).collect();
     let expected: Vec<ExpectedPart> = layout
         .iter()
         .map(|p| ExpectedPart {
             number: p.number,
             length: p.length,
-            sha256: sha_of.get(&p.number).map(|s| s.to_string()),
+            check: check_of
+                .get(&p.number)
+                .map_or(PartCheck::Length, |c| (*c).clone()),
         })
         .collect();
     let (_, whole, parts_ok) = with_retries(&engine.budget, &what, || {
@@ -312,6 +350,7 @@ pub(super) async fn read_back(
             &item.dest_bucket,
             &item.key,
             expected.clone(),
+            md5,
             &what,
         )
     })
@@ -325,7 +364,7 @@ pub(super) async fn send_part_once(
     item: &WorkItem,
     upload_id: &str,
     part: PartPlan,
-    keep_chunks: bool,
+    in_order: bool,
 ) -> Result<(Digests, Vec<bytes::Bytes>, String), CopyError> {
     let source_body = if part.length == 0 {
         ByteStream::new(SdkBody::empty())
@@ -361,7 +400,7 @@ pub(super) async fn send_part_once(
         }
         got.body
     };
-    let (body, tap) = HashingBody::new(source_body, part.length, keep_chunks);
+    let (body, tap) = HashingBody::new(source_body, part.length, !in_order, in_order);
     let what = format!(
         "UploadPart {} of {}/{}",
         part.number, item.dest_bucket, item.key

@@ -59,6 +59,13 @@ struct Args {
     /// Also append the tables (Markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Put the source behind a simulated WAN link (as a Hetzner box sees
+    /// AWS): this round trip added, in milliseconds ...
+    #[arg(long)]
+    wan_rtt_ms: Option<u64>,
+    /// ... and this bandwidth each way, in Mbit/s.
+    #[arg(long, default_value_t = 1000)]
+    wan_mbit: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -152,16 +159,20 @@ impl Expected {
     }
 }
 
-/// One tool with one set of flags.
+/// One tool with one set of flags: one command, or several run one after
+/// another and measured as one (a copy, then a check).
 struct Variant {
     tool: &'static str,
     flags: String,
     program: String,
-    args: Vec<String>,
+    steps: Vec<Vec<String>>,
     env: Vec<(String, String)>,
     env_remove: Vec<&'static str>,
+    /// Which server ceiling it is measured against.
+    reads_back: bool,
 }
 
+#[derive(Clone)]
 struct Endpoints {
     source: String,
     destination: String,
@@ -249,15 +260,16 @@ fn variants(
                 tool: "ferry",
                 flags: flags.clone(),
                 program: args.ferry.display().to_string(),
-                args: vec![
+                steps: vec![vec![
                     "-c".into(),
                     config.display().to_string(),
                     "--no-progress".into(),
                     "run".into(),
                     "--once".into(),
-                ],
+                ]],
                 env: vec![],
                 env_remove: vec![],
+                reads_back: !flags.contains("verify_after_copy = false"),
             });
         }
     }
@@ -291,12 +303,31 @@ fn variants(
                 tool: "rclone",
                 flags: if flags.is_empty() { "defaults".into() } else { flags.into() },
                 program: "rclone".into(),
-                args: a,
+                steps: vec![a],
                 env: remotes.clone(),
                 // rclone fails on every S3 remote while AWS_CA_BUNDLE is set.
                 env_remove: vec!["AWS_CA_BUNDLE"],
+                reads_back: false,
             });
         }
+        // The peers' way to the proof ferry gives: copy, then download both
+        // sides and compare every byte.
+        let flags = "--transfers 16 --checkers 16";
+        let step = |verb: &str, more: &[&str]| {
+            let mut a = vec![verb.to_string(), format!("SRC:{src}"), format!("DST:{dst}")];
+            a.extend(more.iter().map(|s| s.to_string()));
+            a.extend(flags.split_whitespace().map(String::from));
+            a
+        };
+        out.push(Variant {
+            tool: "rclone",
+            flags: format!("copy, then check --download; {flags}"),
+            program: "rclone".into(),
+            steps: vec![step("copy", &[]), step("check", &["--download"])],
+            env: remotes.clone(),
+            env_remove: vec!["AWS_CA_BUNDLE"],
+            reads_back: true,
+        });
     }
     if args.tools.iter().any(|t| t == "s3sync") {
         let env = vec![
@@ -336,9 +367,10 @@ fn variants(
                 tool: "s3sync",
                 flags: flags.into(),
                 program: "s3sync".into(),
-                args: a,
+                steps: vec![a],
                 env: env.clone(),
                 env_remove: vec![],
+                reads_back: false,
             });
         }
     }
@@ -347,6 +379,8 @@ fn variants(
 
 struct Measured {
     wall: Duration,
+    /// User plus system CPU seconds.
+    cpu: f64,
     /// ferry only: from the start of its pass to its first copied object.
     first_copy: Option<Duration>,
     rss_kib: u64,
@@ -355,10 +389,41 @@ struct Measured {
     exit: i32,
 }
 
-/// Runs one variant under `/usr/bin/time -v`; returns wall time and peak RSS.
-fn run_timed(v: &Variant) -> Result<(Duration, u64, i32, String)> {
+/// What `/usr/bin/time -v` saw of a run.
+struct Timed {
+    wall: Duration,
+    cpu: f64,
+    rss_kib: u64,
+    exit: i32,
+    tail: String,
+}
+
+/// Runs one variant's steps under `/usr/bin/time -v`, stopping at the first
+/// that fails: wall and CPU time add up, peak RSS is the largest.
+fn run_timed(v: &Variant) -> Result<Timed> {
+    let mut all = Timed {
+        wall: Duration::ZERO,
+        cpu: 0.0,
+        rss_kib: 0,
+        exit: 0,
+        tail: String::new(),
+    };
+    for args in &v.steps {
+        let one = run_step(v, args)?;
+        all.wall += one.wall;
+        all.cpu += one.cpu;
+        all.rss_kib = all.rss_kib.max(one.rss_kib);
+        (all.exit, all.tail) = (one.exit, one.tail);
+        if all.exit != 0 {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+fn run_step(v: &Variant, args: &[String]) -> Result<Timed> {
     let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-v").arg(&v.program).args(&v.args);
+    cmd.arg("-v").arg(&v.program).args(args);
     for (k, val) in &v.env {
         cmd.env(k, val);
     }
@@ -371,14 +436,16 @@ fn run_timed(v: &Variant) -> Result<(Duration, u64, i32, String)> {
         .with_context(|| format!("cannot run /usr/bin/time {}: install `time`", v.program))?;
     let wall = started.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let rss = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .context("no peak RSS in /usr/bin/time's output")?;
+    let field = |name: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|n| n.trim().to_owned())
+            .with_context(|| format!("no {name:?} in /usr/bin/time's output"))
+    };
+    let rss_kib = field("Maximum resident set size (kbytes): ")?.parse()?;
+    let cpu = field("User time (seconds): ")?.parse::<f64>()?
+        + field("System time (seconds): ")?.parse::<f64>()?;
     let exit = output.status.code().unwrap_or(-1);
     let tail: String = stderr
         .lines()
@@ -387,7 +454,13 @@ fn run_timed(v: &Variant) -> Result<(Duration, u64, i32, String)> {
         .take(3)
         .collect::<Vec<_>>()
         .join(" | ");
-    Ok((wall, rss, exit, tail))
+    Ok(Timed {
+        wall,
+        cpu,
+        rss_kib,
+        exit,
+        tail,
+    })
 }
 
 async fn empty_bucket(client: &Client, bucket: &str) -> Result<()> {
@@ -523,14 +596,15 @@ async fn fill(client: &Client, bucket: &str, set: &[DemoObject]) -> Result<()> {
 }
 
 /// The servers alone: every object read from the source with nothing done
-/// to the bytes; the same sizes written to the destination from memory; and
-/// a minimal copy (GET, then PUT of the bytes, no checks, no ledger).
+/// to the bytes; the same sizes written to the destination from memory; a
+/// minimal copy (GET, then PUT of the bytes, no checks, no ledger); and the
+/// same with the copy read back (GET, PUT, GET).
 async fn ceiling(
     source: &Client,
     destination: &Client,
     set: &[DemoObject],
     dst_bucket: &str,
-) -> Result<[Duration; 3]> {
+) -> Result<[Duration; 4]> {
     let concurrency = if set.len() > 100 {
         64
     } else {
@@ -568,21 +642,38 @@ async fn ceiling(
     let put = started.elapsed();
     empty_bucket(destination, dst_bucket).await?;
     let started = Instant::now();
-    futures::stream::iter(set)
-        .map(|o| async move {
-            let got = source
-                .get_object()
-                .bucket(&o.bucket)
-                .key(&o.key)
-                .send()
-                .await?;
-            let body = got.body.collect().await?.into_bytes();
-            put_one(destination, dst_bucket, o.key.clone(), body).await
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<_>>()
-        .await?;
-    Ok([get, put, started.elapsed()])
+    let copy = |read_back: bool| {
+        futures::stream::iter(set)
+            .map(move |o| async move {
+                let got = source
+                    .get_object()
+                    .bucket(&o.bucket)
+                    .key(&o.key)
+                    .send()
+                    .await?;
+                let body = got.body.collect().await?.into_bytes();
+                put_one(destination, dst_bucket, o.key.clone(), body).await?;
+                if read_back {
+                    let mut back = destination
+                        .get_object()
+                        .bucket(dst_bucket)
+                        .key(&o.key)
+                        .send()
+                        .await?
+                        .body;
+                    while back.try_next().await?.is_some() {}
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<_>>()
+    };
+    copy(false).await?;
+    let get_put = started.elapsed();
+    empty_bucket(destination, dst_bucket).await?;
+    let started = Instant::now();
+    copy(true).await?;
+    Ok([get, put, get_put, started.elapsed()])
 }
 
 async fn put_one(client: &Client, bucket: &str, key: String, body: Bytes) -> Result<()> {
@@ -620,35 +711,72 @@ struct Row {
     tool: String,
     flags: String,
     wall: Duration,
+    cpu: Option<f64>,
     rss_mib: Option<f64>,
+    /// The ceiling row it is a % of.
+    ceiling: Option<Duration>,
     note: String,
 }
 
-fn render(name: SetName, expected: &Expected, runs: usize, rows: &[Row]) -> String {
+/// The link the source sits behind, if any: its bandwidth in MiB/s.
+struct Link {
+    mib_per_sec: f64,
+}
+
+fn render(
+    name: SetName,
+    expected: &Expected,
+    runs: usize,
+    rows: &[Row],
+    link: Option<&Link>,
+) -> String {
     let ferry_wall = rows
         .iter()
         .find(|r| r.tool == "ferry")
         .map(|r| r.wall.as_secs_f64());
     let mut out = format!(
-        "\n### {name:?}: {} objects, {:.1} MiB (median of {runs} run{})\n\n",
+        "\n### {name:?}: {} objects, {:.1} MiB (median of {runs} run{}){}\n\n",
         expected.objects.len(),
         expected.bytes as f64 / MIB as f64,
-        if runs == 1 { "" } else { "s" }
+        if runs == 1 { "" } else { "s" },
+        link.map_or(String::new(), |l| format!(
+            ", source over a simulated WAN of {:.0} MiB/s",
+            l.mib_per_sec
+        )),
     );
-    out.push_str(
-        "| tool | flags | wall s | MiB/s | objects/s | peak RSS MiB | time ÷ ferry's | copy |\n",
-    );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---|\n");
+    let gib = expected.bytes as f64 / (1u64 << 30) as f64;
+    out.push_str("| tool | flags | wall s | MiB/s | objects/s | CPU s per GiB | peak RSS MiB | % of its ceiling |");
+    out.push_str(if link.is_some() {
+        " % of the link |"
+    } else {
+        ""
+    });
+    out.push_str(" time ÷ ferry's | copy |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|");
+    out.push_str(if link.is_some() { "---:|" } else { "" });
+    out.push_str("---:|---|\n");
     for r in rows {
         let secs = r.wall.as_secs_f64().max(1e-9);
+        let mib_per_sec = expected.bytes as f64 / MIB as f64 / secs;
         out.push_str(&format!(
-            "| {} | {} | {:.2} | {:.1} | {:.0} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {:.1} | {:.0} | {} | {} | {} |",
             r.tool,
             r.flags,
             secs,
-            expected.bytes as f64 / MIB as f64 / secs,
+            mib_per_sec,
             expected.objects.len() as f64 / secs,
+            r.cpu.map_or("–".into(), |c| format!("{:.1}", c / gib)),
             r.rss_mib.map_or("–".into(), |m| format!("{m:.0}")),
+            r.ceiling.map_or("–".into(), |c| format!(
+                "{:.0} %",
+                c.as_secs_f64() / secs * 100.0
+            )),
+        ));
+        if let Some(l) = link {
+            out.push_str(&format!(" {:.0} % |", mib_per_sec / l.mib_per_sec * 100.0));
+        }
+        out.push_str(&format!(
+            " {} | {} |\n",
             ferry_wall.map_or("–".into(), |f| format!("{:.2}", secs / f)),
             r.note,
         ));
@@ -660,7 +788,27 @@ fn render(name: SetName, expected: &Expected, runs: usize, rows: &[Row]) -> Stri
 async fn main() -> Result<()> {
     let args = Args::parse();
     let runs = if args.smoke { 1 } else { args.runs.max(1) };
-    let ep = Endpoints::from_env()?;
+    let direct = Endpoints::from_env()?;
+    // The tools and the ceiling reach the source through the link; the data
+    // set is put there directly.
+    let wan = match args.wan_rtt_ms {
+        Some(ms) => Some(
+            ferry_tools::wan::Wan::start(
+                &direct.source,
+                Duration::from_millis(ms),
+                args.wan_mbit * 1_000_000,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let link = wan.as_ref().map(|_| Link {
+        mib_per_sec: args.wan_mbit as f64 * 1e6 / 8.0 / MIB as f64,
+    });
+    let ep = Endpoints {
+        source: wan.as_ref().map_or(direct.source.clone(), |w| w.url()),
+        ..direct.clone()
+    };
     if args.tools.iter().any(|t| t == "ferry") && !args.ferry.exists() {
         bail!(
             "{} does not exist: build it with `cargo build --release`",
@@ -706,13 +854,19 @@ async fn main() -> Result<()> {
         let source = store::client(Side::Source, &config.source, &config.transfer).await;
         let destination =
             store::client(Side::Destination, &config.destination, &config.transfer).await;
-        fill(&source, &src, &set).await?;
+        {
+            let direct_config = ferry_config(&direct, &dir, (&src, &dst), "direct.toml", "")?;
+            let direct_config = Config::load(&direct_config)?;
+            let direct_source =
+                store::client(Side::Source, &direct_config.source, &direct_config.transfer).await;
+            fill(&direct_source, &src, &set).await?;
+        }
         demo::ensure_bucket(&destination, Side::Destination, &dst).await?;
         eprintln!("bench: {name:?}: hashing the expected bytes");
         let expected = Expected::of(&set);
 
         let mut rows = Vec::new();
-        let mut ceilings: [Vec<Duration>; 3] = Default::default();
+        let mut ceilings: [Vec<Duration>; 4] = Default::default();
         for _ in 0..runs {
             empty_bucket(&destination, &dst).await?;
             let measured = ceiling(&source, &destination, &set, &dst).await?;
@@ -721,15 +875,23 @@ async fn main() -> Result<()> {
             }
         }
         let concurrency = if set.len() > 100 { 64 } else { set.len() };
-        for (what, times) in ["GET only", "PUT only", "GET then PUT, no checks"]
-            .into_iter()
-            .zip(ceilings)
+        let ceilings = ceilings.map(median);
+        for (what, wall) in [
+            "GET only",
+            "PUT only",
+            "GET then PUT, no checks",
+            "GET, PUT, then GET the copy back",
+        ]
+        .into_iter()
+        .zip(ceilings)
         {
             rows.push(Row {
                 tool: "server ceiling".into(),
                 flags: format!("{what}, {concurrency} in flight"),
-                wall: median(times),
+                wall,
+                cpu: None,
                 rss_mib: None,
+                ceiling: None,
                 note: "–".into(),
             });
         }
@@ -738,7 +900,13 @@ async fn main() -> Result<()> {
             for run in 0..runs {
                 empty_bucket(&destination, &dst).await?;
                 let _ = std::fs::remove_file(dir.join("ledger.sqlite"));
-                let (wall, rss_kib, exit, tail) = run_timed(&v)?;
+                let Timed {
+                    wall,
+                    cpu,
+                    rss_kib,
+                    exit,
+                    tail,
+                } = run_timed(&v)?;
                 let wrong = check_copy(&destination, &dst, &expected).await?;
                 eprintln!(
                     "bench: {name:?} {} {} run {}: {:.2}s, {} MiB, exit {exit}{}",
@@ -758,6 +926,7 @@ async fn main() -> Result<()> {
                     .flatten();
                 measured.push(Measured {
                     wall,
+                    cpu,
                     first_copy,
                     rss_kib,
                     wrong,
@@ -773,6 +942,12 @@ async fn main() -> Result<()> {
                 tool: v.tool.into(),
                 flags: v.flags.clone(),
                 wall: median(measured.iter().map(|m| m.wall).collect()),
+                cpu: Some({
+                    let mut cpus: Vec<f64> = measured.iter().map(|m| m.cpu).collect();
+                    cpus.sort_by(f64::total_cmp);
+                    cpus[cpus.len() / 2]
+                }),
+                ceiling: Some(ceilings[if v.reads_back { 3 } else { 2 }]),
                 rss_mib: Some(median(measured.iter().map(|m| m.rss_kib).collect()) as f64 / 1024.0),
                 note: if bad.is_empty() {
                     let firsts: Vec<Duration> =
@@ -791,7 +966,7 @@ async fn main() -> Result<()> {
             });
         }
         empty_bucket(&destination, &dst).await?;
-        let table = render(name, &expected, runs, &rows);
+        let table = render(name, &expected, runs, &rows, link.as_ref());
         println!("{table}");
         all.push_str(&table);
     }
