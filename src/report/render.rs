@@ -24,6 +24,8 @@ pub enum Cell {
     Count(u64),
     /// Shown as KiB/MiB/GiB to people, as a plain number of bytes to programs.
     Bytes(u64),
+    /// Bytes per second: as Bytes, with `/s` for people.
+    Rate(u64),
     Number(f64),
 }
 
@@ -33,13 +35,14 @@ impl Cell {
             Cell::Text(s) => s.clone(),
             Cell::Count(n) => n.to_string(),
             Cell::Bytes(b) => ByteSize(*b).display().iec().to_string(),
+            Cell::Rate(b) => format!("{}/s", ByteSize(*b).display().iec()),
             Cell::Number(x) => format!("{x:.2}"),
         }
     }
 
     fn plain(&self) -> String {
         match self {
-            Cell::Bytes(b) | Cell::Count(b) => b.to_string(),
+            Cell::Bytes(b) | Cell::Count(b) | Cell::Rate(b) => b.to_string(),
             Cell::Number(x) => format!("{x:.2}"),
             Cell::Text(s) => s.clone(),
         }
@@ -48,7 +51,7 @@ impl Cell {
     fn json(&self) -> Value {
         match self {
             Cell::Text(s) => Value::String(s.clone()),
-            Cell::Count(n) | Cell::Bytes(n) => Value::from(*n),
+            Cell::Count(n) | Cell::Bytes(n) | Cell::Rate(n) => Value::from(*n),
             Cell::Number(x) => Value::from((x * 100.0).round() / 100.0),
         }
     }
@@ -248,5 +251,14 @@ mod tests {
         assert!(out.starts_with("### buckets\n"));
         assert!(out.contains("| audio "));
         assert!(out.contains("3.0 MiB"));
+    }
+
+    #[test]
+    fn a_rate_reads_per_second_to_people_and_is_a_number_to_programs() {
+        let mut t = Table::new("status", vec!["rate_per_second"]);
+        t.push(vec![Cell::Rate(1_677_722)]);
+        assert!(render(&[t.clone()], Format::Table).contains("1.6 MiB/s"));
+        let v: Value = serde_json::from_str(&render(&[t], Format::Json)).unwrap();
+        assert_eq!(v["status"][0]["rate_per_second"], Value::from(1_677_722u64));
     }
 }

@@ -103,7 +103,7 @@ fn row(r: &BucketStatus) -> Vec<Cell> {
         Cell::Bytes(r.bytes_listed),
         Cell::Bytes(r.bytes_copied),
         Cell::Number(done),
-        Cell::Bytes(rate),
+        Cell::Rate(rate),
         eta.into(),
     ]
 }
