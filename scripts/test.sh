@@ -10,6 +10,18 @@
 # Unit tests do not touch a store, so they run in the first round only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# promtool checks the alert rules in deploy/ (tests/deploy.rs).
+if ! command -v promtool >/dev/null; then
+  echo "== installing promtool (Debian's prometheus package)" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends prometheus >&2 || {
+    $sudo apt-get update >&2
+    $sudo apt-get install -y --no-install-recommends prometheus >&2
+  }
+fi
 destinations=${FERRY_DESTINATIONS:-garage ceph}
 first=1
 for destination in $destinations; do

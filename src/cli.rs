@@ -75,6 +75,13 @@ pub enum Command {
         egress_price_per_gb: f64,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Also HEAD a random sample of objects at the source and report
+        /// Content-Types that contradict the extension.
+        #[arg(long)]
+        deep: bool,
+        /// Objects per bucket that --deep asks.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        deep_sample: u64,
     },
     /// Print where each bucket stands, from the ledger; runs beside `ferry run`.
     Status {

@@ -8,6 +8,7 @@ use ferry::cli::{Cli, Command};
 use ferry::config::Config;
 use ferry::ledger;
 use ferry::report::plan::{self, parse_bandwidth, Assumptions};
+use ferry::report::quality::{self, Quality};
 use ferry::report::render::{render, Format};
 use ferry::report::status;
 use ferry::run::{Runner, VerifyOptions};
@@ -67,7 +68,12 @@ fn main() -> ExitCode {
             let runtime = runtime();
             if let Some(addr) = cli.metrics_addr {
                 // The exporter's listener runs on this runtime.
-                if let Err(e) = runtime.block_on(async { ferry::metrics::serve(addr) }) {
+                if let Err(e) = runtime.block_on(async {
+                    ferry::metrics::serve(
+                        addr,
+                        &ferry::store::FailureKind::ALL.map(ferry::store::FailureKind::label),
+                    )
+                }) {
                     eprintln!("ferry: {e}");
                     return ExitCode::from(2);
                 }
@@ -78,6 +84,8 @@ fn main() -> ExitCode {
             bandwidth,
             egress_price_per_gb,
             format,
+            deep,
+            deep_sample,
         } => {
             let assumptions = match parse_bandwidth(&bandwidth) {
                 Ok(b) if egress_price_per_gb >= 0.0 => Assumptions {
@@ -94,7 +102,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            runtime().block_on(plan(config, assumptions, format))
+            let deep = deep.then_some(deep_sample as usize);
+            runtime().block_on(plan(config, assumptions, deep, format))
         }
         Command::Verify {
             sample,
@@ -161,6 +170,9 @@ async fn run(config: Config, once: bool) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
+    if !once {
+        ferry::metrics::pass_interval(runner.interval());
+    }
     loop {
         let report = match runner.pass().await {
             Ok(r) => r,
@@ -234,7 +246,12 @@ async fn verify(config: Config, options: VerifyOptions) -> ExitCode {
     }
 }
 
-async fn plan(config: Config, assumptions: Assumptions, format: Format) -> ExitCode {
+async fn plan(
+    config: Config,
+    assumptions: Assumptions,
+    deep: Option<usize>,
+    format: Format,
+) -> ExitCode {
     let listed = ledger::open_reader(&config.ledger)
         .and_then(|c| Ok(plan::all_listed(&c, &config.buckets)?))
         .unwrap_or(false);
@@ -248,8 +265,33 @@ async fn plan(config: Config, assumptions: Assumptions, format: Format) -> ExitC
             return fail(&e);
         }
     }
-    let tables = ledger::open_reader(&config.ledger)
-        .and_then(|c| Ok(plan::plan_tables(&c, &config.buckets, &assumptions)?));
+    let mut quality = Quality::default();
+    if let Some(n) = deep {
+        let samples = ledger::open_reader(&config.ledger).and_then(|c| {
+            let mut samples = Vec::new();
+            for pair in &config.buckets {
+                let (keys, of) = quality::content_type_sample(&c, pair, n)?;
+                samples.push((pair.clone(), keys, of));
+            }
+            Ok(samples)
+        });
+        let samples = match samples {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        };
+        let source =
+            ferry::store::client(ferry::store::Side::Source, &config.source, &config.transfer)
+                .await;
+        quality::check_content_types(&source, samples, &mut quality).await;
+    }
+    let tables = ledger::open_reader(&config.ledger).and_then(|c| {
+        Ok(plan::plan_tables(
+            &c,
+            &config.buckets,
+            &assumptions,
+            quality,
+        )?)
+    });
     match tables {
         Ok(t) => {
             print!("{}", render(&t, format));

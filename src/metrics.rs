@@ -8,13 +8,48 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// Serves `/metrics` on `addr` (any path answers) until the process ends.
-pub fn serve(addr: SocketAddr) -> Result<(), String> {
+/// Every series is there from the start, at zero, so that the dashboard and
+/// the alert rules in `deploy/` see it before its first event; failures
+/// have one series per kind in `failure_kinds` (the store's, and ferry's own).
+pub fn serve(addr: SocketAddr, failure_kinds: &[&'static str]) -> Result<(), String> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()
         .map_err(|e| {
             format!("cannot serve metrics on {addr}: {e}. Pick a free address with --metrics-addr")
-        })
+        })?;
+    for name in [
+        "ferry_objects_copied_total",
+        "ferry_bytes_copied_total",
+        "ferry_objects_verified_total",
+        "ferry_bytes_verified_total",
+        "ferry_retries_total",
+    ] {
+        counter!(name).absolute(0);
+    }
+    for &kind in failure_kinds.iter().chain(&["mismatch", "conflict"]) {
+        counter!("ferry_failures_total", "kind" => kind).absolute(0);
+    }
+    for name in [
+        "ferry_objects_in_flight",
+        "ferry_parts_in_flight",
+        "ferry_pass",
+        "ferry_last_pass_seconds",
+        "ferry_backlog_objects",
+        "ferry_backlog_bytes",
+        "ferry_pass_interval_seconds",
+    ] {
+        gauge!(name).set(0.0);
+    }
+    // Until a pass ends, "the last pass ended" counts from the start.
+    gauge!("ferry_last_pass_end_timestamp_seconds").set(unix_now());
+    Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 pub fn copied(bytes: u64) {
@@ -61,7 +96,13 @@ impl Drop for InFlight {
     }
 }
 
+/// The daemon's time between passes; `FerryPassOverdue` alerts at three.
+pub fn pass_interval(interval: Duration) {
+    gauge!("ferry_pass_interval_seconds").set(interval.as_secs_f64());
+}
+
 pub fn pass_finished(pass: i64, took: Duration, backlog_objects: u64, backlog_bytes: u64) {
+    gauge!("ferry_last_pass_end_timestamp_seconds").set(unix_now());
     gauge!("ferry_pass").set(pass as f64);
     gauge!("ferry_last_pass_seconds").set(took.as_secs_f64());
     gauge!("ferry_backlog_objects").set(backlog_objects as f64);

@@ -164,6 +164,22 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    pub const ALL: [FailureKind; 13] = [
+        FailureKind::AccessDenied,
+        FailureKind::NoSuchBucket,
+        FailureKind::NoSuchKey,
+        FailureKind::NoSuchUpload,
+        FailureKind::SourceChanged,
+        FailureKind::SourceCorrupt,
+        FailureKind::Archived,
+        FailureKind::CustomerKey,
+        FailureKind::Unreachable,
+        FailureKind::Throttled,
+        FailureKind::Corrupt,
+        FailureKind::Refused,
+        FailureKind::Other,
+    ];
+
     /// A short label, for metrics.
     pub fn label(self) -> &'static str {
         match self {

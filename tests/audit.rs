@@ -298,3 +298,68 @@ async fn plan_counts_what_is_there_and_warns_before_anything_moves() {
         assert!(support::list_all(&fx.destination, &dst).await.is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_names_every_data_quality_case_of_the_demo_and_nothing_else() {
+    let fx = Fixture::new("quality", TRANSFER).await;
+    let set = demo::data_set(demo::Scale::Small, &fx.suffix);
+    fx.fill(&set).await;
+    let media = format!("mediafiles{}", fx.suffix);
+
+    let out = fx.ferry(&["plan", "--format", "json", "--deep"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut found: Vec<(String, Vec<String>)> = json["data_quality"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let keys = f["keys"].as_array().unwrap();
+            (
+                f["check"].as_str().unwrap().to_owned(),
+                keys.iter()
+                    .map(|k| k.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    found.sort();
+
+    // What the demo holds for each check: one key, or the keys that collide.
+    let mut want: Vec<(String, Vec<String>)> = Vec::new();
+    let mut groups: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (o, check) in demo::data_quality_cases(&media) {
+        match check {
+            Some(c @ ("unicode_nfc_collision" | "case_collision")) => {
+                groups.entry(c).or_default().push(o.key)
+            }
+            Some("duplicate_content") => want.push((
+                "duplicate_content".into(),
+                vec![o.key, "covers/isbn-0003.jpg".into()],
+            )),
+            Some(c) => want.push((c.into(), vec![o.key])),
+            None => {}
+        }
+    }
+    for (check, mut keys) in groups {
+        keys.sort();
+        want.push((check.into(), keys));
+    }
+    want.push(("empty_object".into(), vec!["placeholders/empty.txt".into()]));
+    want.sort();
+    assert_eq!(found, want, "{}", out.stdout);
+
+    // The summary counts each check, and says what --deep asked.
+    let summary = json["data_quality_summary"].as_array().unwrap();
+    let row = |check: &str| {
+        summary
+            .iter()
+            .find(|r| r["check"] == check)
+            .unwrap_or_else(|| panic!("no {check} in {summary:?}"))
+    };
+    assert_eq!(row("case_collision")["findings"], 1);
+    assert_eq!(row("case_collision")["keys"], 2);
+    assert_eq!(row("duplicate_content")["bytes"], 80_000);
+    let deep = row("content_type_mismatch")["note"].as_str().unwrap();
+    assert!(deep.starts_with("HEAD of a random sample of "), "{deep}");
+}

@@ -65,6 +65,7 @@ impl Drop for Ticket {
 impl Budget {
     pub fn new(concurrency: usize, max_bytes_in_flight: u64) -> Budget {
         let max_units = (max_bytes_in_flight / UNIT).clamp(1, u32::MAX as u64) as u32;
+        crate::metrics::concurrency(concurrency);
         Budget {
             slots: Arc::new(Slots {
                 semaphore: Arc::new(Semaphore::new(concurrency)),

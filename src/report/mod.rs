@@ -2,6 +2,7 @@
 //! They open their own read-only connection and must not write, so they run beside `ferry run`.
 
 pub mod plan;
+pub mod quality;
 pub mod reconcile;
 pub mod render;
 pub mod sorted;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 
+use super::quality::{self, Quality};
 use super::render::{Cell, Table};
 use crate::config::BucketPair;
 use crate::ledger;
@@ -56,7 +57,11 @@ struct BucketPlan {
     filtered: BTreeMap<String, (u64, u64)>,
 }
 
-fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketPlan> {
+fn bucket_plan(
+    conn: &Connection,
+    pair: &BucketPair,
+    quality: &mut Quality,
+) -> rusqlite::Result<BucketPlan> {
     let mut plan = BucketPlan {
         pair: pair.clone(),
         objects: 0,
@@ -81,6 +86,7 @@ fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketP
         }
         plan.objects += 1;
         plan.bytes += size;
+        quality::check_key(&pair.source, &key, size, quality);
         let slot = SIZE_CLASSES
             .iter()
             .position(|(_, limit)| size < *limit)
@@ -92,11 +98,7 @@ fn bucket_plan(conn: &Connection, pair: &BucketPair) -> rusqlite::Result<BucketP
         let entry = plan.classes.entry(row.storage_class).or_default();
         entry.0 += 1;
         entry.1 += size;
-        let ext = key
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.rsplit_once('.'))
-            .map(|(_, e)| e.to_ascii_lowercase())
+        let ext = quality::extension(&key)
             .filter(|e| e.len() <= 8)
             .unwrap_or_else(|| "(none)".into());
         *plan.extensions.entry(ext).or_default() += 1;
@@ -138,16 +140,22 @@ fn pair_key(p: &BucketPair) -> (&str, &str, &str) {
 }
 
 /// The plan for `pairs`, as tables: per bucket, the largest objects, the
-/// warnings, and the assumptions behind the estimates.
+/// warnings, the assumptions behind the estimates, and the data-quality
+/// findings (added to `quality`, which may hold `--deep` ones already).
 pub fn plan_tables(
     conn: &Connection,
     pairs: &[BucketPair],
     a: &Assumptions,
+    mut quality: Quality,
 ) -> rusqlite::Result<Vec<Table>> {
     let plans = pairs
         .iter()
-        .map(|p| bucket_plan(conn, p))
+        .map(|p| bucket_plan(conn, p, &mut quality))
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    for p in pairs {
+        quality::collisions(conn, p, &mut quality)?;
+    }
+    quality::duplicates(conn, pairs, &mut quality)?;
     let mut columns = vec!["bucket", "objects", "bytes"];
     columns.extend(SIZE_CLASSES.iter().map(|(c, _)| *c));
     columns.extend([
@@ -298,7 +306,9 @@ pub fn plan_tables(
         "egress cost after the free 100 GB (USD)".into(),
         Cell::Number(billable_gb * a.egress_price_per_gb),
     ]);
-    Ok(vec![buckets, warnings, filtered, largest, assumptions])
+    let mut tables = vec![buckets, warnings, filtered, largest, assumptions];
+    tables.extend(quality.tables());
+    Ok(tables)
 }
 
 #[cfg(test)]
@@ -347,7 +357,7 @@ mod tests {
             bandwidth_text: "1Gbit/s".into(),
             egress_price_per_gb: 0.09,
         };
-        let tables = plan_tables(&conn, &[pair], &a).unwrap();
+        let tables = plan_tables(&conn, &[pair], &a, Quality::default()).unwrap();
         let text = super::super::render::render(&tables, super::super::render::Format::Csv);
         assert!(text.contains("archived in DEEP_ARCHIVE"), "{text}");
         assert!(text.contains("key over 1,024 bytes (1025 bytes)"), "{text}");

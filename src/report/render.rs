@@ -27,6 +27,9 @@ pub enum Cell {
     /// Bytes per second: as Bytes, with `/s` for people.
     Rate(u64),
     Number(f64),
+    /// Object keys: a list in JSON; quoted and escaped, one per line, for
+    /// people and spreadsheets, so that spaces and control characters show.
+    Keys(Vec<String>),
 }
 
 impl Cell {
@@ -37,6 +40,7 @@ impl Cell {
             Cell::Bytes(b) => ByteSize(*b).display().iec().to_string(),
             Cell::Rate(b) => format!("{}/s", ByteSize(*b).display().iec()),
             Cell::Number(x) => format!("{x:.2}"),
+            Cell::Keys(keys) => quoted_lines(keys),
         }
     }
 
@@ -45,6 +49,7 @@ impl Cell {
             Cell::Bytes(b) | Cell::Count(b) | Cell::Rate(b) => b.to_string(),
             Cell::Number(x) => format!("{x:.2}"),
             Cell::Text(s) => s.clone(),
+            Cell::Keys(keys) => quoted_lines(keys),
         }
     }
 
@@ -53,12 +58,20 @@ impl Cell {
             Cell::Text(s) => Value::String(s.clone()),
             Cell::Count(n) | Cell::Bytes(n) | Cell::Rate(n) => Value::from(*n),
             Cell::Number(x) => Value::from((x * 100.0).round() / 100.0),
+            Cell::Keys(keys) => Value::from(keys.clone()),
         }
     }
 
     fn is_numeric(&self) -> bool {
-        !matches!(self, Cell::Text(_))
+        !matches!(self, Cell::Text(_) | Cell::Keys(_))
     }
+}
+
+fn quoted_lines(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl From<&str> for Cell {

@@ -186,7 +186,68 @@ pub fn data_set(scale: Scale, suffix: &str) -> Vec<DemoObject> {
         0,
         "text/plain",
     ));
+    set.extend(data_quality_objects(&media));
     set
+}
+
+/// Objects that `plan`'s data-quality checks must each find for one reason
+/// (besides `placeholders/empty.txt`, an empty object), and a folder marker
+/// that none may name: (object, the check that names it, if any).
+pub fn data_quality_cases(bucket: &str) -> Vec<(DemoObject, Option<&'static str>)> {
+    let jpg = |key: &str, size: u64| DemoObject::new(bucket, key.into(), size, "image/jpeg");
+    // The same bytes as covers/isbn-0003.jpg (80,000 bytes; seeds come from the key).
+    let mut copy = jpg("covers/copy-of-isbn-0003.jpg", 80_000);
+    copy.seed = jpg("covers/isbn-0003.jpg", 0).seed;
+    let mut preview = DemoObject::new(
+        bucket,
+        "audio-samples/preview.mp3".into(),
+        4_000,
+        "application/octet-stream",
+    );
+    preview.seed ^= 1;
+    vec![
+        (
+            jpg("covers/caf\u{e9}.jpg", 1_000),
+            Some("unicode_nfc_collision"),
+        ),
+        (
+            jpg("covers/cafe\u{301}.jpg", 1_001),
+            Some("unicode_nfc_collision"),
+        ),
+        (jpg("covers/Cover-A.jpg", 1_002), Some("case_collision")),
+        (jpg("covers/cover-a.jpg", 1_003), Some("case_collision")),
+        (copy, Some("duplicate_content")),
+        (
+            jpg("covers/tab\there.jpg", 1_004),
+            Some("control_character"),
+        ),
+        (
+            jpg("covers/broken-\u{FFFD}-name.jpg", 1_005),
+            Some("invalid_utf8"),
+        ),
+        (
+            jpg("covers/trailing-space.jpg ", 1_006),
+            Some("leading_or_trailing_space"),
+        ),
+        (jpg("covers//double-slash.jpg", 1_007), Some("double_slash")),
+        (
+            DemoObject::new(
+                bucket,
+                "covers/folder-marker/".into(),
+                0,
+                "application/x-directory",
+            ),
+            None,
+        ),
+        (preview, Some("content_type_mismatch")),
+    ]
+}
+
+fn data_quality_objects(bucket: &str) -> Vec<DemoObject> {
+    data_quality_cases(bucket)
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect()
 }
 
 impl DemoObject {
