@@ -73,8 +73,8 @@ pub enum Command {
         /// AWS internet egress price in USD per GB, for the cost estimate.
         #[arg(long, default_value_t = 0.09)]
         egress_price_per_gb: f64,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        #[command(flatten)]
+        out: Output,
         /// Also HEAD a random sample of objects at the source and report
         /// Content-Types that contradict the extension.
         #[arg(long)]
@@ -85,8 +85,8 @@ pub enum Command {
     },
     /// Print where each bucket stands, from the ledger; runs beside `ferry run`.
     Status {
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        #[command(flatten)]
+        out: Output,
         /// Print again every N seconds (default 2) until stopped.
         #[arg(long, num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
@@ -108,8 +108,8 @@ pub enum Command {
         /// From the two listings alone (size and ETag); ignores verification results.
         #[arg(long)]
         fast: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        #[command(flatten)]
+        out: Output,
         /// Ledgers to read (repeat for shards); default: the config's `ledger`.
         #[arg(long = "ledger")]
         ledgers: Vec<PathBuf>,
@@ -120,4 +120,16 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// Where a report goes, and in which form.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// table and markdown for people, csv for spreadsheets, json for
+    /// scripts, xlsx for a workbook with one sheet per table.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write to this file instead of standard output (required for xlsx).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }

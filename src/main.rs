@@ -4,12 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferry::cli::{Cli, Command};
+use ferry::cli::{Cli, Command, Output};
 use ferry::config::Config;
 use ferry::ledger;
 use ferry::report::plan::{self, parse_bandwidth, Assumptions};
 use ferry::report::quality::{self, Quality};
-use ferry::report::render::{render, Format};
+use ferry::report::render::{emit, render, Format};
 use ferry::report::status;
 use ferry::run::{Runner, VerifyOptions};
 
@@ -42,10 +42,28 @@ fn main() -> ExitCode {
             }
         }
     }
+    // A workbook goes to a file: refuse before any work is done.
+    if let Command::Plan { out, .. } | Command::Status { out, .. } | Command::Report { out, .. } =
+        &cli.command
+    {
+        if out.format == Format::Xlsx && out.output.is_none() {
+            eprintln!(
+                "ferry: {}",
+                ferry::report::render::OutputError::WorkbookNeedsFile
+            );
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
-        Command::Status { format, watch } => loop {
-            let shown =
-                status::read(&config.ledger).map(|rows| render(&[status::table(&rows)], format));
+        Command::Status { out, watch } if watch.is_none() || out.output.is_some() => {
+            match status::read(&config.ledger) {
+                Ok(rows) => emitted(&[status::table(&rows)], &out),
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Status { out, watch } => loop {
+            let shown = status::read(&config.ledger)
+                .map(|rows| render(&[status::table(&rows)], out.format));
             match (shown, watch) {
                 (Ok(text), None) => {
                     print!("{text}");
@@ -83,7 +101,7 @@ fn main() -> ExitCode {
         Command::Plan {
             bandwidth,
             egress_price_per_gb,
-            format,
+            out,
             deep,
             deep_sample,
         } => {
@@ -103,7 +121,7 @@ fn main() -> ExitCode {
                 }
             };
             let deep = deep.then_some(deep_sample as usize);
-            runtime().block_on(plan(config, assumptions, deep, format))
+            runtime().block_on(plan(config, assumptions, deep, out))
         }
         Command::Verify {
             sample,
@@ -128,11 +146,7 @@ fn main() -> ExitCode {
             };
             runtime().block_on(verify(config, options))
         }
-        Command::Report {
-            fast,
-            format,
-            ledgers,
-        } => {
+        Command::Report { fast, out, ledgers } => {
             let ledgers = if ledgers.is_empty() {
                 vec![config.ledger.clone()]
             } else {
@@ -140,7 +154,9 @@ fn main() -> ExitCode {
             };
             match runtime().block_on(ferry::report::reconcile::reconcile(&config, &ledgers, fast)) {
                 Ok(r) => {
-                    print!("{}", render(&r.tables(), format));
+                    if let Err(e) = emit(&r.tables(), out.format, out.output.as_deref()) {
+                        return fail(&e);
+                    }
                     if r.is_clean() {
                         ExitCode::SUCCESS
                     } else {
@@ -250,7 +266,7 @@ async fn plan(
     config: Config,
     assumptions: Assumptions,
     deep: Option<usize>,
-    format: Format,
+    out: Output,
 ) -> ExitCode {
     let listed = ledger::open_reader(&config.ledger)
         .and_then(|c| Ok(plan::all_listed(&c, &config.buckets)?))
@@ -293,10 +309,15 @@ async fn plan(
         )?)
     });
     match tables {
-        Ok(t) => {
-            print!("{}", render(&t, format));
-            ExitCode::SUCCESS
-        }
+        Ok(t) => emitted(&t, &out),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints or writes the tables; an output that cannot be written is exit 1.
+fn emitted(tables: &[ferry::report::render::Table], out: &Output) -> ExitCode {
+    match emit(tables, out.format, out.output.as_deref()) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }

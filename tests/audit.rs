@@ -363,3 +363,168 @@ async fn plan_names_every_data_quality_case_of_the_demo_and_nothing_else() {
     let deep = row("content_type_mismatch")["note"].as_str().unwrap();
     assert!(deep.starts_with("HEAD of a random sample of "), "{deep}");
 }
+
+/// A workbook's sheet as rows of cells, read back with calamine.
+fn sheet(path: &std::path::Path, name: &str) -> Vec<Vec<calamine::Data>> {
+    use calamine::Reader as _;
+    let mut book = calamine::open_workbook_auto(path).unwrap();
+    let range = book
+        .worksheet_range(name)
+        .unwrap_or_else(|e| panic!("no sheet {name:?}: {e}"));
+    range.rows().map(|r| r.to_vec()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_xlsx_workbooks_hold_the_same_figures_as_the_json() {
+    use calamine::Data;
+    let fx = Fixture::new("xlsx", TRANSFER).await;
+    let mut set = data(&fx);
+    // A key a spreadsheet would run as a formula must stay text.
+    let formula = "=HYPERLINK(\"http://example.com\").xml".to_owned();
+    set.push(DemoObject::new(
+        &set[0].bucket.clone(),
+        formula.clone(),
+        0,
+        "application/xml",
+    ));
+    fx.fill(&set).await;
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("plan.xlsx");
+
+    // Without --output, a workbook is refused before anything is done.
+    let refused = fx.ferry(&["plan", "--format", "xlsx"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("--output FILE.xlsx"), "{refused:?}");
+
+    let out = fx.ferry(&[
+        "plan",
+        "--format",
+        "xlsx",
+        "--output",
+        book.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&fx.ferry(&["plan", "--format", "json"]).stdout).unwrap();
+
+    // One sheet per table, named as the JSON's keys.
+    let names: Vec<String> = {
+        use calamine::Reader as _;
+        calamine::open_workbook_auto(&book)
+            .unwrap()
+            .sheet_names()
+            .to_vec()
+    };
+    let keys: Vec<String> = json.as_object().unwrap().keys().cloned().collect();
+    let mut from_names: Vec<String> = names.iter().map(|n| n.replace(' ', "_")).collect();
+    from_names.sort();
+    let mut sorted_keys = keys.clone();
+    sorted_keys.sort();
+    assert_eq!(from_names, sorted_keys);
+
+    // The catalog: numbers are numbers, bytes also readable, the same figures.
+    let catalog = sheet(&book, "catalog");
+    let header: Vec<String> = catalog[0].iter().map(|c| c.to_string()).collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("{name} in {header:?}"))
+    };
+    for row in json["catalog"].as_array().unwrap() {
+        let got = catalog
+            .iter()
+            .find(|r| r[col("bucket")] == Data::String(row["bucket"].as_str().unwrap().into()))
+            .unwrap_or_else(|| panic!("{row} not in the catalog sheet"));
+        assert_eq!(
+            got[col("objects")],
+            Data::Float(row["objects"].as_f64().unwrap())
+        );
+        assert_eq!(
+            got[col("bytes")],
+            Data::Float(row["bytes"].as_f64().unwrap())
+        );
+        assert!(
+            matches!(&got[col("bytes_human")], Data::String(s) if s.ends_with("iB") || s.ends_with(" B"))
+        );
+        for text in ["data_category", "approach", "verification", "status"] {
+            // An empty string is an empty cell.
+            let cell = match &got[col(text)] {
+                Data::Empty => String::new(),
+                Data::String(s) => s.clone(),
+                other => panic!("{text} is {other:?}, not text"),
+            };
+            assert_eq!(cell, row[text].as_str().unwrap(), "{text}");
+        }
+    }
+    // The formula-like key is text in the data-quality sheet (an empty object).
+    let quality = sheet(&book, "data quality");
+    assert!(
+        quality
+            .iter()
+            .flatten()
+            .any(|c| matches!(c, Data::String(s) if s.contains("=HYPERLINK"))),
+        "{quality:?}"
+    );
+
+    // status and report write workbooks too, with the same figures.
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let status_book = dir.path().join("status.xlsx");
+    let status = fx.ferry(&[
+        "status",
+        "--format",
+        "xlsx",
+        "--output",
+        status_book.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let rows = sheet(&status_book, "status");
+    let header: Vec<String> = rows[0].iter().map(|c| c.to_string()).collect();
+    let copied = header.iter().position(|h| h == "copied").unwrap();
+    let verified = header.iter().position(|h| h == "verified").unwrap();
+    let total = rows
+        .iter()
+        .find(|r| r[0] == Data::String("total".into()))
+        .unwrap();
+    let n = set.len() as f64;
+    assert_eq!(total[verified], Data::Float(n), "{rows:?}");
+    assert_eq!(total[copied], Data::Float(n), "{rows:?}");
+    let report_book = dir.path().join("report.xlsx");
+    let report = fx.ferry(&[
+        "report",
+        "--format",
+        "xlsx",
+        "--output",
+        report_book.to_str().unwrap(),
+    ]);
+    assert_eq!(report.code, 0, "{report:?}");
+    let report_json: serde_json::Value =
+        serde_json::from_str(&fx.ferry(&["report", "--format", "json"]).stdout).unwrap();
+    let first_table = report_json
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let rows = sheet(&report_book, &first_table.replace('_', " "));
+    assert_eq!(
+        rows.len() - 1,
+        report_json[&first_table].as_array().unwrap().len()
+    );
+    // Other formats go to a file too, and nothing to the terminal.
+    let csv_file = dir.path().join("status.csv");
+    let csv = fx.ferry(&[
+        "status",
+        "--format",
+        "csv",
+        "--output",
+        csv_file.to_str().unwrap(),
+    ]);
+    assert_eq!((csv.code, csv.stdout.as_str()), (0, ""), "{csv:?}");
+    assert!(std::fs::read_to_string(&csv_file)
+        .unwrap()
+        .starts_with("# status\n"));
+}

@@ -7,3 +7,4 @@ pub mod reconcile;
 pub mod render;
 pub mod sorted;
 pub mod status;
+pub mod xlsx;

@@ -115,6 +115,100 @@ fn bucket_plan(
     Ok(plan)
 }
 
+/// The kind of data an extension holds, in the team's catalog words.
+fn category(extension: &str) -> &'static str {
+    match extension {
+        "mp3" | "m4a" | "m4b" | "aac" | "wav" | "flac" | "ogg" | "oga" | "opus" => "audio",
+        "jpg" | "jpeg" | "png" | "gif" | "webp" | "tif" | "tiff" | "svg" => "images",
+        "xml" | "onix" => "XML metadata",
+        "zip" | "tar" | "gz" | "tgz" | "7z" | "rar" | "bz2" | "xz" => "archives",
+        _ => "other",
+    }
+}
+
+/// One bucket in the shape of the team's catalog: what it is, how big, how
+/// it moves, what will not move as is, how it is proved, where it stands.
+fn catalog_row(
+    p: &BucketPlan,
+    warnings: &Table,
+    status: Option<&ledger::BucketStatus>,
+    a: &Assumptions,
+) -> Vec<Cell> {
+    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+    for (ext, n) in &p.extensions {
+        *kinds.entry(category(ext)).or_default() += n;
+    }
+    let mut kinds: Vec<(&str, u64)> = kinds.into_iter().collect();
+    kinds.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
+    let share = |n: u64| n as f64 * 100.0 / p.objects.max(1) as f64;
+    let data_category = kinds
+        .iter()
+        .map(|(k, n)| format!("{k} ({:.0} %)", share(*n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut formats: Vec<(&String, &u64)> = p.extensions.iter().collect();
+    formats.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+    let formats = formats
+        .iter()
+        .take(8)
+        .map(|(e, n)| format!("{e} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let classes = p.classes.keys().cloned().collect::<Vec<_>>().join(", ");
+    let mut not_as_is: Vec<String> = warnings
+        .rows
+        .iter()
+        .filter(|w| w[0] == Cell::from(p.pair.source.as_str()))
+        .filter_map(|w| match (&w[1], &w[2]) {
+            (Cell::Text(t), Cell::Count(n)) if !t.starts_with("objects under Hetzner's 64 KB") => {
+                Some(format!("{n}: {t}"))
+            }
+            _ => None,
+        })
+        .collect();
+    let filtered: u64 = p.filtered.values().map(|(n, _)| n).sum();
+    if filtered > 0 {
+        not_as_is.push(format!("{filtered} left out by the bucket's filter"));
+    }
+    let status = match status {
+        Some(s) if s.copied + s.verified > 0 => format!(
+            "{} of {} copied ({:.1} %), {} verified, {} failed, {} pending",
+            s.copied + s.verified,
+            s.listed.saturating_sub(s.filtered),
+            (s.copied + s.verified) as f64 * 100.0
+                / s.listed.saturating_sub(s.filtered).max(1) as f64,
+            s.verified,
+            s.failed + s.mismatched,
+            s.pending
+        ),
+        Some(_) => "listed, nothing copied yet".into(),
+        None => "not listed".into(),
+    };
+    vec![
+        p.pair.source.as_str().into(),
+        data_category.into(),
+        Cell::Count(p.objects),
+        Cell::Bytes(p.bytes),
+        formats.into(),
+        classes.into(),
+        "online copy by ferry; incremental passes pick up changes until cut-over".into(),
+        hours(p.bytes, a).into(),
+        Cell::Number(gb(p.bytes) * a.egress_price_per_gb),
+        format!(
+            "{} sustained, egress at {} USD per GB (before AWS's free 100 GB a month)",
+            a.bandwidth_text, a.egress_price_per_gb
+        )
+        .into(),
+        if not_as_is.is_empty() {
+            "none".into()
+        } else {
+            not_as_is.join("; ").into()
+        },
+        "every copy read back and its SHA-256 compared with the bytes sent; `ferry report` reconciles both stores with the ledger".into(),
+        status.into(),
+    ]
+}
+
 fn hours(bytes: u64, a: &Assumptions) -> String {
     let secs = bytes as f64 / a.bandwidth;
     humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64)).to_string()
@@ -306,7 +400,32 @@ pub fn plan_tables(
         "egress cost after the free 100 GB (USD)".into(),
         Cell::Number(billable_gb * a.egress_price_per_gb),
     ]);
-    let mut tables = vec![buckets, warnings, filtered, largest, assumptions];
+    let statuses = ledger::bucket_status(conn)?;
+    let mut catalog = Table::new(
+        "catalog",
+        vec![
+            "bucket",
+            "data_category",
+            "objects",
+            "bytes",
+            "formats",
+            "storage_classes",
+            "approach",
+            "transfer_time",
+            "egress_usd",
+            "estimate_basis",
+            "not_copied_as_is",
+            "verification",
+            "status",
+        ],
+    );
+    for p in &plans {
+        let status = statuses.iter().find(|s| {
+            (s.source.as_str(), s.destination.as_str(), s.prefix.as_str()) == pair_key(&p.pair)
+        });
+        catalog.push(catalog_row(p, &warnings, status, a));
+    }
+    let mut tables = vec![catalog, buckets, warnings, filtered, largest, assumptions];
     tables.extend(quality.tables());
     Ok(tables)
 }
@@ -361,7 +480,7 @@ mod tests {
         let text = super::super::render::render(&tables, super::super::render::Format::Csv);
         assert!(text.contains("archived in DEEP_ARCHIVE"), "{text}");
         assert!(text.contains("key over 1,024 bytes (1025 bytes)"), "{text}");
-        let buckets = &tables[0].rows[0];
+        let buckets = &tables[1].rows[0];
         assert_eq!(buckets[1], Cell::Count(3));
         assert_eq!(buckets[2], Cell::Bytes((310 << 20) + 10));
         // lt_64KiB, lt_1MiB, lt_16MiB, lt_256MiB, lt_5GiB, ge_5GiB

@@ -16,6 +16,8 @@ pub enum Format {
     Markdown,
     Csv,
     Json,
+    /// A workbook, one sheet per table: only to a file (`--output`).
+    Xlsx,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +35,7 @@ pub enum Cell {
 }
 
 impl Cell {
-    fn human(&self) -> String {
+    pub(super) fn human(&self) -> String {
         match self {
             Cell::Text(s) => s.clone(),
             Cell::Count(n) => n.to_string(),
@@ -111,12 +113,50 @@ impl Table {
     }
 }
 
+/// The tables as text. A workbook is not text: [`emit`] writes it, and here
+/// it falls back to the table form.
 pub fn render(tables: &[Table], format: Format) -> String {
     match format {
-        Format::Table => text(tables, false),
+        Format::Table | Format::Xlsx => text(tables, false),
         Format::Markdown => text(tables, true),
         Format::Csv => csv(tables),
         Format::Json => json(tables),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("--format xlsx writes a workbook, not text: add --output FILE.xlsx")]
+    WorkbookNeedsFile,
+    #[error("cannot write {path}: {message}. Check that its folder exists and has room")]
+    Write {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
+
+/// Writes the tables to `output`, or prints them when there is none.
+pub fn emit(
+    tables: &[Table],
+    format: Format,
+    output: Option<&std::path::Path>,
+) -> Result<(), OutputError> {
+    let failed = |path: &std::path::Path, e: &dyn std::fmt::Display| OutputError::Write {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    match (format, output) {
+        (Format::Xlsx, None) => Err(OutputError::WorkbookNeedsFile),
+        (Format::Xlsx, Some(path)) => {
+            super::xlsx::write(tables, path).map_err(|e| failed(path, &e))
+        }
+        (_, Some(path)) => {
+            std::fs::write(path, render(tables, format)).map_err(|e| failed(path, &e))
+        }
+        (_, None) => {
+            print!("{}", render(tables, format));
+            Ok(())
+        }
     }
 }
 
