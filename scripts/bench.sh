@@ -2,9 +2,10 @@
 # The benchmark: ferry, rclone and s3sync side by side on the two local Garage
 # servers, plus the servers' own ceiling, and the ledger at 10M keys.
 #
-#   scripts/bench.sh                 every data set, 3 runs each (about 40 minutes)
+#   scripts/bench.sh                 every data set, 3 runs each (about an hour)
 #   scripts/bench.sh --smoke         tiny data, one run: what CI runs
 #   scripts/bench.sh --sets small --runs 5 --tools ferry,rclone
+#   scripts/bench.sh --sets mix --wan-rtt-ms 20   the source behind a simulated WAN link
 #
 # It installs what it needs: rclone (Debian package), s3sync (crates.io,
 # cached next to Garage), and `time` for peak RSS. Tables go to stdout and,
