@@ -142,6 +142,8 @@ pub struct TransferConfig {
     pub read_timeout: Duration,
     /// Read each object back from the destination right after copying it.
     pub verify_after_copy: bool,
+    /// Copy each object's tags (GetObjectTagging, then x-amz-tagging).
+    pub copy_tags: bool,
     /// Key ranges a fresh listing of one bucket is split into, listed side by side.
     pub list_ranges: usize,
 }
@@ -242,6 +244,7 @@ struct RawTransfer {
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
     verify_after_copy: Option<bool>,
+    copy_tags: Option<bool>,
     max_bandwidth: Option<String>,
     list_ranges: Option<i64>,
 }
@@ -673,6 +676,7 @@ impl Validator<'_> {
             connect_timeout: duration("connect_timeout", raw.connect_timeout, 10)?,
             read_timeout: duration("read_timeout", raw.read_timeout, 60)?,
             verify_after_copy: raw.verify_after_copy.unwrap_or(true),
+            copy_tags: raw.copy_tags.unwrap_or(true),
             list_ranges,
         })
     }

@@ -359,3 +359,107 @@ async fn sse_c_copies_at_ceph_are_unreadable_without_the_key_and_verified_with_i
     let keyless = ferry(&["verify", "--all"]);
     assert_ne!(keyless.code, 0, "{keyless:?}");
 }
+
+/// Tags the source object `key` of the bucket `bucket` with `tags`.
+async fn tag(fx: &Fixture, bucket: &str, key: &str, tags: &[(&str, &str)]) {
+    use aws_sdk_s3::types::{Tag, Tagging};
+    let set: Vec<Tag> = tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(*k).value(*v).build().unwrap())
+        .collect();
+    fx.source
+        .put_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .tagging(Tagging::builder().set_tag_set(Some(set)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn tags_at(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<(String, String)> {
+    let got = client
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let mut tags: Vec<(String, String)> = got
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn object_tags_arrive_at_ceph_and_a_destination_without_tags_fails_the_object() {
+    let Some(fx) = Fixture::with_ceph_both("tags", TRANSFER).await else {
+        eprintln!("skipped: FERRY_CEPH=0, no Ceph to hold tags");
+        return;
+    };
+    let audio = format!("audio{}", fx.suffix);
+    let small = DemoObject::new(&audio, "books/sample.mp3".into(), 200_000, "audio/mpeg");
+    let mut large = DemoObject::new(&audio, "books/full.mp3".into(), 20 << 20, "audio/mpeg");
+    large.multipart = true;
+    let plain = DemoObject::new(&audio, "books/untagged.mp3".into(), 1_000, "audio/mpeg");
+    let set = vec![small.clone(), large.clone(), plain.clone()];
+    fx.fill(&set).await;
+    let tags = [
+        ("isbn", "9783161484100"),
+        ("genre", "Hörbuch & Krimi"),
+        ("rights", "DE=AT"),
+    ];
+    tag(&fx, &audio, &small.key, &tags).await;
+    tag(&fx, &audio, &large.key, &tags[..1]).await;
+
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let dst = format!("hub-{audio}");
+    let want = |t: &[(&str, &str)]| {
+        let mut v: Vec<(String, String)> = t
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        tags_at(&fx.destination, &dst, &small.key).await,
+        want(&tags)
+    );
+    assert_eq!(
+        tags_at(&fx.destination, &dst, &large.key).await,
+        want(&tags[..1])
+    );
+    assert!(tags_at(&fx.destination, &dst, &plain.key).await.is_empty());
+
+    // Garage has no tagging: the tagged object fails with the reason and the
+    // way out, the untagged one is copied.
+    let Some(to_garage) = Fixture::with_ceph_to_garage("tags-lost", TRANSFER).await else {
+        return;
+    };
+    let audio = format!("audio{}", to_garage.suffix);
+    let small = DemoObject::new(&audio, "books/sample.mp3".into(), 200_000, "audio/mpeg");
+    let plain = DemoObject::new(&audio, "books/untagged.mp3".into(), 1_000, "audio/mpeg");
+    to_garage.fill(&[small.clone(), plain.clone()]).await;
+    tag(&to_garage, &audio, &small.key, &tags).await;
+    let run = to_garage.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let reason: String = to_garage
+        .ledger()
+        .query_row(
+            "SELECT last_error FROM objects WHERE key = ?1",
+            [&small.key],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("copy_tags = false"), "{reason}");
+    assert_eq!(to_garage.status_total("failed"), 1);
+    assert_eq!(to_garage.status_total("verified"), 1);
+}
+
+/// Parts of 8 MiB, so that 20 MiB is a multipart copy.
+const TRANSFER: &str = "concurrency = 8\npart_size = \"8MiB\"\nmultipart_threshold = \"8MiB\"";

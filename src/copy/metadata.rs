@@ -19,6 +19,8 @@ pub struct Metadata {
     /// Kept as the raw header: a malformed date is still the user's date.
     pub expires: Option<String>,
     pub user: HashMap<String, String>,
+    /// The object's tags as `x-amz-tagging` (`k=v&k2=v2`), read separately.
+    pub tags: Option<String>,
 }
 
 macro_rules! metadata_from {
@@ -32,6 +34,7 @@ macro_rules! metadata_from {
             cache_control: o.cache_control().map(str::to_owned),
             expires: o.expires_string().map(str::to_owned),
             user: o.metadata().cloned().unwrap_or_default(),
+            tags: None,
         }
     }};
 }
@@ -45,7 +48,8 @@ macro_rules! metadata_onto {
             .set_content_disposition(m.content_disposition.clone())
             .set_content_language(m.content_language.clone())
             .set_cache_control(m.cache_control.clone())
-            .set_metadata(Some(m.user.clone()).filter(|u| !u.is_empty()));
+            .set_metadata(Some(m.user.clone()).filter(|u| !u.is_empty()))
+            .set_tagging(m.tags.clone());
         if let Some(expires) = m.expires_date() {
             r = r.expires(expires);
         }

@@ -14,6 +14,7 @@ pub(crate) use pool::Totals;
 pub mod readback;
 mod retry;
 mod single;
+pub mod tags;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -33,7 +33,10 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
-    let metadata = Metadata::from_get(&got);
+    let mut metadata = Metadata::from_get(&got);
+    // GetObject counts the tags (x-amz-tagging-count) whenever there are any.
+    metadata.tags =
+        super::tags::of_source(engine, item, Some(got.tag_count().unwrap_or(0))).await?;
     let got_sse = got.server_side_encryption().cloned();
     let body = got
         .body
@@ -79,6 +82,9 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
     let etag = check_etag(engine, &what, &digests.md5_hex(), put.e_tag())?;
+    if let Some(sent) = &metadata.tags {
+        super::tags::confirm(engine, item, sent).await?;
+    }
     Ok(copy_record(item, etag, &digests, None))
 }
 

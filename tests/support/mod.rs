@@ -108,6 +108,27 @@ impl Fixture {
         Some(Self::with_stores(name, transfer, top, ("FERRY_SOURCE", "FERRY_CEPH"), None).await)
     }
 
+    /// Ceph RGW on both sides (other buckets), with `top` config lines: for
+    /// what only Ceph does on both ends (tagging). None when Ceph is not running.
+    pub async fn with_ceph_both(name: &str, transfer: &str) -> Option<Fixture> {
+        Self::with_ceph_and(name, transfer, "FERRY_CEPH").await
+    }
+
+    /// Ceph RGW as the source and the Garage that is the other tests'
+    /// source as the destination: a destination without tagging.
+    pub async fn with_ceph_to_garage(name: &str, transfer: &str) -> Option<Fixture> {
+        Self::with_ceph_and(name, transfer, "FERRY_SOURCE").await
+    }
+
+    async fn with_ceph_and(name: &str, transfer: &str, dest: &str) -> Option<Fixture> {
+        servers()
+            .env
+            .iter()
+            .any(|(k, _)| k == "FERRY_CEPH_ENDPOINT")
+            .then_some(())?;
+        Some(Self::with_stores(name, transfer, "", ("FERRY_CEPH", dest), None).await)
+    }
+
     /// Ceph RGW as the source: a store that ignores `?partNumber=` and so
     /// cannot tell its multipart objects' part boundaries. None when the
     /// local Ceph is not running (FERRY_CEPH=0).
@@ -167,7 +188,7 @@ secret_access_key_env = "{source}_SECRET_ACCESS_KEY"
 path_style = true
 [destination]
 endpoint = "{dst}"
-region = "fsn1"
+region = "{dst_region}"
 access_key_id_env = "{dest}_ACCESS_KEY_ID"
 secret_access_key_env = "{dest}_SECRET_ACCESS_KEY"
 path_style = true
@@ -177,6 +198,12 @@ path_style = true
             src = servers.get(&format!("{source}_ENDPOINT")),
             dst =
                 destination.unwrap_or_else(|| servers.get(&format!("{dest}_ENDPOINT")).to_owned()),
+            // The source Garage signs for its own region, whichever side it plays.
+            dst_region = if dest == "FERRY_SOURCE" {
+                "eu-central-1"
+            } else {
+                "fsn1"
+            },
         );
         Self::with_config_text(name, &suffix, &text).await
     }

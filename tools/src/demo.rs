@@ -369,6 +369,7 @@ impl DemoObject {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect::<HashMap<_, _>>(),
+            tags: None,
         }
     }
 }

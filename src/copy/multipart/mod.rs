@@ -26,19 +26,46 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
     // If-Match: a source that changed since it was listed fails here, before
     // any upload is started or resumed.
     let head = head_source(engine, item).await?;
+    let tags = tags_of(engine, item, &head).await?;
+    let record = copy_with_head(engine, item, &head, tags.as_deref()).await?;
+    if let Some(sent) = &tags {
+        crate::copy::tags::confirm(engine, item, sent).await?;
+    }
+    Ok(record)
+}
+
+/// The source's tags. A HEAD of part 1 need not count them: a multipart
+/// object's tags are always asked for.
+async fn tags_of(
+    engine: &Engine,
+    item: &WorkItem,
+    head: &HeadObjectOutput,
+) -> Result<Option<String>, CopyError> {
+    let count = head
+        .tag_count()
+        .filter(|_| layout::source_part_count(&item.source_etag).is_none());
+    crate::copy::tags::of_source(engine, item, count).await
+}
+
+async fn copy_with_head(
+    engine: &Engine,
+    item: &WorkItem,
+    head: &HeadObjectOutput,
+    tags: Option<&str>,
+) -> Result<CopyRecord, CopyError> {
     if let Some(previous) = previous_upload(engine, item).await? {
-        let layout = layout::plan(engine, item, &head, previous.part_size, false).await?;
+        let layout = layout::plan(engine, item, head, previous.part_size, false).await?;
         match reconcile(engine, item, &previous, &layout).await? {
             Reconciled::Completed(record) => return Ok(record),
             Reconciled::Resume(kept) => {
-                return finish_or_relayout(engine, item, &previous, layout, kept, &head).await
+                return finish_or_relayout(engine, item, &previous, layout, kept, head, tags).await
             }
             Reconciled::Gone => {}
         }
     }
-    let layout = layout::plan(engine, item, &head, engine.transfer.part_size, false).await?;
-    let upload = start_upload(engine, item, &head, &layout).await?;
-    finish_or_relayout(engine, item, &upload, layout, Vec::new(), &head).await
+    let layout = layout::plan(engine, item, head, engine.transfer.part_size, false).await?;
+    let upload = start_upload(engine, item, head, &layout, tags).await?;
+    finish_or_relayout(engine, item, &upload, layout, Vec::new(), head, tags).await
 }
 
 /// A layout guessed from part 1 whose parts' MD5s do not make the source
@@ -51,6 +78,7 @@ async fn finish_or_relayout(
     layout: Layout,
     kept: Vec<PartDone>,
     head: &HeadObjectOutput,
+    tags: Option<&str>,
 ) -> Result<CopyRecord, CopyError> {
     match finish(engine, item, upload, &layout, kept, head).await {
         Err(CopyError::Store(e))
@@ -63,19 +91,21 @@ async fn finish_or_relayout(
             // `finish` aborted the upload: SourceCorrupt is not retryable.
             tracing::info!(key = %item.key, parts = exact.parts.len(),
                 "the source's parts are not equal; copying again with its exact boundaries");
-            let upload = start_upload(engine, item, head, &exact).await?;
+            let upload = start_upload(engine, item, head, &exact, tags).await?;
             finish(engine, item, &upload, &exact, Vec::new(), head).await
         }
         other => other,
     }
 }
 
-/// CreateMultipartUpload, with the id written to the ledger before any part.
+/// CreateMultipartUpload (with the source's tags), with the id written to
+/// the ledger before any part.
 async fn start_upload(
     engine: &Engine,
     item: &WorkItem,
     head: &HeadObjectOutput,
     layout: &Layout,
+    tags: Option<&str>,
 ) -> Result<UploadRecord, CopyError> {
     let id = item.object_id;
     engine
@@ -89,7 +119,9 @@ async fn start_upload(
         .bucket(&item.dest_bucket)
         .key(&item.key)
         .customer_key(engine.customer_key.as_ref());
-    let created = Metadata::from_head(head)
+    let mut metadata = Metadata::from_head(head);
+    metadata.tags = tags.map(str::to_owned);
+    let created = metadata
         .onto_create(request)
         .send()
         .await
