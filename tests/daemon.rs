@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ferry::store::Side;
 use ferry_tools::demo::{self, DemoObject};
-use support::{list_all, Fixture};
+use support::{list_all, scrape, Fixture};
 
 fn onix(fx: &Fixture, n: u64) -> Vec<DemoObject> {
     let bucket = format!("onix{}", fx.suffix);
@@ -219,17 +219,6 @@ async fn without_delete_a_key_deleted_at_the_source_stays_and_is_reported() {
         report.stdout.contains("deleted at the source"),
         "{report:?}"
     );
-}
-
-async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: ferry\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    conn.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {

@@ -8,24 +8,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ferry_tools::demo::DemoObject;
-use support::Fixture;
+use support::{scrape, Fixture};
 
 /// Every `ferry_…` name in a file.
 fn metric_names(path: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let re = regex::Regex::new(r"\bferry_[a-z_]+\b").unwrap();
     re.find_iter(&text).map(|m| m.as_str().to_owned()).collect()
-}
-
-async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: ferry\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    conn.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 #[tokio::test(flavor = "multi_thread")]

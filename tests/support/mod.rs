@@ -446,3 +446,15 @@ pub fn csv_table(text: &str, title: &str) -> (csv::StringRecord, Vec<csv::String
 pub fn csv_block(text: &str, title: &str) -> Vec<csv::StringRecord> {
     csv_table(text, title).1
 }
+
+/// The text of ferry's `/metrics` at `addr`, status line and headers included.
+pub async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: ferry\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.unwrap();
+    body
+}
