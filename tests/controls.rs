@@ -435,6 +435,18 @@ async fn object_tags_arrive_at_ceph_and_a_destination_without_tags_fails_the_obj
         want(&tags[..1])
     );
     assert!(tags_at(&fx.destination, &dst, &plain.key).await.is_empty());
+    // plan --deep counts the tagged objects in its sample (here, all three).
+    let plan = fx.ferry(&["plan", "--deep", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let note = json["data_quality_summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["check"] == "content_type_mismatch")
+        .map(|r| r["note"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(note.contains("sample of 3 of the 3 objects"), "{note}");
+    assert!(note.contains("2 of them carry tags"), "{note}");
 
     // Garage has no tagging: the tagged object fails with the reason and the
     // way out, the untagged one is copied.

@@ -427,28 +427,31 @@ pub async fn check_content_types(
     let mut asked = 0u64;
     let mut population = 0u64;
     let mut unanswered = 0u64;
+    let mut tagged = 0u64;
     for (pair, keys, of) in samples {
         population += of;
-        let answers: Vec<(String, Option<String>)> = stream::iter(keys)
+        let answers: Vec<(String, Option<(String, bool)>)> = stream::iter(keys)
             .map(|key| {
                 let bucket = pair.source.clone();
                 async move {
                     let head = source.head_object().bucket(&bucket).key(&key).send().await;
-                    let ct = head
-                        .ok()
-                        .map(|h| h.content_type().unwrap_or_default().to_owned());
-                    (key, ct)
+                    let answer = head.ok().map(|h| {
+                        let content_type = h.content_type().unwrap_or_default().to_owned();
+                        (content_type, h.tag_count().unwrap_or(0) > 0)
+                    });
+                    (key, answer)
                 }
             })
             .buffer_unordered(16)
             .collect()
             .await;
-        for (key, content_type) in answers {
+        for (key, answer) in answers {
             asked += 1;
-            let Some(content_type) = content_type else {
+            let Some((content_type, has_tags)) = answer else {
                 unanswered += 1;
                 continue;
             };
+            tagged += u64::from(has_tags);
             if content_type_suits(&key, &content_type) == Some(false) {
                 let ext = extension(&key).unwrap_or_default();
                 let expected = extension(&key)
@@ -467,7 +470,7 @@ pub async fn check_content_types(
     quality.note(
         Check::ContentType,
         format!(
-            "HEAD of a random sample of {asked} of the {population} objects whose extension is checked{}",
+            "HEAD of a random sample of {asked} of the {population} objects whose extension is checked; {tagged} of them carry tags{}",
             if unanswered > 0 {
                 format!("; {unanswered} did not answer")
             } else {
