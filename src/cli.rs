@@ -79,6 +79,10 @@ pub enum Command {
         /// Content-Types that contradict the extension.
         #[arg(long)]
         deep: bool,
+        /// Also ask the source for each object's tags (one GetObjectTagging
+        /// per object not yet asked; the counts are kept in the ledger).
+        #[arg(long)]
+        count_tags: bool,
         /// Objects per bucket that --deep asks.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         deep_sample: u64,

@@ -104,12 +104,14 @@ fn main() -> ExitCode {
             out,
             deep,
             deep_sample,
+            count_tags,
         } => {
             let assumptions = match parse_bandwidth(&bandwidth) {
                 Ok(b) if egress_price_per_gb >= 0.0 => Assumptions {
                     bandwidth: b,
                     bandwidth_text: bandwidth,
                     egress_price_per_gb,
+                    copy_tags: config.transfer.copy_tags,
                 },
                 Ok(_) => {
                     eprintln!("ferry: --egress-price-per-gb must not be negative");
@@ -121,7 +123,7 @@ fn main() -> ExitCode {
                 }
             };
             let deep = deep.then_some(deep_sample as usize);
-            runtime().block_on(plan(config, assumptions, deep, out))
+            runtime().block_on(plan(config, assumptions, deep, count_tags, out))
         }
         Command::Verify {
             sample,
@@ -266,6 +268,7 @@ async fn plan(
     config: Config,
     assumptions: Assumptions,
     deep: Option<usize>,
+    count_tags: bool,
     out: Output,
 ) -> ExitCode {
     let listed = ledger::open_reader(&config.ledger)
@@ -278,6 +281,11 @@ async fn plan(
             Err(e) => return fail(&e),
         };
         if let Err(e) = runner.list_unlisted().await {
+            return fail(&e);
+        }
+    }
+    if count_tags {
+        if let Err(e) = count_source_tags(&config).await {
             return fail(&e);
         }
     }
@@ -312,6 +320,21 @@ async fn plan(
         Ok(t) => emitted(&t, &out),
         Err(e) => fail(&e),
     }
+}
+
+/// `plan --count-tags`: records each object's tag count in the ledger.
+async fn count_source_tags(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let writer = ferry::ledger::Writer::open(&config.ledger)?;
+    let source =
+        ferry::store::client(ferry::store::Side::Source, &config.source, &config.transfer).await;
+    let counted = ferry::list::tag_count::count_tags(&writer, &source, &config.buckets).await?;
+    tracing::info!(
+        asked = counted.asked,
+        gone_since_listing = counted.gone,
+        without_tagging = ?counted.without_tagging,
+        "tags counted"
+    );
+    Ok(())
 }
 
 /// Prints or writes the tables; an output that cannot be written is exit 1.

@@ -293,6 +293,40 @@ async fn plan_counts_what_is_there_and_warns_before_anything_moves() {
         })
         .collect();
     assert_eq!(from_csv, from_json);
+    // Tags are not counted until asked for; Garage has no tagging, so
+    // --count-tags finds none, records that, and the next plan still knows.
+    let tags_of = |json: &serde_json::Value| -> Vec<(u64, u64)> {
+        json["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["tagged_objects"].as_u64().unwrap(),
+                    b["tags_not_asked"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let objects: Vec<u64> = from_json.iter().map(|(_, n, _)| *n).collect();
+    assert_eq!(
+        tags_of(&json),
+        objects.iter().map(|n| (0, *n)).collect::<Vec<_>>()
+    );
+    let counted = fx.ferry(&["plan", "--count-tags", "--format", "json"]);
+    assert_eq!(counted.code, 0, "{counted:?}");
+    let again = fx.ferry(&["plan", "--format", "json"]);
+    for out in [&counted, &again] {
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(tags_of(&json), vec![(0, 0); objects.len()], "{out:?}");
+        for (row, n) in json["catalog"].as_array().unwrap().iter().zip(&objects) {
+            let text = row["tags"].as_str().unwrap();
+            assert!(
+                text.starts_with(&format!("0 of {n} objects carry tags")),
+                "{text}"
+            );
+        }
+    }
     // Nothing was copied.
     for (_, dst) in fx.pairs() {
         assert!(support::list_all(&fx.destination, &dst).await.is_empty());

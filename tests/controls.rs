@@ -447,6 +447,43 @@ async fn object_tags_arrive_at_ceph_and_a_destination_without_tags_fails_the_obj
         .unwrap();
     assert!(note.contains("sample of 3 of the 3 objects"), "{note}");
     assert!(note.contains("2 of them carry tags"), "{note}");
+    // --count-tags asks every object with GetObjectTagging: exactly the two
+    // tagged ones, recorded so that a later plan knows without asking.
+    let tagged = |out: &support::Run| -> (u64, u64, String) {
+        assert_eq!(out.code, 0, "{out:?}");
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        (
+            json["buckets"][0]["tagged_objects"].as_u64().unwrap(),
+            json["buckets"][0]["tags_not_asked"].as_u64().unwrap(),
+            json["catalog"][0]["tags"].as_str().unwrap().to_owned(),
+        )
+    };
+    let before = tagged(&fx.ferry(&["plan", "--format", "json"]));
+    assert_eq!((before.0, before.1), (0, 3), "{before:?}");
+    assert!(before.2.starts_with("not counted"), "{before:?}");
+    let counted = tagged(&fx.ferry(&["plan", "--count-tags", "--format", "json"]));
+    assert_eq!((counted.0, counted.1), (2, 0), "{counted:?}");
+    assert!(
+        counted.2.starts_with("2 of 3 objects carry tags; copied"),
+        "{counted:?}"
+    );
+    let counts: Vec<(String, u32)> = fx
+        .ledger()
+        .prepare("SELECT key, tag_count FROM objects ORDER BY key")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        counts,
+        [
+            (large.key.clone(), 1),
+            (small.key.clone(), 3),
+            (plain.key.clone(), 0)
+        ]
+    );
+    assert_eq!(tagged(&fx.ferry(&["plan", "--format", "json"])), counted);
 
     // Garage has no tagging: the tagged object fails with the reason and the
     // way out, the untagged one is copied.

@@ -47,17 +47,9 @@ pub async fn of_source(
         return Ok(None);
     }
     let what = format!("GetObjectTagging {}/{}", item.source_bucket, item.key);
-    match engine
-        .source
-        .get_object_tagging()
-        .bucket(&item.source_bucket)
-        .key(&item.key)
-        .send()
-        .await
-    {
-        Ok(got) if got.tag_set().is_empty() => Ok(None),
-        Ok(got) => Ok(Some(encode(got.tag_set()))),
-        Err(e) if not_implemented(&e) || answered_no_tags(&e) => Ok(None),
+    match tags_at(&engine.source, &item.source_bucket, &item.key).await {
+        Ok(Some(tags)) if !tags.is_empty() => Ok(Some(encode(&tags))),
+        Ok(_) => Ok(None),
         Err(e) => {
             let mut e = StoreError::from_sdk(Side::Source, &what, e);
             if e.kind == FailureKind::AccessDenied {
@@ -70,6 +62,32 @@ pub async fn of_source(
         }
     }
 }
+
+/// The tags an object holds, or None when the store has no tagging at all
+/// (NotImplemented, as Garage answers). Ceph RGW's empty 200 is no tags.
+pub async fn tags_at(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Vec<Tag>>, GetTaggingError> {
+    match client
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(got) => Ok(Some(got.tag_set().to_vec())),
+        Err(e) if not_implemented(&e) => Ok(None),
+        Err(e) if answered_no_tags(&e) => Ok(Some(Vec::new())),
+        Err(e) => Err(e),
+    }
+}
+
+pub type GetTaggingError = aws_sdk_s3::error::SdkError<
+    aws_sdk_s3::operation::get_object_tagging::GetObjectTaggingError,
+    aws_smithy_runtime_api::http::Response,
+>;
 
 /// Ceph RGW answers GetObjectTagging for an object without tags with 200
 /// and no body, which the SDK cannot parse.
@@ -143,17 +161,8 @@ pub async fn confirm(engine: &Engine, item: &WorkItem, sent: &str) -> Result<(),
 
 /// The tags the destination holds, encoded; None when it has no tagging.
 async fn held(engine: &Engine, item: &WorkItem, what: &str) -> Result<Option<String>, CopyError> {
-    match engine
-        .destination
-        .get_object_tagging()
-        .bucket(&item.dest_bucket)
-        .key(&item.key)
-        .send()
-        .await
-    {
-        Ok(got) => Ok(Some(encode(got.tag_set()))),
-        Err(e) if not_implemented(&e) => Ok(None),
-        Err(e) if answered_no_tags(&e) => Ok(Some(String::new())),
+    match tags_at(&engine.destination, &item.dest_bucket, &item.key).await {
+        Ok(tags) => Ok(tags.map(|t| encode(&t))),
         Err(e) => Err(StoreError::from_sdk(Side::Destination, what, e).into()),
     }
 }

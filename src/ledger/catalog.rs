@@ -15,6 +15,8 @@ pub struct CatalogRow {
     pub storage_class: String,
     /// Why the filter leaves it out, if it does.
     pub filtered: Option<String>,
+    /// Its tags at the source, when `plan --count-tags` asked.
+    pub tag_count: Option<u32>,
 }
 
 /// Calls `each` for every object of the pair (source, destination, prefix),
@@ -26,7 +28,7 @@ pub fn for_each_object(
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(&format!(
         "SELECT o.key, o.size, o.source_etag, COALESCE(o.storage_class, 'STANDARD'),
-                CASE WHEN o.state = '{filtered}' THEN o.last_error END
+                CASE WHEN o.state = '{filtered}' THEN o.last_error END, o.tag_count
          FROM objects o JOIN buckets b ON b.id = o.bucket_id
          WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
         filtered = State::Filtered
@@ -39,6 +41,7 @@ pub fn for_each_object(
             source_etag: r.get(2)?,
             storage_class: r.get(3)?,
             filtered: r.get(4)?,
+            tag_count: r.get(5)?,
         });
     }
     Ok(())

@@ -169,6 +169,8 @@ pub fn record_range_page(
                 last_error = CASE WHEN excluded.state = '{filtered}' OR objects.state = '{filtered}' THEN excluded.last_error
                              WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
                              THEN objects.last_error ELSE excluded.last_error END,
+                tag_count = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                             THEN objects.tag_count END,
                 size = excluded.size,
                 source_etag = excluded.source_etag",
             gone = State::sql_list(State::GONE),

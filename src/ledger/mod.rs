@@ -3,7 +3,7 @@
 //!
 //! The schema lives in `schema.sql` and `migrations.rs`; the queries live by
 //! idea: `objects.rs` (with `state.rs`), `uploads.rs`, `passes.rs`,
-//! `cursors.rs`, and `catalog.rs` for the reports. Writes go through the one
+//! `cursors.rs`, `tags.rs`, and `catalog.rs` for the reports. Writes go through the one
 //! [`Writer`] thread; `status` and the other readers open their own
 //! read-only connections with [`open_reader`].
 
@@ -14,6 +14,7 @@ mod objects;
 mod passes;
 mod quality;
 mod state;
+mod tags;
 mod uploads;
 mod writer;
 
@@ -28,6 +29,7 @@ pub use objects::*;
 pub use passes::*;
 pub use quality::*;
 pub use state::State;
+pub use tags::*;
 pub use uploads::*;
 pub use writer::Writer;
 

@@ -7,6 +7,7 @@
 //! keys can come from an S3 Inventory instead (`inventory.rs`).
 
 pub mod inventory;
+pub mod tag_count;
 
 use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;

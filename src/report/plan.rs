@@ -38,6 +38,8 @@ pub struct Assumptions {
     pub bandwidth: f64,
     pub bandwidth_text: String,
     pub egress_price_per_gb: f64,
+    /// Whether the copy takes the objects' tags along (`copy_tags`).
+    pub copy_tags: bool,
 }
 
 pub use crate::config::parse_bandwidth;
@@ -55,6 +57,9 @@ struct BucketPlan {
     huge: u64,
     /// Filter rule → (objects, bytes) it leaves out.
     filtered: BTreeMap<String, (u64, u64)>,
+    /// Objects with tags, and objects whose tags were never asked.
+    tagged: u64,
+    tags_unasked: u64,
 }
 
 fn bucket_plan(
@@ -74,6 +79,8 @@ fn bucket_plan(
         long_keys: Vec::new(),
         huge: 0,
         filtered: BTreeMap::new(),
+        tagged: 0,
+        tags_unasked: 0,
     };
     // One streaming pass over the rows: memory holds counters, not keys.
     ledger::for_each_object(conn, pair_key(pair), |row| {
@@ -86,6 +93,11 @@ fn bucket_plan(
         }
         plan.objects += 1;
         plan.bytes += size;
+        match row.tag_count {
+            Some(0) => {}
+            Some(_) => plan.tagged += 1,
+            None => plan.tags_unasked += 1,
+        }
         quality::check_key(&pair.source, &key, size, quality);
         let slot = SIZE_CLASSES
             .iter()
@@ -170,6 +182,9 @@ fn catalog_row(
     if filtered > 0 {
         not_as_is.push(format!("{filtered} left out by the bucket's filter"));
     }
+    if p.tagged > 0 && !a.copy_tags {
+        not_as_is.push(format!("{} objects' tags (copy_tags = false)", p.tagged));
+    }
     let status = match status {
         Some(s) if s.copied + s.verified > 0 => format!(
             "{} of {} copied ({:.1} %), {} verified, {} failed, {} pending",
@@ -199,6 +214,7 @@ fn catalog_row(
             a.bandwidth_text, a.egress_price_per_gb
         )
         .into(),
+        tags_text(p, a).into(),
         if not_as_is.is_empty() {
             "none".into()
         } else {
@@ -207,6 +223,26 @@ fn catalog_row(
         "every copy read back and its SHA-256 compared with the bytes sent; `ferry report` reconciles both stores with the ledger".into(),
         status.into(),
     ]
+}
+
+/// How many objects carry tags, as far as `plan --count-tags` has asked.
+fn tags_text(p: &BucketPlan, a: &Assumptions) -> String {
+    let asked = p.objects - p.tags_unasked;
+    let copied = if a.copy_tags {
+        "copied with the objects"
+    } else {
+        "not copied (copy_tags = false)"
+    };
+    if asked == 0 && p.objects > 0 {
+        "not counted: `ferry plan --count-tags` asks each object (one GetObjectTagging each)".into()
+    } else if p.tags_unasked > 0 {
+        format!(
+            "{} of the {asked} objects asked carry tags; {} not asked yet (`ferry plan --count-tags`); {copied}",
+            p.tagged, p.tags_unasked
+        )
+    } else {
+        format!("{} of {} objects carry tags; {copied}", p.tagged, p.objects)
+    }
 }
 
 fn hours(bytes: u64, a: &Assumptions) -> String {
@@ -259,6 +295,8 @@ pub fn plan_tables(
         "extensions",
         "transfer_time",
         "egress_usd",
+        "tagged_objects",
+        "tags_not_asked",
     ]);
     let mut buckets = Table::new("buckets", columns);
     let mut warnings = Table::new("warnings", vec!["bucket", "warning", "objects", "bytes"]);
@@ -299,6 +337,8 @@ pub fn plan_tables(
         );
         row.push(hours(p.bytes, a).into());
         row.push(Cell::Number(gb(p.bytes) * a.egress_price_per_gb));
+        row.push(Cell::Count(p.tagged));
+        row.push(Cell::Count(p.tags_unasked));
         buckets.push(row);
 
         let bucket = || Cell::from(p.pair.source.as_str());
@@ -414,6 +454,7 @@ pub fn plan_tables(
             "transfer_time",
             "egress_usd",
             "estimate_basis",
+            "tags",
             "not_copied_as_is",
             "verification",
             "status",
@@ -475,6 +516,7 @@ mod tests {
             bandwidth: 125e6,
             bandwidth_text: "1Gbit/s".into(),
             egress_price_per_gb: 0.09,
+            copy_tags: true,
         };
         let tables = plan_tables(&conn, &[pair], &a, Quality::default()).unwrap();
         let text = super::super::render::render(&tables, super::super::render::Format::Csv);

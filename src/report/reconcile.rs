@@ -11,9 +11,10 @@ use std::path::PathBuf;
 
 use super::render::{Cell, Table};
 use super::sorted::{first_key, LedgerKeys, StoreKeys};
-use crate::config::Config;
+use crate::config::{BucketPair, Config};
 use crate::filter::Filter;
 use crate::ledger::{self, KeyRecord, LedgerError, State};
+use crate::list::PageSource;
 use crate::store::{self, Side, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -162,53 +163,65 @@ pub async fn reconcile(
     let destination = store::client(Side::Destination, &config.destination, &config.transfer).await;
     let mut result = Reconciliation::default();
     for pair in &config.buckets {
-        // Three streams in key order, merged: memory holds a page of each,
-        // and the problems found, whatever the number of keys.
-        let mut at_source = StoreKeys::new(&source, Side::Source, &pair.source, &pair.prefix);
-        let mut at_dest = StoreKeys::new(
+        let at_source = StoreKeys::new(&source, Side::Source, &pair.source, &pair.prefix);
+        let at_dest = StoreKeys::new(
             &destination,
             Side::Destination,
             &pair.destination,
             &pair.prefix,
         );
-        let mut rows = LedgerKeys::new(&conns, (&pair.source, &pair.destination, &pair.prefix));
-        let mut counts = BucketCounts {
-            source: pair.source.clone(),
-            destination: pair.destination.clone(),
-            ..BucketCounts::default()
-        };
-        loop {
-            let ledger_key = rows.peek()?;
-            let key = {
-                let src = at_source.peek().await?.map(str::to_owned);
-                let dst = at_dest.peek().await?;
-                match first_key([src.as_deref(), dst, ledger_key.as_deref()]) {
-                    Some(k) => k.to_owned(),
-                    None => break,
-                }
-            };
-            let (src, dst, row) = (at_source.take(&key), at_dest.take(&key), rows.take(&key));
-            if let Some((size, _)) = &src {
-                counts.listed += 1;
-                counts.bytes += size;
-            }
-            let (class, reason) = match filtered(&pair.filter, &key, src.as_ref(), row.as_ref()) {
-                Some(rule) => (Class::Filtered, rule),
-                None => classify(src.as_ref(), dst.as_ref(), row.as_ref(), fast),
-            };
-            *counts.by_class.entry(class).or_default() += 1;
-            if class.is_problem() {
-                result.problems.push(Finding {
-                    bucket: pair.source.clone(),
-                    key,
-                    class,
-                    reason,
-                });
-            }
-        }
+        let rows = LedgerKeys::new(&conns, (&pair.source, &pair.destination, &pair.prefix));
+        let counts =
+            reconcile_pair(pair, (at_source, at_dest, rows), fast, &mut result.problems).await?;
         result.buckets.push(counts);
     }
     Ok(result)
+}
+
+/// One pair's three streams in key order (source, destination, ledgers),
+/// merged: memory holds a page of each, and the problems found, whatever the
+/// number of keys. Problems are added to `problems`.
+pub async fn reconcile_pair<S: PageSource, D: PageSource>(
+    pair: &BucketPair,
+    (mut at_source, mut at_dest, mut rows): (StoreKeys<S>, StoreKeys<D>, LedgerKeys<'_>),
+    fast: bool,
+    problems: &mut Vec<Finding>,
+) -> Result<BucketCounts, ReportError> {
+    let mut counts = BucketCounts {
+        source: pair.source.clone(),
+        destination: pair.destination.clone(),
+        ..BucketCounts::default()
+    };
+    loop {
+        let ledger_key = rows.peek()?;
+        let key = {
+            let src = at_source.peek().await?.map(str::to_owned);
+            let dst = at_dest.peek().await?;
+            match first_key([src.as_deref(), dst, ledger_key.as_deref()]) {
+                Some(k) => k.to_owned(),
+                None => break,
+            }
+        };
+        let (src, dst, row) = (at_source.take(&key), at_dest.take(&key), rows.take(&key));
+        if let Some((size, _)) = &src {
+            counts.listed += 1;
+            counts.bytes += size;
+        }
+        let (class, reason) = match filtered(&pair.filter, &key, src.as_ref(), row.as_ref()) {
+            Some(rule) => (Class::Filtered, rule),
+            None => classify(src.as_ref(), dst.as_ref(), row.as_ref(), fast),
+        };
+        *counts.by_class.entry(class).or_default() += 1;
+        if class.is_problem() {
+            problems.push(Finding {
+                bucket: pair.source.clone(),
+                key,
+                class,
+                reason,
+            });
+        }
+    }
+    Ok(counts)
 }
 
 /// Why a key at the source is left out: by the filter as configured now

@@ -15,25 +15,40 @@ use crate::store::{FailureKind, Side, StoreError};
 const LEDGER_PAGE: usize = 1000;
 
 /// A store's keys under a prefix with (size, bare ETag), in the order S3
-/// lists them: by the bytes of their UTF-8. Pages come from the listing's
-/// own [`BucketPages`], so keys are decoded and pages followed alike.
-pub struct StoreKeys<'a> {
-    pages: BucketPages<'a>,
+/// lists them: by the bytes of their UTF-8. Pages come from a
+/// [`PageSource`]: the listing's own [`BucketPages`], so keys are decoded and
+/// pages followed alike; or a generator in the ledger benchmark.
+pub struct StoreKeys<P> {
+    pages: P,
+    /// Which store and bucket, for errors.
+    side: Side,
+    bucket: String,
     done: bool,
     page: VecDeque<(String, (u64, String))>,
     last: Option<String>,
 }
 
-impl<'a> StoreKeys<'a> {
+impl<'a> StoreKeys<BucketPages<'a>> {
     pub fn new(client: &'a Client, side: Side, bucket: &'a str, prefix: &'a str) -> Self {
-        StoreKeys {
-            pages: BucketPages {
+        Self::from_pages(
+            BucketPages {
                 client,
                 side,
                 bucket,
                 prefix,
                 token: None,
             },
+            side,
+        )
+    }
+}
+
+impl<P: PageSource> StoreKeys<P> {
+    pub fn from_pages(pages: P, side: Side) -> Self {
+        StoreKeys {
+            bucket: pages.name().to_owned(),
+            pages,
+            side,
             done: false,
             page: VecDeque::new(),
             last: None,
@@ -57,7 +72,9 @@ impl<'a> StoreKeys<'a> {
     }
 
     async fn fetch(&mut self) -> Result<(), StoreError> {
-        let page = self.pages.page(None).await?;
+        // BucketPages follows its continuation token; `last` is for a
+        // source that has none.
+        let page = self.pages.page(self.last.as_deref()).await?;
         for o in page.objects {
             // A merge in bounded memory needs the store's order; a store
             // that breaks it would make keys look missing.
@@ -67,9 +84,9 @@ impl<'a> StoreKeys<'a> {
                 .is_some_and(|last| o.key.as_bytes() <= last.as_bytes())
             {
                 return Err(StoreError::new(
-                    self.pages.side,
+                    self.side,
                     FailureKind::Other,
-                    format!("ListObjectsV2 {}", self.pages.bucket),
+                    format!("ListObjectsV2 {}", self.bucket),
                     format!(
                         "the store listed {:?} after {:?}: not in key order, so ferry cannot reconcile it",
                         o.key,

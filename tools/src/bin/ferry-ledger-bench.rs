@@ -4,8 +4,10 @@
 //! Millions of synthetic listed keys go through the same listing-to-ledger
 //! path as a real listing (page by page, one transaction per page, through
 //! the writer thread, in key ranges side by side with `--ranges`); then the
-//! time for `status` and for picking the next batch of work. `--page-delay-ms`
-//! makes each page take as long as a store's answer would.
+//! time for `status` and for picking the next batch of work; how soon the
+//! first key is ready to copy while the listing goes on; and `report`'s
+//! merge of both stores' listings with the ledger, at the same scale.
+//! `--page-delay-ms` makes each page take as long as a store's answer would.
 
 use std::time::Instant;
 
@@ -13,10 +15,13 @@ use anyhow::Result;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use ferry::config::BucketPair;
 use ferry::filter::Filter;
 use ferry::ledger::{self, ListedObject, Writer};
 use ferry::list::{self, Page, PageSource};
-use ferry::store::StoreError;
+use ferry::report::reconcile::reconcile_pair;
+use ferry::report::sorted::{LedgerKeys, StoreKeys};
+use ferry::store::{Side, StoreError};
 
 #[derive(Parser)]
 #[command(about = "The ledger at millions of keys: ingest, status, next batch")]
@@ -93,6 +98,25 @@ impl PageSource for Synthetic {
     }
 }
 
+/// Polls the ledger, as the copy pool does, on its own read-only connection
+/// until a key is pending; returns the seconds since `started`.
+fn first_key_ready(
+    path: &std::path::Path,
+    bucket_id: i64,
+    started: Instant,
+) -> std::thread::JoinHandle<Result<f64>> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let conn = ledger::open_reader(&path)?;
+        loop {
+            if !ledger::pending_batch(&conn, &[bucket_id], 0, 1)?.is_empty() {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    })
+}
+
 /// Peak resident memory of this process so far, in MiB (Linux).
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -135,6 +159,8 @@ async fn main() -> Result<()> {
     ] {
         let pass_id = writer.call(|c| ledger::start_pass(c)).await?;
         let started = Instant::now();
+        // The copy pool's view: how soon the queue holds a key to copy.
+        let first_ready = (pass == 1).then(|| first_key_ready(&path, bucket_id, started));
         let pages = || Synthetic {
             total: args.keys,
             delay: std::time::Duration::from_millis(args.page_delay_ms),
@@ -155,6 +181,13 @@ async fn main() -> Result<()> {
             args.keys as f64 / took,
             peak_rss_mib()
         );
+        if let Some(ready) = first_ready {
+            let ready = ready.join().expect("first-key watcher")?;
+            println!(
+                "| first key ready to copy, listing still going | {ready:.3} | – | {:.0} |",
+                peak_rss_mib()
+            );
+        }
     }
     drop(writer);
 
@@ -179,6 +212,43 @@ async fn main() -> Result<()> {
             peak_rss_mib()
         );
     }
+    // `ferry report`'s merge: both stores list every key (here, the same
+    // generator on each side) against the ledger, in key order.
+    let pair = BucketPair {
+        source: "onix".into(),
+        destination: "hub-onix".into(),
+        prefix: String::new(),
+        filter: Filter::default(),
+        inventory: None,
+    };
+    let pages = || Synthetic {
+        total: args.keys,
+        delay: std::time::Duration::ZERO,
+    };
+    let conns = [ledger::open_reader(&path)?];
+    let started = Instant::now();
+    let mut problems = Vec::new();
+    let counts = reconcile_pair(
+        &pair,
+        (
+            StoreKeys::from_pages(pages(), Side::Source),
+            StoreKeys::from_pages(pages(), Side::Destination),
+            LedgerKeys::new(&conns, ("onix", "hub-onix", "")),
+        ),
+        true,
+        &mut problems,
+    )
+    .await?;
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(counts.listed, args.keys, "report: keys lost on the way");
+    assert!(problems.is_empty(), "report: {} problems", problems.len());
+    println!(
+        "| `report` ({} keys a side and in the ledger) | {took:.1} | {:.0} | {:.0} |",
+        args.keys,
+        args.keys as f64 / took,
+        peak_rss_mib()
+    );
+
     let size = std::fs::metadata(&path)?.len();
     println!(
         "\nledger file: {:.0} MiB ({:.0} bytes a key)",
