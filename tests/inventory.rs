@@ -25,30 +25,41 @@ fn encode(key: &str) -> String {
         .replace(' ', "+")
 }
 
-/// Writes an inventory of `set` under `dated/` in `inv`: one gzipped CSV
-/// file and its manifest. `md5` replaces the file's true MD5 when given.
+/// Writes an inventory of `set` under `dated/` in `inv`: `files` gzipped CSV
+/// files and their manifest. `md5` replaces the last file's true MD5 when given.
 async fn write_inventory(
     fx: &Fixture,
     (inv, dated): (&str, &str),
-    set: &[DemoObject],
+    (set, files): (&[DemoObject], usize),
     format: &str,
     md5: Option<&str>,
 ) {
-    let mut csv = String::new();
-    for o in set {
-        let etag = o.expected_digests().md5_hex();
-        csv.push_str(&format!(
-            "\"{}\",\"{}\",\"{}\",\"2026-11-28T10:00:00.000Z\",\"{etag}\",\"STANDARD\"\n",
-            o.bucket,
-            encode(&o.key),
-            o.size
-        ));
+    let mut listed = Vec::new();
+    let mut bodies = Vec::new();
+    let chunks: Vec<&[DemoObject]> = set.chunks(set.len().div_ceil(files)).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut csv = String::new();
+        for o in *chunk {
+            let etag = o.expected_digests().md5_hex();
+            csv.push_str(&format!(
+                "\"{}\",\"{}\",\"{}\",\"2026-11-28T10:00:00.000Z\",\"{etag}\",\"STANDARD\"\n",
+                o.bucket,
+                encode(&o.key),
+                o.size
+            ));
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(csv.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let file_key = format!("{dated}files/part-{i}.csv.gz");
+        let true_md5 = hex::encode(md5::Md5::digest(&gz));
+        let md5 = md5
+            .filter(|_| i + 1 == chunks.len())
+            .unwrap_or(&true_md5)
+            .to_owned();
+        listed.push(serde_json::json!({"key": file_key, "size": gz.len(), "MD5checksum": md5}));
+        bodies.push((file_key, gz));
     }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(csv.as_bytes()).unwrap();
-    let gz = gz.finish().unwrap();
-    let file_key = format!("{dated}files/part-0.csv.gz");
-    let true_md5 = hex::encode(md5::Md5::digest(&gz));
     let manifest = serde_json::json!({
         "sourceBucket": set[0].bucket,
         "destinationBucket": format!("arn:aws:s3:::{inv}"),
@@ -56,15 +67,13 @@ async fn write_inventory(
         "creationTimestamp": "1764324000000",
         "fileFormat": format,
         "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag, StorageClass",
-        "files": [{"key": file_key, "size": gz.len(), "MD5checksum": md5.unwrap_or(&true_md5)}],
+        "files": listed,
     });
-    for (key, body) in [
-        (file_key.clone(), gz),
-        (
-            format!("{dated}manifest.json"),
-            manifest.to_string().into_bytes(),
-        ),
-    ] {
+    bodies.push((
+        format!("{dated}manifest.json"),
+        manifest.to_string().into_bytes(),
+    ));
+    for (key, body) in bodies {
         fx.source
             .put_object()
             .bucket(inv)
@@ -101,7 +110,7 @@ async fn a_pass_reads_the_newest_inventory_instead_of_listing_and_the_next_lists
     write_inventory(
         &fx,
         (&inv, &format!("{root}2026-11-28T01-00Z/")),
-        &set,
+        (&set, 1),
         "CSV",
         None,
     )
@@ -147,7 +156,7 @@ async fn a_pass_reads_the_newest_inventory_instead_of_listing_and_the_next_lists
     write_inventory(
         &fx,
         (&inv, &format!("{root}2026-11-29T01-00Z/")),
-        &set,
+        (&set, 1),
         "CSV",
         Some("00000000000000000000000000000000"),
     )
@@ -174,7 +183,7 @@ async fn a_pass_reads_the_newest_inventory_instead_of_listing_and_the_next_lists
     write_inventory(
         &fx,
         (&inv, &format!("{root}2026-11-30T01-00Z/")),
-        &set,
+        (&set, 1),
         "Parquet",
         None,
     )
@@ -185,4 +194,52 @@ async fn a_pass_reads_the_newest_inventory_instead_of_listing_and_the_next_lists
         parquet.stdout.contains("CSV inventories only"),
         "{parquet:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inventory_read_that_stops_resumes_at_the_file_it_stopped_in() {
+    let fx = Fixture::new("inventory-resume", "").await;
+    let onix = format!("onix{}", fx.suffix);
+    let set: Vec<DemoObject> = (0..6)
+        .map(|i| {
+            DemoObject::new(
+                &onix,
+                format!("feeds/isbn {i}+ü.xml"),
+                500 + i,
+                "application/xml",
+            )
+        })
+        .collect();
+    fx.fill(&set).await;
+    let inv = format!("inv{}", fx.suffix);
+    fx.source.create_bucket().bucket(&inv).send().await.unwrap();
+    let dated = format!("reports/{onix}/daily/2026-11-28T01-00Z/");
+    // Three files; the last one's MD5 in the manifest is wrong, so the read
+    // stops there after the first two are in the ledger.
+    let bad = Some("00000000000000000000000000000000");
+    write_inventory(&fx, (&inv, &dated), (&set, 3), "CSV", bad).await;
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let table = format!("destination = \"hub-{onix}\"\n");
+    let line = format!("{table}inventory = \"s3://{inv}/{dated}manifest.json\"\n");
+    std::fs::write(&fx.config_path, text.replacen(&table, &line, 1)).unwrap();
+    let stopped = fx.ferry(&["run", "--once"]);
+    assert_eq!(stopped.code, 1, "{stopped:?}");
+    assert!(stopped.stdout.contains("part-2.csv.gz"), "{stopped:?}");
+
+    // The manifest is mended and the files already read are gone: a read
+    // that started again from the first file would fail on them.
+    write_inventory(&fx, (&inv, &dated), (&set, 3), "CSV", None).await;
+    for read in ["part-0.csv.gz", "part-1.csv.gz"] {
+        fx.source
+            .delete_object()
+            .bucket(&inv)
+            .key(format!("{dated}files/{read}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let resumed = fx.ferry(&["run", "--once"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    support::assert_all_copied_byte_equal(&fx, &set).await;
+    assert_eq!(fx.status_total("verified"), 6);
 }

@@ -223,8 +223,22 @@ pub async fn list_from_inventory(
     let pass_id = writer
         .call(move |c| ledger::listing_pass(c, bucket_id, pass_id))
         .await?;
+    // The cursor names the manifest and the file being read: a read that
+    // was cut off takes this manifest up again at that file. The files
+    // before it are in the ledger, and an inventory never counts a key missing.
+    let cursor_prefix = format!("inventory:{manifest_key}#");
+    let cursor_of = |file: usize| format!("{cursor_prefix}{file}");
+    let first_file = writer
+        .call(move |c| ledger::list_cursor(c, bucket_id))
+        .await?
+        .and_then(|c| c.strip_prefix(&cursor_prefix)?.parse::<usize>().ok())
+        .unwrap_or(0);
+    if first_file > 0 {
+        tracing::info!(bucket = %pair.source, manifest = %manifest_key, file = first_file + 1,
+            files = manifest.files.len(), "resuming the inventory read at the file it stopped in");
+    }
     let mut seen = 0u64;
-    for file in &manifest.files {
+    for (index, file) in manifest.files.iter().enumerate().skip(first_file) {
         if stop.is_cancelled() {
             return Ok(Some(Listed {
                 seen,
@@ -242,7 +256,7 @@ pub async fn list_from_inventory(
         while let Some(rows) = page.recv().await {
             let objects = in_scope(rows, (shard, &pair.filter));
             seen += objects.len() as u64;
-            let cursor = format!("inventory:{}", file.key);
+            let cursor = cursor_of(index);
             writer
                 .call(move |c| {
                     ledger::record_listing_page(c, bucket_id, pass_id, &objects, &cursor)
@@ -259,6 +273,10 @@ pub async fn list_from_inventory(
                 e,
             )
         })?;
+        let cursor = cursor_of(index + 1);
+        writer
+            .call(move |c| ledger::record_listing_page(c, bucket_id, pass_id, &[], &cursor))
+            .await?;
     }
     // `plan` lists as pass 0, before any pass: it does not use the inventory
     // up, so the first pass reads it too instead of listing the bucket.
