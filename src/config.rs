@@ -168,6 +168,10 @@ pub struct InventoryLocation {
     pub path: String,
 }
 
+/// Ranges a big bucket's listing is split into unless configured: AWS
+/// answers a page in 50–150 ms, so one range lists 50 M keys in hours.
+pub const DEFAULT_LIST_RANGES: usize = 8;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub path: PathBuf,
@@ -615,7 +619,7 @@ impl Validator<'_> {
             }
         };
         let list_ranges = match raw.list_ranges {
-            None => 1,
+            None => DEFAULT_LIST_RANGES,
             Some(n) if (1..=64).contains(&n) => n as usize,
             Some(n) => {
                 return Err(self.invalid(

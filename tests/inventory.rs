@@ -147,6 +147,12 @@ async fn a_pass_reads_the_newest_inventory_instead_of_listing_and_the_next_lists
         proxy.injected.listings_of(&onix).0 >= 1,
         "the bucket was not listed"
     );
+    // Six keys, one page: listed in one range, without delimiter listings.
+    assert_eq!(
+        proxy.injected.listings_of(&onix).1,
+        0,
+        "a one-page bucket was split"
+    );
     let mut all = set.clone();
     all.push(late.clone());
     support::assert_all_copied_byte_equal(&fx, &all).await;

@@ -55,6 +55,11 @@ async fn copying_begins_before_the_listing_of_a_large_bucket_ends() {
         "no object was copied while the bucket's listing was still going on"
     );
     let first_copy = started.elapsed();
+    // Three pages: the default (`list_ranges = 8`) lists it in ranges.
+    assert!(
+        proxy.injected.listings_of(&onix).1 >= 1,
+        "a bucket of three pages was not split"
+    );
     let out = run.wait_with_output().await.unwrap();
     assert!(
         out.status.success(),

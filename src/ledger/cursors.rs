@@ -31,6 +31,16 @@ pub fn list_cursor(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option
     )
 }
 
+/// How many keys the ledger holds for the bucket, counted up to `cap`: cheap
+/// at any size.
+pub fn keys_known(conn: &Connection, bucket_id: i64, cap: u64) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM objects WHERE bucket_id = ?1 LIMIT ?2)",
+        params![bucket_id, cap as i64],
+        |r| r.get(0),
+    )
+}
+
 /// One key range of a bucket's listing: keys k with `first_after < k <= last`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListRange {

@@ -161,11 +161,6 @@ pub async fn list_bucket(
     let under_way = writer
         .call(move |c| ledger::listing_under_way(c, bucket_id))
         .await?;
-    let bounds = if ranges > 1 && !under_way {
-        split_points(client, &pair.source, &pair.prefix, ranges).await?
-    } else {
-        Vec::new()
-    };
     let pages = || BucketPages {
         client,
         side: Side::Source,
@@ -173,8 +168,33 @@ pub async fn list_bucket(
         prefix: &pair.prefix,
         token: None,
     };
+    let bounds = if ranges > 1 && !under_way && more_than_a_page(writer, bucket_id, pages()).await?
+    {
+        split_points(client, &pair.source, &pair.prefix, ranges).await?
+    } else {
+        Vec::new()
+    };
     let scope = (shard, &pair.filter);
     list_into_ledger(pages, writer, (bucket_id, pass_id), scope, bounds, stop).await
+}
+
+/// Whether a bucket holds more than one page of keys, and so is worth
+/// listing in ranges: as the ledger knows it, or, when the ledger knows none
+/// of its keys, as its first page says (one request). A small bucket is
+/// listed in one range and costs no delimiter listings.
+async fn more_than_a_page(
+    writer: &Writer,
+    bucket_id: i64,
+    mut first: impl PageSource,
+) -> Result<bool, ListError> {
+    const PAGE: u64 = 1000;
+    let known = writer
+        .call(move |c| ledger::keys_known(c, bucket_id, PAGE + 1))
+        .await?;
+    if known > 0 {
+        return Ok(known > PAGE);
+    }
+    Ok(first.page(None).await?.truncated)
 }
 
 /// Records every page of a listing in the ledger, one transaction per page
@@ -312,7 +332,8 @@ async fn list_range(
 
 /// Where to split a bucket's listing into `n` ranges: boundaries taken from
 /// its "folders" (delimiter listings of the first two levels under
-/// `prefix`), spread evenly over them; for a flat bucket, first characters.
+/// `prefix`, or under the one folder that holds every key), spread evenly
+/// over them; for a flat bucket, first characters.
 /// Each boundary is the last key of a range, inclusive.
 pub async fn split_points(
     client: &Client,
@@ -340,7 +361,18 @@ pub async fn split_points(
                 .collect::<Vec<_>>(),
         )
     };
-    let top = folders(prefix.to_owned()).await?;
+    // Keys that all sit under one folder (`feeds/…`) are split below it.
+    let mut base = prefix.to_owned();
+    let mut top = folders(base.clone()).await?;
+    for _ in 0..3 {
+        match top.as_slice() {
+            [only] => {
+                base = only.clone();
+                top = folders(base.clone()).await?;
+            }
+            _ => break,
+        }
+    }
     let mut candidates = top.clone();
     if top.len() < n * 4 && top.len() <= 16 {
         let below = futures::future::try_join_all(top.into_iter().map(folders)).await?;
@@ -350,7 +382,7 @@ pub async fn split_points(
         candidates = ('0'..='9')
             .chain('A'..='Z')
             .chain('a'..='z')
-            .map(|c| format!("{prefix}{c}"))
+            .map(|c| format!("{base}{c}"))
             .collect();
     }
     candidates.sort();
