@@ -146,6 +146,90 @@ pub fn record_listing_page(
     record_range_page(conn, (bucket_id, ""), pass_id, objects, cursor)
 }
 
+/// Rows in one listing upsert.
+const ROWS_PER_UPSERT: usize = 64;
+
+/// Records `rows` (ROWS_PER_UPSERT of them, or one) in one statement.
+///
+/// A key seen with the same size and ETag keeps its state; a changed one
+/// goes back to `listed`; a filtered one becomes `filtered`, and when no
+/// filter leaves it out any more it is `copied` again if its copy is of this
+/// very version.
+fn upsert(
+    tx: &rusqlite::Transaction<'_>,
+    bucket_id: i64,
+    pass_id: i64,
+    rows: &[ListedObject],
+) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare_cached(&format!(
+        "INSERT INTO objects (bucket_id, key, size, source_etag, last_modified, storage_class, state, last_error, seen_pass)
+         VALUES {values}
+         ON CONFLICT (bucket_id, key) DO UPDATE SET
+            seen_pass = excluded.seen_pass,
+            missing_passes = 0,
+            last_modified = excluded.last_modified,
+            storage_class = excluded.storage_class,
+            state = CASE WHEN excluded.state = '{filtered}' THEN excluded.state
+                         WHEN objects.state IN ({gone}) THEN excluded.state
+                         WHEN objects.state = '{filtered}' THEN
+                            CASE WHEN excluded.state = '{listed}' AND EXISTS (SELECT 1 FROM copies c
+                                    WHERE c.object_id = objects.id AND c.source_etag = excluded.source_etag
+                                      AND c.size = excluded.size)
+                            THEN '{copied}' ELSE excluded.state END
+                         WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                         THEN objects.state ELSE excluded.state END,
+            attempts = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                         THEN objects.attempts ELSE 0 END,
+            last_error = CASE WHEN excluded.state = '{filtered}' OR objects.state = '{filtered}' THEN excluded.last_error
+                         WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                         THEN objects.last_error ELSE excluded.last_error END,
+            tag_count = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
+                         THEN objects.tag_count END,
+            size = excluded.size,
+            source_etag = excluded.source_etag",
+        values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", "),
+        gone = State::sql_list(State::GONE),
+        filtered = State::Filtered,
+        listed = State::Listed,
+        copied = State::Copied,
+    ))?;
+    let states: Vec<(&str, Option<String>)> = rows
+        .iter()
+        .map(|o| {
+            if let Some(rule) = &o.filtered {
+                (State::Filtered.name(), Some(rule.clone()))
+            } else if is_archived(o.storage_class.as_deref()) {
+                (
+                    State::Skipped.name(),
+                    Some(format!(
+                        "archived in {}: restore it at the source, then run again",
+                        o.storage_class.as_deref().unwrap_or("?")
+                    )),
+                )
+            } else {
+                (State::Listed.name(), None)
+            }
+        })
+        .collect();
+    let sizes: Vec<i64> = rows.iter().map(|o| o.size as i64).collect();
+    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 9);
+    for ((o, (state, reason)), size) in rows.iter().zip(&states).zip(&sizes) {
+        values.extend_from_slice(&[
+            &bucket_id,
+            &o.key,
+            size,
+            &o.etag,
+            &o.last_modified,
+            &o.storage_class,
+            state,
+            reason,
+            &pass_id,
+        ]);
+    }
+    statement.execute(values.as_slice())?;
+    Ok(())
+}
+
 /// As [`record_listing_page`], for the range of the bucket's listing that
 /// starts after `range`: the page and the range's cursor, together.
 pub fn record_range_page(
@@ -156,65 +240,15 @@ pub fn record_range_page(
     cursor: &str,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    {
-        let mut upsert = tx.prepare_cached(&format!(
-            "INSERT INTO objects (bucket_id, key, size, source_etag, last_modified, storage_class, state, last_error, seen_pass)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (bucket_id, key) DO UPDATE SET
-                seen_pass = excluded.seen_pass,
-                missing_passes = 0,
-                last_modified = excluded.last_modified,
-                storage_class = excluded.storage_class,
-                state = CASE WHEN excluded.state = '{filtered}' THEN excluded.state
-                             WHEN objects.state IN ({gone}) THEN excluded.state
-                             WHEN objects.state = '{filtered}' THEN
-                                CASE WHEN excluded.state = '{listed}' AND EXISTS (SELECT 1 FROM copies c
-                                        WHERE c.object_id = objects.id AND c.source_etag = excluded.source_etag
-                                          AND c.size = excluded.size)
-                                THEN '{copied}' ELSE excluded.state END
-                             WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
-                             THEN objects.state ELSE excluded.state END,
-                attempts = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
-                             THEN objects.attempts ELSE 0 END,
-                last_error = CASE WHEN excluded.state = '{filtered}' OR objects.state = '{filtered}' THEN excluded.last_error
-                             WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
-                             THEN objects.last_error ELSE excluded.last_error END,
-                tag_count = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
-                             THEN objects.tag_count END,
-                size = excluded.size,
-                source_etag = excluded.source_etag",
-            gone = State::sql_list(State::GONE),
-            filtered = State::Filtered,
-            listed = State::Listed,
-            copied = State::Copied,
-        ))?;
-        for o in objects {
-            let archived = is_archived(o.storage_class.as_deref());
-            let (state, reason) = if let Some(rule) = &o.filtered {
-                (State::Filtered.name(), Some(rule.clone()))
-            } else if archived {
-                (
-                    State::Skipped.name(),
-                    Some(format!(
-                        "archived in {}: restore it at the source, then run again",
-                        o.storage_class.as_deref().unwrap_or("?")
-                    )),
-                )
-            } else {
-                (State::Listed.name(), None)
-            };
-            upsert.execute(params![
-                bucket_id,
-                o.key,
-                o.size as i64,
-                o.etag,
-                o.last_modified,
-                o.storage_class,
-                state,
-                reason,
-                pass_id
-            ])?;
-        }
+    // Many rows a statement: SQLite's per-statement work (a savepoint, its
+    // journal of each page touched, cursors) is paid once for them all.
+    // That is a third of the ingest time at a row a statement.
+    let mut chunks = objects.chunks_exact(ROWS_PER_UPSERT);
+    for chunk in chunks.by_ref() {
+        upsert(&tx, bucket_id, pass_id, chunk)?;
+    }
+    for one in chunks.remainder().chunks(1) {
+        upsert(&tx, bucket_id, pass_id, one)?;
     }
     tx.execute(
         "UPDATE list_ranges SET cursor = ?3 WHERE bucket_id = ?1 AND first_after = ?2",
