@@ -46,7 +46,10 @@ pub async fn verify_pending(
         }
     };
     let work = |engine: Arc<Engine>, item: VerifyItem| async move {
-        engine.verify_and_record(&item).await
+        engine
+            .verify_and_record(&item)
+            .await
+            .map(crate::copy::Outcome::Done)
     };
     engine
         .drive(

@@ -105,7 +105,16 @@ async fn kill_9_at_random_moments_loses_nothing_and_resends_little() {
     let mut kills = 0;
     let mut kills_mid_upload = 0;
     while kills < 8 {
+        let passes = fx.count("SELECT COUNT(*) FROM passes");
         let mut child = fx.spawn_ferry(&["run", "--once"]);
+        // Random moments of the copy, not of the start-up, which takes
+        // longer when other tests load the machine.
+        let spawned = std::time::Instant::now();
+        while fx.count("SELECT COUNT(*) FROM passes") == passes
+            && spawned.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1300))).await;
         if child.try_wait().unwrap().is_some() {
             panic!("ferry finished before the 8th kill ({kills} so far): slow the proxy down");
