@@ -46,10 +46,7 @@ pub async fn verify_pending(
         }
     };
     let work = |engine: Arc<Engine>, item: VerifyItem| async move {
-        engine
-            .verify_and_record(&item)
-            .await
-            .map(crate::copy::Outcome::Done)
+        engine.verify_and_record(&item).await
     };
     engine
         .drive(

@@ -10,7 +10,7 @@ pub mod guard;
 pub mod metadata;
 pub mod multipart;
 mod pool;
-pub(crate) use pool::{Outcome, Totals};
+pub(crate) use pool::Totals;
 pub mod readback;
 mod retry;
 mod single;
@@ -171,7 +171,7 @@ impl Engine {
 
     /// Copies one object and writes the outcome to the ledger. A source that
     /// changes mid-copy is read again and the new version copied from scratch.
-    async fn copy_and_record(self: Arc<Self>, mut item: WorkItem) -> Result<Outcome, LedgerError> {
+    async fn copy_and_record(&self, mut item: WorkItem) -> Result<PassSummary, LedgerError> {
         let started = std::time::Instant::now();
         let (mut versions_seen, mut whole_reads) = (1, 1);
         let id = item.object_id;
@@ -183,23 +183,21 @@ impl Engine {
                 self.writer
                     .call(move |c| ledger::record_conflict(c, id, &reason))
                     .await?;
-                return Ok(Outcome::Done(PassSummary {
+                return Ok(PassSummary {
                     objects_conflict: 1,
                     ..PassSummary::default()
-                }));
+                });
             }
             Err(CopyError::Ledger(e)) => return Err(e),
-            Err(CopyError::Store(e)) => {
-                return self.record_failure(&item, e).await.map(Outcome::Done)
-            }
+            Err(CopyError::Store(e)) => return self.record_failure(&item, e).await,
         }
         let result = loop {
             let result = if item.source_etag.contains('-')
                 || item.size >= self.transfer.multipart_threshold
             {
-                multipart::copy(&self, &item).await
+                multipart::copy(self, &item).await
             } else {
-                single::copy(&self, &item).await
+                single::copy(self, &item).await
             };
             match result {
                 Err(CopyError::Store(e))
@@ -248,33 +246,28 @@ impl Engine {
                     ..PassSummary::default()
                 };
                 if !self.transfer.verify_after_copy {
-                    return Ok(Outcome::Done(copied));
+                    return Ok(copied);
                 }
-                // The read-back runs outside the copy's slot (see Outcome).
-                let engine = self.clone();
-                Ok(Outcome::Then(Box::pin(async move {
-                    let verified = engine.verify_and_record(&check).await?;
-                    if verified.objects_mismatched > 0 {
-                        // A mismatch is a retry, never a success: the next pass copies it again.
-                        let reason = "read back after the copy, it differs from what was sent; it will be copied again";
-                        engine
-                            .writer
-                            .call(move |c| ledger::record_failed(c, id, reason))
-                            .await?;
-                        return Ok(PassSummary {
-                            objects_failed: 1,
-                            ..verified
-                        });
+                let verified = self.verify_and_record(&check).await?;
+                if verified.objects_mismatched > 0 {
+                    // A mismatch is a retry, never a success: the next pass copies it again.
+                    let reason = "read back after the copy, it differs from what was sent; it will be copied again";
+                    self.writer
+                        .call(move |c| ledger::record_failed(c, id, reason))
+                        .await?;
+                    return Ok(PassSummary {
+                        objects_failed: 1,
+                        ..verified
+                    });
+                }
+                Ok(PassSummary {
+                    objects_failed: verified.objects_failed,
+                    ..PassSummary {
+                        objects_verified: verified.objects_verified,
+                        bytes_verified: verified.bytes_verified,
+                        ..copied
                     }
-                    Ok(PassSummary {
-                        objects_failed: verified.objects_failed,
-                        ..PassSummary {
-                            objects_verified: verified.objects_verified,
-                            bytes_verified: verified.bytes_verified,
-                            ..copied
-                        }
-                    })
-                })))
+                })
             }
             Err(CopyError::Ledger(e)) => Err(e),
             Err(CopyError::Store(e)) if e.kind == FailureKind::CustomerKey => {
@@ -283,9 +276,9 @@ impl Engine {
                 self.writer
                     .call(move |c| ledger::record_skipped(c, id, &reason))
                     .await?;
-                Ok(Outcome::Done(PassSummary::default()))
+                Ok(PassSummary::default())
             }
-            Err(CopyError::Store(e)) => self.record_failure(&item, e).await.map(Outcome::Done),
+            Err(CopyError::Store(e)) => self.record_failure(&item, e).await,
         }
     }
 
