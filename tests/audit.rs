@@ -321,10 +321,13 @@ async fn plan_counts_what_is_there_and_warns_before_anything_moves() {
         assert_eq!(tags_of(&json), vec![(0, 0); objects.len()], "{out:?}");
         for (row, n) in json["catalog"].as_array().unwrap().iter().zip(&objects) {
             let text = row["tags"].as_str().unwrap();
-            assert!(
-                text.starts_with(&format!("0 of {n} objects carry tags")),
-                "{text}"
-            );
+            match n {
+                0 => assert_eq!(text, "no objects"),
+                n => assert!(
+                    text.starts_with(&format!("0 of {n} objects carry tags")),
+                    "{text}"
+                ),
+            }
         }
     }
     // Nothing was copied.
@@ -491,6 +494,19 @@ async fn the_xlsx_workbooks_hold_the_same_figures_as_the_json() {
             };
             assert_eq!(cell, row[text].as_str().unwrap(), "{text}");
         }
+    }
+    // After the copy, the catalog's status counts each object once.
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let after: serde_json::Value =
+        serde_json::from_str(&fx.ferry(&["plan", "--format", "json"]).stdout).unwrap();
+    for row in after["catalog"].as_array().unwrap() {
+        let n = row["objects"].as_u64().unwrap();
+        let want = match n {
+            0 => "listed, nothing copied yet".to_owned(),
+            n => format!("{n} of {n} copied (100.0 %), {n} verified, 0 failed, 0 pending"),
+        };
+        assert_eq!(row["status"].as_str().unwrap(), want, "{row}");
     }
     // The formula-like key is text in the data-quality sheet (an empty object).
     let quality = sheet(&book, "data quality");

@@ -186,16 +186,19 @@ fn catalog_row(
         not_as_is.push(format!("{} objects' tags (copy_tags = false)", p.tagged));
     }
     let status = match status {
-        Some(s) if s.copied + s.verified > 0 => format!(
-            "{} of {} copied ({:.1} %), {} verified, {} failed, {} pending",
-            s.copied + s.verified,
-            s.listed.saturating_sub(s.filtered),
-            (s.copied + s.verified) as f64 * 100.0
-                / s.listed.saturating_sub(s.filtered).max(1) as f64,
-            s.verified,
-            s.failed + s.mismatched,
-            s.pending
-        ),
+        // `copied` counts every object that arrived, the verified ones too.
+        Some(s) if s.copied > 0 => {
+            let wanted = s.listed.saturating_sub(s.filtered + s.deleted);
+            format!(
+                "{} of {} copied ({:.1} %), {} verified, {} failed, {} pending",
+                s.copied,
+                wanted,
+                s.copied as f64 * 100.0 / wanted.max(1) as f64,
+                s.verified,
+                s.failed + s.mismatched,
+                s.pending
+            )
+        }
         Some(_) => "listed, nothing copied yet".into(),
         None => "not listed".into(),
     };
@@ -233,7 +236,9 @@ fn tags_text(p: &BucketPlan, a: &Assumptions) -> String {
     } else {
         "not copied (copy_tags = false)"
     };
-    if asked == 0 && p.objects > 0 {
+    if p.objects == 0 {
+        "no objects".into()
+    } else if asked == 0 {
         "not counted: `ferry plan --count-tags` asks each object (one GetObjectTagging each)".into()
     } else if p.tags_unasked > 0 {
         format!(
