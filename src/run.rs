@@ -642,6 +642,11 @@ async fn check_buckets(
                     e.message = format!("{} [{side}.endpoint = {endpoint}]", e.message);
                 }
                 problems.push(e);
+            } else if side == Side::Source && may_create && config.transfer.copy_tags {
+                // Only a run copies tags; plan and the dry run do not need to read them.
+                if let Err(e) = crate::copy::tags::check_readable(client, name).await {
+                    problems.push(e);
+                }
             }
         }
     }

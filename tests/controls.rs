@@ -510,5 +510,46 @@ async fn object_tags_arrive_at_ceph_and_a_destination_without_tags_fails_the_obj
     assert_eq!(to_garage.status_total("verified"), 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_whose_tags_cannot_be_read_stops_the_run_before_anything_is_copied() {
+    let Some(fx) = Fixture::with_ceph_source("tags-denied", TRANSFER).await else {
+        eprintln!("skipped: FERRY_CEPH=0, no Ceph to hold tags");
+        return;
+    };
+    // Credentials without s3:GetObjectTagging, as AWS answers them: no tag
+    // count on GetObject, AccessDenied on GetObjectTagging.
+    let ceph = servers().get("FERRY_CEPH_ENDPOINT");
+    let plays = Plays {
+        tags_denied: true,
+        ..Plays::default()
+    };
+    let proxy = FaultProxy::playing(ceph, plays).await;
+    let audio = format!("audio{}", fx.suffix);
+    let tagged = DemoObject::new(&audio, "books/sample.mp3".into(), 200_000, "audio/mpeg");
+    fx.fill(std::slice::from_ref(&tagged)).await;
+    tag(&fx, &audio, &tagged.key, &[("isbn", "9783161484100")]).await;
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(&fx.config_path, text.replacen(ceph, &proxy.url(), 1)).unwrap();
+
+    // The object would look untagged: the run stops before it copies it.
+    let run = fx.ferry(&["run", "--once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("s3:GetObjectTagging") && said.contains("copy_tags = false"),
+        "{run:?}"
+    );
+    let dst = format!("hub-{audio}");
+    assert!(support::list_all(&fx.destination, &dst).await.is_empty());
+
+    // Told to copy without tags, it copies.
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let text = text.replacen("[transfer]\n", "[transfer]\ncopy_tags = false\n", 1);
+    std::fs::write(&fx.config_path, text).unwrap();
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    support::assert_all_copied_byte_equal(&fx, std::slice::from_ref(&tagged)).await;
+}
+
 /// Parts of 8 MiB, so that 20 MiB is a multipart copy.
 const TRANSFER: &str = "concurrency = 8\npart_size = \"8MiB\"\nmultipart_threshold = \"8MiB\"";

@@ -89,6 +89,39 @@ pub type GetTaggingError = aws_sdk_s3::error::SdkError<
     aws_smithy_runtime_api::http::Response,
 >;
 
+/// Whether the source credentials may read object tags in `bucket`. AWS
+/// leaves GetObject's `x-amz-tagging-count` out when they may not, so a
+/// tagged object would look untagged and be copied without its tags. A key
+/// that does not exist answers NoSuchKey when they may, AccessDenied when
+/// they may not; a store without tagging has no tags to lose. Only
+/// AccessDenied is an error: a probe that fails otherwise (a network fault)
+/// proves nothing, and is logged.
+pub async fn check_readable(client: &aws_sdk_s3::Client, bucket: &str) -> Result<(), StoreError> {
+    const PROBE: &str = ".ferry-probe/tags-readable";
+    let Err(e) = tags_at(client, bucket, PROBE).await else {
+        return Ok(());
+    };
+    let mut e = StoreError::from_sdk(
+        Side::Source,
+        format!("GetObjectTagging {bucket}/{PROBE}"),
+        e,
+    );
+    match e.kind {
+        FailureKind::NoSuchKey => Ok(()),
+        FailureKind::AccessDenied => {
+            e.message = format!(
+                "{}: the source credentials may not read object tags, so tagged objects would be copied without them. Grant s3:GetObjectTagging on bucket {bucket}, or set copy_tags = false to copy without tags",
+                e.message
+            );
+            Err(e)
+        }
+        _ => {
+            tracing::warn!(bucket, error = %e, "could not check that the source credentials may read object tags");
+            Ok(())
+        }
+    }
+}
+
 /// Ceph RGW answers GetObjectTagging for an object without tags with 200
 /// and no body, which the SDK cannot parse.
 fn answered_no_tags<E>(

@@ -65,6 +65,10 @@ pub struct Plays {
     /// Every ListObjectsV2 page is answered this much later: a large bucket
     /// far away, whose listing takes a while.
     pub list_delay: Option<std::time::Duration>,
+    /// Plays credentials without s3:GetObjectTagging, as AWS answers them:
+    /// `?tagging` GETs answer 403 AccessDenied, and GetObject and HeadObject
+    /// leave out `x-amz-tagging-count`.
+    pub tags_denied: bool,
 }
 
 #[derive(Debug, Default)]
@@ -407,6 +411,12 @@ async fn handle(
         }
     }
     let query = parts.uri.query().unwrap_or("");
+    if plays.tags_denied && parts.method == hyper::Method::GET && query.contains("tagging") {
+        return Ok(Response::builder()
+            .status(403)
+            .body(error_body("AccessDenied", "Access Denied"))
+            .unwrap());
+    }
     let is_listing =
         parts.method == hyper::Method::GET && key.is_empty() && query.contains("list-type=2");
     if plays.empty_first_page && is_listing && !query.contains("continuation-token") {
@@ -511,6 +521,9 @@ async fn handle(
         _ => body,
     };
     head.headers.remove(hyper::header::TRANSFER_ENCODING);
+    if plays.tags_denied {
+        head.headers.remove("x-amz-tagging-count");
+    }
     if let Some(prefix) = &plays.kms {
         if key.starts_with(prefix.as_str()) && head.status.is_success() {
             head.headers.insert(
