@@ -15,7 +15,8 @@ pub struct CatalogRow {
     pub storage_class: String,
     /// Why the filter leaves it out, if it does.
     pub filtered: Option<String>,
-    /// Its tags at the source, when `plan --count-tags` asked.
+    /// Its tags at the source, when `plan --count-tags` asked. A key gone
+    /// from the source has none left to copy, and is never asked: 0.
     pub tag_count: Option<u32>,
 }
 
@@ -28,10 +29,12 @@ pub fn for_each_object(
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(&format!(
         "SELECT o.key, o.size, o.source_etag, COALESCE(o.storage_class, 'STANDARD'),
-                CASE WHEN o.state = '{filtered}' THEN o.last_error END, o.tag_count
+                CASE WHEN o.state = '{filtered}' THEN o.last_error END,
+                CASE WHEN o.state IN ({gone}) THEN 0 ELSE o.tag_count END
          FROM objects o JOIN buckets b ON b.id = o.bucket_id
          WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
-        filtered = State::Filtered
+        filtered = State::Filtered,
+        gone = State::sql_list(State::GONE),
     ))?;
     let mut rows = stmt.query(params![source, destination, prefix])?;
     while let Some(r) = rows.next()? {

@@ -490,6 +490,54 @@ mod tests {
         assert!(parse_bandwidth("fast").is_err());
     }
 
+    /// `tags_not_asked` counts what `--count-tags` would ask: a key gone
+    /// from the source is never asked, so it is not left "not asked" forever.
+    #[test]
+    fn tags_not_asked_are_the_objects_count_tags_would_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = ledger::open_for_writing(&dir.path().join("l.sqlite")).unwrap();
+        let b = ledger::ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+        let o = |key: &str| ListedObject {
+            key: key.into(),
+            size: 10,
+            etag: "e".into(),
+            last_modified: None,
+            storage_class: None,
+            filtered: None,
+        };
+        ledger::record_listing_page(&mut conn, b, 1, &[o("a.mp3"), o("b.mp3")], "b.mp3").unwrap();
+        ledger::finish_listing(&conn, b, 1).unwrap();
+        // The second listing no longer sees b.mp3: deleted at the source.
+        ledger::record_listing_page(&mut conn, b, 2, &[o("a.mp3")], "a.mp3").unwrap();
+        ledger::finish_listing(&conn, b, 2).unwrap();
+        let pair = BucketPair {
+            source: "audio".into(),
+            destination: "hub-audio".into(),
+            prefix: "".into(),
+            ..Default::default()
+        };
+        let a = Assumptions {
+            bandwidth: 125e6,
+            bandwidth_text: "1Gbit/s".into(),
+            egress_price_per_gb: 0.09,
+            copy_tags: true,
+        };
+        let tags = |conn: &Connection| {
+            let tables =
+                plan_tables(conn, std::slice::from_ref(&pair), &a, Quality::default()).unwrap();
+            let row = &tables[1].rows[0];
+            (row[row.len() - 2].clone(), row[row.len() - 1].clone())
+        };
+        let unasked = ledger::tags_unasked(&conn, ("audio", "hub-audio", ""), 0, 10).unwrap();
+        assert_eq!(
+            unasked.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
+            ["a.mp3"]
+        );
+        assert_eq!(tags(&conn), (Cell::Count(0), Cell::Count(1)));
+        ledger::record_tag_counts(&mut conn, &[(unasked[0].0, 2)]).unwrap();
+        assert_eq!(tags(&conn), (Cell::Count(1), Cell::Count(0)));
+    }
+
     #[test]
     fn archived_objects_and_long_keys_are_warned_about() {
         let dir = tempfile::tempdir().unwrap();
