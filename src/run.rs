@@ -229,10 +229,13 @@ impl Runner {
         Runner::start_with(config, stop, false).await
     }
 
+    /// `copying`: a run that copies, which may create destination buckets
+    /// and must be able to read the source's tags; `plan` and the dry run
+    /// do neither.
     async fn start_with(
         config: Config,
         stop: CancellationToken,
-        may_create: bool,
+        copying: bool,
     ) -> Result<Runner, RunError> {
         let budget = Engine::budget_for(&config.transfer);
         let source = store::client_with(
@@ -249,7 +252,7 @@ impl Runner {
             Some(budget.clone()),
         )
         .await;
-        check_buckets(&config, &source, &destination, may_create).await?;
+        check_buckets(&config, &source, &destination, copying).await?;
         let writer = Writer::open(&config.ledger)?;
         let mut bucket_ids = Vec::new();
         let wanted = config.shard.map(|s| s.to_string());
@@ -592,7 +595,7 @@ async fn check_buckets(
     config: &Config,
     source: &Client,
     destination: &Client,
-    may_create: bool,
+    copying: bool,
 ) -> Result<(), RunError> {
     let mut problems = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -618,7 +621,7 @@ async fn check_buckets(
                     && side == Side::Destination
                     && config.create_buckets
                 {
-                    if !may_create {
+                    if !copying {
                         tracing::info!(bucket = %name, "the destination bucket does not exist; a run would create it (create_buckets = true)");
                         continue;
                     }
@@ -642,8 +645,7 @@ async fn check_buckets(
                     e.message = format!("{} [{side}.endpoint = {endpoint}]", e.message);
                 }
                 problems.push(e);
-            } else if side == Side::Source && may_create && config.transfer.copy_tags {
-                // Only a run copies tags; plan and the dry run do not need to read them.
+            } else if side == Side::Source && copying && config.transfer.copy_tags {
                 if let Err(e) = crate::copy::tags::check_readable(client, name).await {
                     problems.push(e);
                 }

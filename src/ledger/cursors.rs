@@ -149,12 +149,8 @@ pub fn record_listing_page(
 /// Rows in one listing upsert.
 const ROWS_PER_UPSERT: usize = 64;
 
-/// Records `rows` (ROWS_PER_UPSERT of them, or one) in one statement.
-///
-/// A key seen with the same size and ETag keeps its state; a changed one
-/// goes back to `listed`; a filtered one becomes `filtered`, and when no
-/// filter leaves it out any more it is `copied` again if its copy is of this
-/// very version.
+/// Records `rows` (ROWS_PER_UPSERT of them, or one) in one statement, each
+/// as [`record_listing_page`] says.
 fn upsert(
     tx: &rusqlite::Transaction<'_>,
     bucket_id: i64,
