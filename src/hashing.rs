@@ -3,9 +3,11 @@
 //!
 //! Each byte is hashed at most once per algorithm on its way to the
 //! destination: MD5 per part (the part's ETag), SHA-256 once over the whole
-//! object in order. The SHA-256 state at each part boundary ([`Sha256Chain`])
-//! is what proves a part in place: it lets a resumed upload carry on hashing
-//! without reading its earlier parts again, and the read-back check each part.
+//! object in order (and MD5 over the whole, for a single-part source sent in
+//! parts, whose ETag is that MD5). The state at each part boundary
+//! ([`Sha256Chain`], [`Md5Chain`]) is what proves a part in place: it lets a
+//! resumed upload carry on hashing without reading its earlier parts again,
+//! and the read-back check each part.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use md5::{Digest as _, Md5};
+use md5_resumable::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::digest::generic_array::GenericArray;
 use tokio::sync::Notify;
 
@@ -178,6 +181,34 @@ fn compress(state: &mut [u32; 8], block: &[u8]) {
     sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(block)));
 }
 
+/// The whole-object MD5 of a single-part source sent in parts, whose state
+/// can be written down at a part's end and taken up again: a resumed upload
+/// must still prove the object against the source's ETag before completing it.
+#[derive(Clone, Default)]
+pub struct Md5Chain(md5_resumable::Md5);
+
+impl Md5Chain {
+    pub fn update(&mut self, data: &[u8]) {
+        md5_resumable::Digest::update(&mut self.0, data);
+    }
+
+    pub fn finish(self) -> [u8; 16] {
+        md5_resumable::Digest::finalize(self.0).into()
+    }
+
+    /// The state as hex, for the ledger.
+    pub fn checkpoint(&self) -> String {
+        hex::encode(self.0.serialize())
+    }
+
+    /// Takes up a [`checkpoint`](Self::checkpoint); None if the text is not one.
+    pub fn resume(checkpoint: &str) -> Option<Md5Chain> {
+        let bytes = hex::decode(checkpoint).ok()?;
+        let state = SerializedState::<md5_resumable::Md5>::try_from(&bytes[..]).ok()?;
+        md5_resumable::Md5::deserialize(&state).ok().map(Md5Chain)
+    }
+}
+
 /// MD5 and SHA-256 as the bytes pass, each only when asked for.
 #[derive(Clone)]
 pub struct Hasher {
@@ -199,15 +230,6 @@ impl Hasher {
             md5: md5.then(Md5::new),
             sha256: sha256.then(Sha256Chain::default),
             len: 0,
-        }
-    }
-
-    /// Carries on a SHA-256 written down earlier; MD5 cannot be taken up.
-    pub fn continuing(chain: Sha256Chain) -> Hasher {
-        Hasher {
-            md5: None,
-            len: chain.len(),
-            sha256: Some(chain),
         }
     }
 
@@ -329,48 +351,71 @@ impl http_body::Body for HashingBody {
     }
 }
 
-/// The whole-object SHA-256 (and MD5, when asked and starting from the first
-/// byte) of an object whose parts travel in parallel: each part, once
-/// acknowledged, feeds its bytes in part order.
+/// The whole-object SHA-256 (and MD5, when asked) of an object whose parts
+/// travel in parallel: each part, once acknowledged, feeds its bytes in part
+/// order, and gets the states at its end to write down.
 pub struct OrderedHasher {
-    state: Mutex<(u32, Hasher)>,
+    state: Mutex<Ordered>,
     turn: Notify,
+}
+
+struct Ordered {
+    next_part: u32,
+    sha256: Sha256Chain,
+    md5: Option<Md5Chain>,
+}
+
+/// The whole object's hash states at the end of a part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoints {
+    pub sha256: String,
+    pub md5: Option<String>,
 }
 
 impl OrderedHasher {
     /// Starts at the first byte, with MD5 too when `md5`.
     pub fn new(md5: bool) -> OrderedHasher {
-        OrderedHasher::from(1, Hasher::new(md5, true))
+        OrderedHasher::continuing(1, Sha256Chain::default(), md5.then(Md5Chain::default))
     }
 
-    /// Carries on after the parts before `first_part`, whose SHA-256 state is `chain`.
-    pub fn continuing(first_part: u32, chain: Sha256Chain) -> OrderedHasher {
-        OrderedHasher::from(first_part, Hasher::continuing(chain))
-    }
-
-    fn from(first_part: u32, hasher: Hasher) -> OrderedHasher {
+    /// Carries on after the parts before `first_part`, whose states are given.
+    pub fn continuing(
+        first_part: u32,
+        sha256: Sha256Chain,
+        md5: Option<Md5Chain>,
+    ) -> OrderedHasher {
         OrderedHasher {
-            state: Mutex::new((first_part, hasher)),
+            state: Mutex::new(Ordered {
+                next_part: first_part,
+                sha256,
+                md5,
+            }),
             turn: Notify::new(),
         }
     }
 
     /// Waits until every part before `part_number` has been fed, then feeds
-    /// `chunks`; returns the SHA-256 checkpoint at the end of this part.
-    pub async fn feed(&self, part_number: u32, chunks: Vec<Bytes>) -> String {
+    /// `chunks`; returns the states at the end of this part.
+    pub async fn feed(&self, part_number: u32, chunks: Vec<Bytes>) -> Checkpoints {
         loop {
             let notified = self.turn.notified();
             {
                 let mut state = self.state.lock().expect("hasher lock");
-                if state.0 == part_number {
+                if state.next_part == part_number {
                     for c in &chunks {
-                        state.1.update(c);
+                        state.sha256.update(c);
+                        if let Some(md5) = &mut state.md5 {
+                            md5.update(c);
+                        }
                     }
-                    state.0 += 1;
-                    let checkpoint = state.1.checkpoint().unwrap_or_default();
+                    state.next_part += 1;
+                    let checkpoints = Checkpoints {
+                        sha256: state.sha256.checkpoint(),
+                        md5: state.md5.as_ref().map(Md5Chain::checkpoint),
+                    };
                     drop(state);
                     self.turn.notify_waiters();
-                    return checkpoint;
+                    return checkpoints;
                 }
             }
             notified.await;
@@ -378,7 +423,12 @@ impl OrderedHasher {
     }
 
     pub fn finish(self) -> Digests {
-        self.state.into_inner().expect("hasher lock").1.finish()
+        let state = self.state.into_inner().expect("hasher lock");
+        Digests {
+            len: state.sha256.len(),
+            md5: state.md5.map(Md5Chain::finish),
+            sha256: Some(state.sha256.finish()),
+        }
     }
 }
 
@@ -603,11 +653,33 @@ mod tests {
         late.await.unwrap();
         let d = Arc::try_unwrap(h).ok().unwrap().finish();
         assert_eq!(d, Digests::of(b"hello world"));
-        // Carrying on from part 1's checkpoint gives the same SHA-256.
-        let resumed = OrderedHasher::continuing(2, Sha256Chain::resume(&first).unwrap());
+        // Carrying on from part 1's checkpoints gives the same digests.
+        let resumed = OrderedHasher::continuing(
+            2,
+            Sha256Chain::resume(&first.sha256).unwrap(),
+            Md5Chain::resume(first.md5.as_deref().unwrap()),
+        );
         resumed.feed(2, vec![Bytes::from_static(b"world")]).await;
-        let r = resumed.finish();
-        assert_eq!((r.sha256, r.md5, r.len), (d.sha256, None, 11));
+        assert_eq!(resumed.finish(), d);
+    }
+
+    #[test]
+    fn the_md5_chain_is_md5_at_every_length_and_every_cut() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 11 + 5) as u8).collect();
+        for len in 0..data.len() {
+            let want = Digests::of(&data[..len]).md5.unwrap();
+            for cut in [0, 1, len / 3, len.saturating_sub(1), len] {
+                let cut = cut.min(len);
+                let mut first = Md5Chain::default();
+                first.update(&data[..cut]);
+                let mut second = Md5Chain::resume(&first.checkpoint()).unwrap();
+                second.update(&data[cut..len]);
+                assert_eq!(second.finish(), want, "length {len}, cut at {cut}");
+            }
+        }
+        for bad in ["", "zz", "00"] {
+            assert!(Md5Chain::resume(bad).is_none(), "{bad:?}");
+        }
     }
 
     fn chained(parts: &[&[u8]]) -> Vec<ExpectedPart> {

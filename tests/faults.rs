@@ -235,3 +235,108 @@ async fn a_throttling_store_lowers_the_requests_in_flight_and_success_raises_the
         assert_eq!(got.sha256, o.expected_digests().sha256_hex());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_upload_with_a_corrupt_kept_part_is_never_completed() {
+    // A single-part source object sent in parts of 5 MiB: its ETag is the
+    // MD5 of the whole, the only proof the source gives of its bytes.
+    let transfer = "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"";
+    let fx = Fixture::new("corrupt-kept", transfer).await;
+    let audio = format!("audio{}", fx.suffix);
+    let book = DemoObject::new(
+        &audio,
+        "books/9783161484100/chapter-01.mp3".into(),
+        (30 << 20) + 3,
+        "audio/mpeg",
+    );
+    fx.fill(std::slice::from_ref(&book)).await;
+    let original = std::fs::read_to_string(&fx.config_path).unwrap();
+    let config_through = |name: &str, source: &str, destination: &str| {
+        let text = original
+            .replace(servers().get("FERRY_SOURCE_ENDPOINT"), source)
+            .replace(servers().get("FERRY_DEST_ENDPOINT"), destination);
+        let path = fx.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    // Run 1: part 2's bytes come from the source with a flipped bit (sent,
+    // acknowledged and recorded, as they hash alike on both ends), and part
+    // 6 is refused until the run gives the object up, its upload kept.
+    let flipping = FaultProxy::playing(
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        support::faults::Plays {
+            flip_range: Some(format!("bytes={}-", 5 << 20)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let refusing = FaultProxy::playing(
+        servers().get("FERRY_DEST_ENDPOINT"),
+        support::faults::Plays {
+            refuse_part: Some(6),
+            ..Default::default()
+        },
+    )
+    .await;
+    let first = config_through("first.toml", &flipping.url(), &refusing.url());
+    let run = support::ferry_in(fx.dir.path(), &first, &["run", "--once"], &servers().env);
+    assert_ne!(run.code, 0, "part 6 was refused: {run:?}");
+    assert_eq!(
+        flipping.injected.flipped_keys.lock().unwrap().as_slice(),
+        std::slice::from_ref(&book.key),
+        "part 2 went through with its flipped bit"
+    );
+    assert_eq!(
+        fx.count("SELECT COUNT(*) FROM parts WHERE part_number = 2 AND md5_state IS NOT NULL"),
+        1,
+        "the corrupt part 2 is recorded, to be kept on resume"
+    );
+    assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 1);
+    assert!(refusing.injected.completes.lock().unwrap().is_empty());
+
+    // Run 2 resumes the upload with its kept parts: the whole MD5 carried on
+    // from them cannot be the source's ETag, so the object is read again
+    // whole before anything is completed.
+    let counting = FaultProxy::playing(
+        servers().get("FERRY_DEST_ENDPOINT"),
+        support::faults::Plays::default(),
+    )
+    .await;
+    let second = config_through(
+        "second.toml",
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        &counting.url(),
+    );
+    let run = support::ferry_in(fx.dir.path(), &second, &["run", "--once"], &servers().env);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("resuming a multipart upload"),
+        "the upload was resumed: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("the bytes read hash to"),
+        "the kept corrupt part was caught: {}",
+        run.stderr
+    );
+    assert_eq!(
+        counting.injected.completes.lock().unwrap().as_slice(),
+        std::slice::from_ref(&book.key),
+        "one CompleteMultipartUpload: the copy proved whole, never the corrupt one"
+    );
+    let destination = fx.pairs().into_iter().find(|(s, _)| *s == audio).unwrap().1;
+    let got = demo::observe(&fx.destination, Side::Destination, &destination, &book.key)
+        .await
+        .unwrap();
+    let want = book.expected_digests();
+    assert_eq!(got.sha256, want.sha256_hex(), "the copy's bytes");
+    let (sha256, md5): (String, String) = fx
+        .ledger()
+        .query_row("SELECT sha256, md5 FROM copies", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((sha256, md5), (want.sha256_hex(), want.md5_hex()));
+    assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 0);
+}

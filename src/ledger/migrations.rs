@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v7_ranges.sql"),
     include_str!("v8_sha256_state.sql"),
     include_str!("v9_tag_count.sql"),
+    include_str!("v10_md5_state.sql"),
 ];
 
 /// The version this ferry writes.

@@ -239,6 +239,7 @@ fn uploads_and_parts_are_recorded_and_cleared_on_completion() {
                 md5: format!("p{n}"),
                 sha256: format!("s{n}"),
                 sha256_state: Some(format!("{}:00:", n * 10)),
+                md5_state: None,
             },
         )
         .unwrap();

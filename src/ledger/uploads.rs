@@ -32,6 +32,8 @@ pub struct PartRecord {
     pub sha256: String,
     /// The whole object's SHA-256 state at the part's last byte.
     pub sha256_state: Option<String>,
+    /// The whole object's MD5 state there, when the source's ETag is that MD5.
+    pub md5_state: Option<String>,
 }
 
 pub fn upload_of(conn: &Connection, object_id: i64) -> rusqlite::Result<Option<UploadRecord>> {
@@ -74,8 +76,8 @@ pub fn forget_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<()> 
 /// Completion after acknowledgement: called only once the store took the part.
 pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT OR REPLACE INTO parts (object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT OR REPLACE INTO parts (object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state, md5_state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             p.object_id,
             p.upload_id,
@@ -85,7 +87,8 @@ pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
             p.etag,
             p.md5,
             p.sha256,
-            p.sha256_state
+            p.sha256_state,
+            p.md5_state
         ],
     )?;
     Ok(())
@@ -98,7 +101,7 @@ pub fn parts_of(
     upload_id: &str,
 ) -> rusqlite::Result<Vec<PartRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state
+        "SELECT object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state, md5_state
          FROM parts WHERE object_id = ?1 AND upload_id = ?2 ORDER BY part_number",
     )?;
     let rows = stmt.query_map(params![object_id, upload_id], |r| {
@@ -112,6 +115,7 @@ pub fn parts_of(
             md5: r.get(6)?,
             sha256: r.get(7)?,
             sha256_state: r.get(8)?,
+            md5_state: r.get(9)?,
         })
     })?;
     rows.collect()

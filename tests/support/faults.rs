@@ -69,6 +69,11 @@ pub struct Plays {
     /// `?tagging` GETs answer 403 AccessDenied, and GetObject and HeadObject
     /// leave out `x-amz-tagging-count`.
     pub tags_denied: bool,
+    /// The first GET whose Range header starts with this gets one bit of
+    /// its answer flipped (once).
+    pub flip_range: Option<String>,
+    /// UploadPart of this part number answers 500 InternalError, every time.
+    pub refuse_part: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +101,10 @@ pub struct Injected {
     pub truncate: AtomicU64,
     pub flip_request: AtomicU64,
     pub flip_response: AtomicU64,
+    /// Whether `Plays::flip_range` has flipped its answer.
+    pub range_flipped: std::sync::atomic::AtomicBool,
+    /// Keys (decoded) of every CompleteMultipartUpload sent upstream.
+    pub completes: std::sync::Mutex<Vec<String>>,
 }
 
 impl Injected {
@@ -417,6 +426,17 @@ async fn handle(
             .body(error_body("AccessDenied", "Access Denied"))
             .unwrap());
     }
+    if parts.method == hyper::Method::PUT
+        && plays
+            .refuse_part
+            .is_some_and(|n| query.split('&').any(|p| p == format!("partNumber={n}")))
+    {
+        count(&counts.internal_error);
+        return Ok(Response::builder()
+            .status(500)
+            .body(error_body("InternalError", "injected for this part"))
+            .unwrap());
+    }
     let is_listing =
         parts.method == hyper::Method::GET && key.is_empty() && query.contains("list-type=2");
     if plays.empty_first_page && is_listing && !query.contains("continuation-token") {
@@ -438,6 +458,18 @@ async fn handle(
     let decoded_key = percent_encoding::percent_decode_str(key)
         .decode_utf8_lossy()
         .into_owned();
+    if parts.method == hyper::Method::POST && query.contains("uploadId") {
+        counts.completes.lock().unwrap().push(decoded_key.clone());
+    }
+    let flip_range = parts.method == hyper::Method::GET
+        && plays.flip_range.as_deref().is_some_and(|start| {
+            parts
+                .headers
+                .get(hyper::header::RANGE)
+                .and_then(|r| r.to_str().ok())
+                .is_some_and(|r| r.starts_with(start))
+        })
+        && !counts.range_flipped.swap(true, Ordering::Relaxed);
     let has_body = body.size_hint().lower() > 0;
     let flip_request = fault == Fault::FlipRequest
         && has_body
@@ -483,6 +515,10 @@ async fn handle(
     let len = body.size_hint().exact().unwrap_or(0);
     let body: ProxyBody = body.map_err(io).boxed();
     let body = match fault {
+        _ if flip_range => {
+            count(&counts.flip_response);
+            FlipOne::new(body, counts.clone(), decoded_key).boxed()
+        }
         Fault::FlipResponse
             if len > 0
                 && head.status.is_success()

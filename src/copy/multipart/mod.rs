@@ -55,7 +55,15 @@ async fn copy_with_head(
 ) -> Result<CopyRecord, CopyError> {
     if let Some(previous) = previous_upload(engine, item).await? {
         let layout = layout::plan(engine, item, head, previous.part_size, false).await?;
-        match reconcile(engine, item, &previous, &layout).await? {
+        match reconcile(
+            engine,
+            item,
+            &previous,
+            &layout,
+            whole_md5(item, head, &layout),
+        )
+        .await?
+        {
             Reconciled::Completed(record) => return Ok(record),
             Reconciled::Resume(kept) => {
                 return finish_or_relayout(engine, item, &previous, layout, kept, head, tags).await
@@ -161,14 +169,20 @@ async fn finish(
     kept: Vec<PartDone>,
     head: &HeadObjectOutput,
 ) -> Result<CopyRecord, CopyError> {
-    let source_md5 = etag_is_md5(&item.source_etag, head.server_side_encryption());
-    match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept, source_md5).await {
+    let whole_md5 = whole_md5(item, head, layout);
+    match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept, whole_md5).await {
         Err(CopyError::Store(e)) if !e.kind.is_retryable() => {
             abort(engine, upload).await?;
             Err(e.into())
         }
         other => other,
     }
+}
+
+/// Whether the object is proved by the MD5 of its whole: a single-part
+/// source (its ETag that MD5) sent in parts of ferry's own layout.
+fn whole_md5(item: &WorkItem, head: &HeadObjectOutput, layout: &Layout) -> bool {
+    layout.origin == Origin::Own && etag_is_md5(&item.source_etag, head.server_side_encryption())
 }
 
 /// HEAD of the source, If-Match the listed ETag; for a multipart source,

@@ -53,11 +53,13 @@ pub(super) enum Reconciled {
 
 /// The destination is the truth about what arrived, the ledger about what
 /// was meant: a part counts as sent only when both agree on it.
+/// `whole_md5`: the source's ETag is the MD5 of the whole object, sent in parts.
 pub(super) async fn reconcile(
     engine: &Engine,
     item: &WorkItem,
     upload: &UploadRecord,
     layout: &Layout,
+    whole_md5: bool,
 ) -> Result<Reconciled, CopyError> {
     let (id, upload_id) = (item.object_id, upload.upload_id.clone());
     let recorded = engine
@@ -85,7 +87,9 @@ pub(super) async fn reconcile(
         }
         Err(e) if upload_gone(&e) => {
             if recorded.len() == layout.parts.len() && recorded.iter().all(in_layout) {
-                if let Some(record) = completed_unrecorded(engine, item, layout, &recorded).await? {
+                if let Some(record) =
+                    completed_unrecorded(engine, item, layout, &recorded, whole_md5).await?
+                {
                     return Ok(Reconciled::Completed(record));
                 }
             }
@@ -139,12 +143,14 @@ pub(super) async fn list_parts(
 
 /// The upload is gone but every part was acknowledged: if the destination
 /// holds the object with the size and ETag those parts make (any ETag with
-/// SSE-C), the earlier CompleteMultipartUpload succeeded; the read-back proves it.
+/// SSE-C), the earlier CompleteMultipartUpload succeeded; the read-back
+/// proves it, and with `whole_md5` its MD5 must be the source's ETag too.
 pub(super) async fn completed_unrecorded(
     engine: &Engine,
     item: &WorkItem,
     layout: &Layout,
     recorded: &[PartRecord],
+    whole_md5: bool,
 ) -> Result<Option<CopyRecord>, CopyError> {
     let parts: Vec<PartDone> = recorded.iter().map(PartDone::from_record).collect();
     let expected = multipart_etag(&parts.iter().map(|p| p.md5).collect::<Vec<_>>());
@@ -155,7 +161,14 @@ pub(super) async fn completed_unrecorded(
         return Ok(None);
     }
     tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
-    let whole = read_back(engine, item, &layout.parts, &parts, false).await?;
+    let whole = read_back(engine, item, &layout.parts, &parts, whole_md5).await?;
+    if whole_md5 && whole.md5_hex() != item.source_etag {
+        // Completed by an attempt that had not proved it (an older ferry):
+        // ferry's own object, written over by a new upload now.
+        tracing::warn!(key = %item.key, md5 = %whole.md5_hex(), source_etag = %item.source_etag,
+            "the object completed before the last stop does not hash to the source's ETag; copying it again");
+        return Ok(None);
+    }
     // The destination's own ETag: the one `verify` will read back.
     Ok(Some(copy_record(item, etag, &whole, Some(layout))))
 }

@@ -12,14 +12,14 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::body::SdkBody;
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::layout::{Layout, Origin, PartPlan};
+use super::layout::{Layout, PartPlan};
 use crate::copy::abort::upload_gone;
 use crate::copy::retry::with_retries;
 use crate::copy::single::quoted;
 use crate::copy::{check_etag, check_source, copy_record, CopyError, Engine};
 use crate::hashing::{
-    bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, OrderedHasher, PartCheck,
-    Sha256Chain,
+    bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, Md5Chain, OrderedHasher,
+    PartCheck, Sha256Chain,
 };
 use crate::ledger::{self, CopyRecord, PartRecord, WorkItem};
 use crate::limits::budget::Ticket;
@@ -34,6 +34,8 @@ pub(super) struct PartDone {
     pub(super) etag: String,
     pub(super) md5: [u8; 16],
     pub(super) check: PartCheck,
+    /// The whole object's MD5 state at the part's end, when it was hashed.
+    pub(super) md5_state: Option<String>,
 }
 
 impl PartDone {
@@ -47,17 +49,35 @@ impl PartDone {
             etag: p.etag.clone(),
             md5,
             check: PartCheck::from_columns(&p.sha256, p.sha256_state.as_deref()),
+            md5_state: p.md5_state.clone(),
         }
     }
 }
 
-/// How many parts from part 1 on, without a gap, recorded the whole
-/// object's SHA-256 state at their end: a resumed upload hashes on from there.
-fn chained_run(kept: &[PartDone]) -> usize {
-    kept.iter()
+/// The hasher a resumed upload carries on with: from the end of the longest
+/// run of kept parts from part 1 on, without a gap, that wrote down the
+/// whole object's states (the MD5's too when `whole_md5`). None when there
+/// is no such run; else how many parts it holds, and the hasher after them.
+fn hash_on_from(kept: &[PartDone], whole_md5: bool) -> Option<(usize, OrderedHasher)> {
+    let run = kept
+        .iter()
         .enumerate()
-        .take_while(|(i, p)| p.number as usize == i + 1 && matches!(p.check, PartCheck::Chain(_)))
-        .count()
+        .take_while(|(i, p)| {
+            p.number as usize == i + 1
+                && matches!(p.check, PartCheck::Chain(_))
+                && (p.md5_state.is_some() || !whole_md5)
+        })
+        .count();
+    let last = kept.get(run.checked_sub(1)?)?;
+    let PartCheck::Chain(sha256) = &last.check else {
+        return None;
+    };
+    let md5 = match (whole_md5, last.md5_state.as_deref()) {
+        (true, Some(state)) => Some(Md5Chain::resume(state)?),
+        _ => None,
+    };
+    let hasher = OrderedHasher::continuing(run as u32 + 1, Sha256Chain::resume(sha256)?, md5);
+    Some((run, hasher))
 }
 
 pub(super) async fn send_parts_and_complete(
@@ -66,33 +86,41 @@ pub(super) async fn send_parts_and_complete(
     upload_id: &str,
     layout: &Layout,
     kept: Vec<PartDone>,
-    source_md5: bool,
+    whole_md5: bool,
 ) -> Result<CopyRecord, CopyError> {
     let plan = &layout.parts;
-    // A single-part source sent in parts: its ETag is the MD5 of the whole.
-    let whole_md5 = layout.origin == Origin::Own && source_md5;
-    // The whole-object SHA-256 is computed as the parts pass, in part order,
-    // holding each part's bytes until the parts before it are hashed: so only
-    // when several parts fit the byte budget. Larger parts stream through,
-    // taking a small window of the budget, and are never held whole; such an
-    // object is read back once completed for its whole-object digests.
-    let holdable = layout.part_size() <= engine.transfer.max_bytes_in_flight / 4;
+    // `whole_md5`: a single-part source sent in parts, whose ETag is the MD5
+    // of the whole. It is proved before Complete makes the object visible.
+    // The whole-object digests are computed as the parts pass, in part
+    // order, holding each part's bytes until the parts before it are
+    // hashed: so only when several parts fit the byte budget. Larger parts
+    // stream through, taking a small window of the budget, and are never
+    // held whole; such an object is read back once completed for its
+    // whole-object digests. The exception is `whole_md5`: its parts are
+    // always hashed in order, a part larger than the budget then taking all
+    // of it, one at a time.
+    let holdable = whole_md5 || layout.part_size() <= engine.transfer.max_bytes_in_flight / 4;
     let mut kept = kept;
-    let hasher = match chained_run(&kept) {
-        _ if !holdable => None,
-        0 if kept.is_empty() => Some(OrderedHasher::new(whole_md5)),
-        // Kept parts without a recorded state (a ledger of an older ferry)
-        // and MD5, which cannot be taken up, are read back instead.
-        _ if whole_md5 => None,
-        0 => None,
-        run => {
-            // Parts acknowledged after a gap were still waiting to be hashed:
-            // at most the parts that were in flight. They are sent again.
-            kept.truncate(run);
-            let PartCheck::Chain(state) = &kept[run - 1].check else {
-                unreachable!("chained_run counts only parts with a state")
-            };
-            Sha256Chain::resume(state).map(|chain| OrderedHasher::continuing(run as u32 + 1, chain))
+    let hasher = if !holdable {
+        None
+    } else if kept.is_empty() {
+        Some(OrderedHasher::new(whole_md5))
+    } else {
+        match hash_on_from(&kept, whole_md5) {
+            Some((run, hasher)) => {
+                // Parts acknowledged after a gap were still waiting to be
+                // hashed: at most the parts that were in flight. They are sent again.
+                kept.truncate(run);
+                Some(hasher)
+            }
+            // Parts kept without their states (a ledger of an older ferry)
+            // cannot give the whole MD5: every part is sent again.
+            None if whole_md5 => {
+                kept.clear();
+                Some(OrderedHasher::new(true))
+            }
+            // Else they are proved by reading the copy back.
+            None => None,
         }
     }
     .map(Arc::new);
@@ -156,8 +184,10 @@ pub(super) async fn send_parts_and_complete(
     let proved_at_source = if layout.keeps_source_etag() {
         check_source(item, &sent_etag)?;
         true
-    } else if let (Origin::Own, true, Some(whole)) = (&layout.origin, source_md5, &whole) {
-        check_source(item, &whole.md5_hex())?;
+    } else if whole_md5 {
+        // Always hashed in order (above); no digest fails the check, never passes it.
+        let md5 = whole.as_ref().map(Digests::md5_hex).unwrap_or_default();
+        check_source(item, &md5)?;
         true
     } else {
         false
@@ -204,13 +234,8 @@ pub(super) async fn send_parts_and_complete(
     // even when the read-back after each copy is switched off.
     let whole = match whole {
         Some(whole) if proved_at_source || engine.transfer.verify_after_copy => whole,
-        _ => read_back(engine, item, plan, &done, whole_md5).await?,
+        _ => read_back(engine, item, plan, &done, false).await?,
     };
-    // A single-part source sent in parts too large to hash in flight: its
-    // MD5 can be checked only now. A wrong one is copied again from the start.
-    if !proved_at_source && layout.origin == Origin::Own && source_md5 {
-        check_source(item, &whole.md5_hex())?;
-    }
     if let Some(why) = layout.etag_note() {
         tracing::info!(key = %item.key, source_etag = %item.source_etag, dest_etag = %etag, why = %why,
             "the destination ETag differs from the source's");
@@ -288,9 +313,13 @@ pub(super) async fn send_part(
     .await?;
     // A part hashed in order is proved by the object's SHA-256 state at its
     // end; one that streamed alone, by its own SHA-256.
-    let sha256_state = match &hasher {
+    let states = match &hasher {
         Some(hasher) => Some(hasher.feed(part.number, chunks).await),
         None => None,
+    };
+    let (sha256_state, md5_state) = match states {
+        Some(s) => (Some(s.sha256), s.md5),
+        None => (None, None),
     };
     let check = match &sha256_state {
         Some(state) => PartCheck::Chain(state.clone()),
@@ -307,6 +336,7 @@ pub(super) async fn send_part(
         md5: hex::encode(md5),
         sha256: digests.sha256_hex(),
         sha256_state,
+        md5_state: md5_state.clone(),
     };
     // Completion after acknowledgement: recorded only once the store took it.
     engine
@@ -319,6 +349,7 @@ pub(super) async fn send_part(
         etag,
         md5,
         check,
+        md5_state,
     })
 }
 
