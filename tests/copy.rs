@@ -229,20 +229,39 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
     // Every part of every multipart copy is recorded with its MD5, and with
     // the object's SHA-256 state at its end: taken up and fed the rest of
     // the object, it must give the object's SHA-256 (computed by sha2 alone).
-    type PartRow = (String, i64, i64, i64, String, String, Option<String>);
+    // A single-part source's parts carry the whole MD5's state too, the same way.
+    type PartRow = (
+        String,
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+    );
     let parts: Vec<PartRow> = db
         .prepare(
-            "SELECT o.key, p.part_number, p.offset, p.length, p.md5, p.sha256, p.sha256_state FROM parts p JOIN objects o ON o.id = p.object_id ORDER BY o.key, p.part_number",
+            "SELECT o.key, p.part_number, p.offset, p.length, p.md5, p.sha256, p.sha256_state, p.md5_state FROM parts p JOIN objects o ON o.id = p.object_id ORDER BY o.key, p.part_number",
         )
         .unwrap()
         .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
         })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert!(!parts.is_empty());
-    for (key, number, offset, length, md5, sha256, state) in &parts {
+    for (key, number, offset, length, md5, sha256, state, md5_state) in &parts {
         let o = set.iter().find(|o| &o.key == key).unwrap();
         let bytes = whole_bytes(o);
         let end = (*offset + *length) as usize;
@@ -261,6 +280,21 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
             "SHA-256 state of part {number} of {key}"
         );
+        match (o.multipart, md5_state) {
+            (true, None) => {}
+            (false, Some(state)) => {
+                let mut chain = ferry::hashing::Md5Chain::resume(state).unwrap();
+                chain.update(&bytes[end..]);
+                assert_eq!(
+                    hex::encode(chain.finish()),
+                    o.expected_digests().md5_hex(),
+                    "MD5 state of part {number} of {key}"
+                );
+            }
+            (multipart, state) => {
+                panic!("part {number} of {key} (multipart at the source: {multipart}) has MD5 state {state:?}")
+            }
+        }
     }
     let uploads: i64 = db
         .query_row("SELECT COUNT(*) FROM uploads", [], |r| r.get(0))
