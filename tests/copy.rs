@@ -128,21 +128,7 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
         Option<i64>,
     );
     let rows: Vec<Row> = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-            ))
-        })
+        .query_map([], |r| Row::try_from(r))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -245,18 +231,7 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
             "SELECT o.key, p.part_number, p.offset, p.length, p.md5, p.sha256, p.sha256_state, p.md5_state FROM parts p JOIN objects o ON o.id = p.object_id ORDER BY o.key, p.part_number",
         )
         .unwrap()
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })
+        .query_map([], |r| PartRow::try_from(r))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
