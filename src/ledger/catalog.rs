@@ -15,13 +15,13 @@ pub struct CatalogRow {
     pub storage_class: String,
     /// Why the filter leaves it out, if it does.
     pub filtered: Option<String>,
-    /// Its tags at the source, when `plan --count-tags` asked. A key gone
-    /// from the source has none left to copy, and is never asked: 0.
+    /// Its tags at the source, when `plan --count-tags` asked.
     pub tag_count: Option<u32>,
 }
 
-/// Calls `each` for every object of the pair (source, destination, prefix),
-/// one row at a time: memory holds one row, not the keys.
+/// Calls `each` for every object of the pair (source, destination, prefix)
+/// that the last listing saw (keys gone from the source are not there to
+/// catalog), one row at a time: memory holds one row, not the keys.
 pub fn for_each_object(
     conn: &Connection,
     (source, destination, prefix): (&str, &str, &str),
@@ -29,10 +29,9 @@ pub fn for_each_object(
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(&format!(
         "SELECT o.key, o.size, o.source_etag, COALESCE(o.storage_class, 'STANDARD'),
-                CASE WHEN o.state = '{filtered}' THEN o.last_error END,
-                CASE WHEN o.state IN ({gone}) THEN 0 ELSE o.tag_count END
+                CASE WHEN o.state = '{filtered}' THEN o.last_error END, o.tag_count
          FROM objects o JOIN buckets b ON b.id = o.bucket_id
-         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 AND o.state NOT IN ({gone})",
         filtered = State::Filtered,
         gone = State::sql_list(State::GONE),
     ))?;
@@ -50,7 +49,7 @@ pub fn for_each_object(
     Ok(())
 }
 
-/// The `n` largest objects of the pair that its filter takes: (key, size),
+/// The `n` largest objects of the pair that a copy takes: (key, size),
 /// largest first.
 pub fn largest(
     conn: &Connection,
@@ -59,9 +58,9 @@ pub fn largest(
 ) -> rusqlite::Result<Vec<(String, u64)>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT o.key, o.size FROM objects o JOIN buckets b ON b.id = o.bucket_id
-         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 AND o.state != '{}'
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 AND o.state NOT IN ({})
          ORDER BY o.size DESC, o.key LIMIT ?4",
-        State::Filtered
+        State::sql_list(State::NOT_TAKEN)
     ))?;
     let rows = stmt.query_map(params![source, destination, prefix, n as i64], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))

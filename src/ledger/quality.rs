@@ -7,8 +7,8 @@ use rusqlite::{params, Connection};
 
 use super::State;
 
-/// Calls `each(form, key)` for every object of the pair that its filter
-/// takes, in the order of `form(key)`, so that keys sharing a form come one
+/// Calls `each(form, key)` for every object of the pair that a copy takes
+/// (the filter's, still at the source), in the order of `form(key)`, so that keys sharing a form come one
 /// after another. Memory holds one row.
 pub fn for_each_key_by_form(
     conn: &Connection,
@@ -25,9 +25,9 @@ pub fn for_each_key_by_form(
     let mut stmt = conn.prepare(&format!(
         "SELECT ferry_form(o.key) AS form, o.key
          FROM objects o JOIN buckets b ON b.id = o.bucket_id
-         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 AND o.state != '{}'
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 AND o.state NOT IN ({})
          ORDER BY form, o.key",
-        State::Filtered
+        State::sql_list(State::NOT_TAKEN)
     ))?;
     let mut rows = stmt.query(params![source, destination, prefix])?;
     while let Some(r) = rows.next()? {
@@ -47,7 +47,7 @@ pub struct ContentRow {
     pub content: String,
 }
 
-/// Calls `each` for every non-empty object that the filters take and whose
+/// Calls `each` for every non-empty object that a copy takes and whose
 /// content is known, across every bucket of the ledger, in the order of
 /// (size, content): objects with the same bytes come one after another.
 pub fn for_each_by_content(
@@ -60,9 +60,9 @@ pub fn for_each_by_content(
                      WHEN c.sha256 != '' THEN 'sha256:' || c.sha256 END AS content
          FROM objects o JOIN buckets b ON b.id = o.bucket_id
          LEFT JOIN copies c ON c.object_id = o.id AND c.source_etag = o.source_etag
-         WHERE o.size > 0 AND o.state != '{}' AND content IS NOT NULL
+         WHERE o.size > 0 AND o.state NOT IN ({}) AND content IS NOT NULL
          ORDER BY o.size, content, b.source, o.key",
-        State::Filtered
+        State::sql_list(State::NOT_TAKEN)
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {

@@ -44,6 +44,8 @@ impl State {
     pub const ARRIVED: &'static [State] = &[Copied, Verified];
     /// Gone from the source.
     pub const GONE: &'static [State] = &[Deleted, Removed];
+    /// Keys a copy does not take: left out by the filter, or gone from the source.
+    pub const NOT_TAKEN: &'static [State] = &[Filtered, Deleted, Removed];
 
     /// What a verify pass reads back: the unread copies, or with `again`
     /// every copy that arrived.
