@@ -74,10 +74,14 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         .content_md5(digests.md5_base64())
         .customer_key(engine.customer_key.as_ref())
         .body(ByteStream::from(body));
+    // The SDK would hash an in-memory body with SHA-256 again to sign it;
+    // Content-MD5 already has the store check every byte (and UploadPart's
+    // streamed bodies are never signed either).
     let put = metadata
         .onto_put(request)
         .customize()
         .config_override(crate::store::no_sdk_retries())
+        .disable_payload_signing()
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
