@@ -490,6 +490,24 @@ mod tests {
         assert!(parse_bandwidth("fast").is_err());
     }
 
+    fn audio_pair() -> BucketPair {
+        BucketPair {
+            source: "audio".into(),
+            destination: "hub-audio".into(),
+            prefix: "".into(),
+            ..Default::default()
+        }
+    }
+
+    fn assumptions() -> Assumptions {
+        Assumptions {
+            bandwidth: 125e6,
+            bandwidth_text: "1Gbit/s".into(),
+            egress_price_per_gb: 0.09,
+            copy_tags: true,
+        }
+    }
+
     /// A key gone from the source is not in the plan: not counted, not
     /// named by a check, not left "not asked" by `--count-tags` (which never
     /// asks it) forever.
@@ -498,18 +516,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = ledger::open_for_writing(&dir.path().join("l.sqlite")).unwrap();
         let b = ledger::ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
-        let pair = BucketPair {
-            source: "audio".into(),
-            destination: "hub-audio".into(),
-            prefix: "".into(),
-            ..Default::default()
-        };
-        let a = Assumptions {
-            bandwidth: 125e6,
-            bandwidth_text: "1Gbit/s".into(),
-            egress_price_per_gb: 0.09,
-            copy_tags: true,
-        };
+        let pair = audio_pair();
+        let a = assumptions();
         let o = |key: &str| ListedObject {
             key: key.into(),
             size: 10,
@@ -579,18 +587,8 @@ mod tests {
             o(&long, 10, "STANDARD", "z"),
         ];
         ledger::record_listing_page(&mut conn, b, 1, &rows, &long).unwrap();
-        let pair = BucketPair {
-            source: "audio".into(),
-            destination: "hub-audio".into(),
-            prefix: "".into(),
-            ..Default::default()
-        };
-        let a = Assumptions {
-            bandwidth: 125e6,
-            bandwidth_text: "1Gbit/s".into(),
-            egress_price_per_gb: 0.09,
-            copy_tags: true,
-        };
+        let pair = audio_pair();
+        let a = assumptions();
         let tables = plan_tables(&conn, &[pair], &a, Quality::default()).unwrap();
         let text = super::super::render::render(&tables, super::super::render::Format::Csv);
         assert!(text.contains("archived in DEEP_ARCHIVE"), "{text}");
