@@ -143,6 +143,9 @@ pub enum FailureKind {
     NoSuchUpload,
     /// If-Match failed: the source object changed since it was listed.
     SourceChanged,
+    /// A write with If-None-Match found the destination key taken: whose it
+    /// is must be asked (HEAD) before anything is written there.
+    Occupied,
     /// The bytes read from the source do not hash to the source's ETag: read
     /// again, from the start of the object.
     SourceCorrupt,
@@ -164,12 +167,13 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 13] = [
+    pub const ALL: [FailureKind; 14] = [
         FailureKind::AccessDenied,
         FailureKind::NoSuchBucket,
         FailureKind::NoSuchKey,
         FailureKind::NoSuchUpload,
         FailureKind::SourceChanged,
+        FailureKind::Occupied,
         FailureKind::SourceCorrupt,
         FailureKind::Archived,
         FailureKind::CustomerKey,
@@ -188,6 +192,7 @@ impl FailureKind {
             FailureKind::NoSuchKey => "no_such_key",
             FailureKind::NoSuchUpload => "no_such_upload",
             FailureKind::SourceChanged => "source_changed",
+            FailureKind::Occupied => "occupied",
             FailureKind::SourceCorrupt => "source_corrupt",
             FailureKind::Archived => "archived",
             FailureKind::CustomerKey => "customer_key",
@@ -298,6 +303,11 @@ fn classify(
         ),
         (Some("NoSuchUpload"), _) => (FailureKind::NoSuchUpload, detail),
         (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => (FailureKind::NoSuchKey, detail),
+        // Only writes to the destination carry If-None-Match.
+        (Some("PreconditionFailed"), _) | (_, Some(412)) if side == Side::Destination => (
+            FailureKind::Occupied,
+            format!("{detail}: the key was taken at the destination before ferry wrote it"),
+        ),
         (Some("PreconditionFailed"), _) | (_, Some(412)) => (
             FailureKind::SourceChanged,
             "the source object changed since it was listed; it will be listed and copied again".to_owned(),

@@ -30,6 +30,8 @@ struct Facts {
     long_key_refused: bool,
     /// The error code of ListParts for an upload that was aborted.
     list_parts_of_gone_upload: String,
+    /// A PUT with If-None-Match: * over a key that exists is refused (412).
+    if_none_match_honoured: bool,
 }
 
 fn expected(destination: &str) -> Facts {
@@ -42,6 +44,7 @@ fn expected(destination: &str) -> Facts {
             other_uploads_survive_complete: true,
             long_key_refused: true,
             list_parts_of_gone_upload: "NoSuchKey".into(),
+            if_none_match_honoured: true,
         },
         _ => Facts {
             complete_gives_etag: true,
@@ -51,6 +54,7 @@ fn expected(destination: &str) -> Facts {
             other_uploads_survive_complete: false,
             long_key_refused: false,
             list_parts_of_gone_upload: "NoSuchUpload".into(),
+            if_none_match_honoured: false,
         },
     }
 }
@@ -217,6 +221,33 @@ async fn the_destination_behaves_as_the_readme_says() {
         .send()
         .await;
 
+    let put_if_absent = |bytes: &'static [u8]| {
+        c.put_object()
+            .bucket(&bucket)
+            .key("if-absent")
+            .if_none_match("*")
+            .body(ByteStream::from_static(bytes))
+            .send()
+    };
+    put_if_absent(b"first").await.unwrap();
+    let second = put_if_absent(b"second").await;
+    let held = c
+        .get_object()
+        .bucket(&bucket)
+        .key("if-absent")
+        .send()
+        .await
+        .unwrap();
+    let held = held.body.collect().await.unwrap().to_vec();
+    let refused_412 = second
+        .as_ref()
+        .is_err_and(|e| e.raw_response().is_some_and(|r| r.status().as_u16() == 412));
+    assert_eq!(
+        refused_412,
+        held == b"first",
+        "a refused write must leave the first, an accepted one the second"
+    );
+
     let found = Facts {
         complete_gives_etag: !etag.is_empty(),
         head_part_number: head.content_length() == Some(5 * MIB as i64)
@@ -226,6 +257,7 @@ async fn the_destination_behaves_as_the_readme_says() {
         other_uploads_survive_complete: survives,
         long_key_refused: long_key.is_err(),
         list_parts_of_gone_upload: gone_code,
+        if_none_match_honoured: refused_412,
     };
     eprintln!("{destination}: {found:#?}");
     assert_eq!(found, expected(&destination), "{destination}");

@@ -124,6 +124,76 @@ async fn a_key_another_writer_changed_is_not_overwritten_when_the_source_changes
     assert_eq!(fx.status_total("conflict"), 0);
 }
 
+/// Whether the destination refuses a second write of a key sent with
+/// If-None-Match: *, asked by the test itself.
+async fn store_honours_if_none_match(fx: &Fixture, bucket: &str) -> bool {
+    let put = || {
+        fx.destination
+            .put_object()
+            .bucket(bucket)
+            .key("if-none-match-probe-of-the-test")
+            .if_none_match("*")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+    };
+    put().await.unwrap();
+    let honoured = put().await.is_err();
+    fx.destination
+        .delete_object()
+        .bucket(bucket)
+        .key("if-none-match-probe-of-the-test")
+        .send()
+        .await
+        .unwrap();
+    honoured
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_keys_are_written_if_absent_where_the_store_honours_it_and_a_taken_key_is_left_alone() {
+    let proxy = FaultProxy::playing(servers().get("FERRY_DEST_ENDPOINT"), Plays::default()).await;
+    let fx = Fixture::with_destination("ifabsent", "concurrency = 1", "", Some(proxy.url())).await;
+    let set = onix(&fx, 12);
+    fx.fill(&set).await;
+    // Another writer takes the last key before ferry's pass: one at a
+    // time, ferry reaches it after the first key has probed the store.
+    let taken = set.last().unwrap();
+    let theirs = third_party_writes(&fx, taken).await;
+
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 1, "a conflict fails the run: {run:?}");
+    assert_eq!(state_of(&fx, &taken.key), "conflict");
+    assert_eq!(destination_bytes(&fx, taken).await, Some(theirs));
+    for o in &set[..set.len() - 1] {
+        let got = destination_bytes(&fx, o).await.expect("copied");
+        let sha256 = ferry::hashing::Digests::of(&got).sha256_hex();
+        assert_eq!(sha256, o.expected_digests().sha256_hex(), "{}", o.key);
+    }
+    assert_eq!(fx.status_total("verified"), set.len() as u64 - 1);
+
+    let heads = proxy
+        .injected
+        .object_heads
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let if_absent = proxy
+        .injected
+        .puts_if_absent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let honoured = store_honours_if_none_match(&fx, &format!("hub-{}", taken.bucket)).await;
+    let n = set.len() as u64;
+    if honoured {
+        // The first key: a HEAD, its PUT, and the same PUT again (refused).
+        // The next ten: a PUT each, no HEAD. The taken key: its PUT is
+        // refused, and a HEAD finds another writer's object.
+        assert_eq!((heads, if_absent), (2, 2 + (n - 2) + 1), "{run:?}");
+        assert!(run.stderr.contains("honours If-None-Match"), "{run:?}");
+    } else {
+        // A store that ignores If-None-Match is asked by HEAD every time; it
+        // was sent only by the first key's two PUTs, over ferry's own object.
+        assert_eq!((heads, if_absent), (n, 2), "{run:?}");
+        assert!(run.stderr.contains("ignores If-None-Match"), "{run:?}");
+    }
+}
+
 fn theirs_len(o: &DemoObject) -> usize {
     format!("written at the destination by another service: {}", o.key).len()
 }

@@ -63,6 +63,8 @@ pub struct Engine {
     pub on_conflict: OnConflict,
     /// SSE-C at the destination: on every write and read of its objects.
     pub customer_key: Option<CustomerKey>,
+    /// Whether new keys may be written with If-None-Match instead of a HEAD first.
+    pub(crate) conditional: guard::ConditionalWrites,
 }
 
 impl Engine {
@@ -83,6 +85,7 @@ impl Engine {
             budget,
             on_conflict: OnConflict::Keep,
             customer_key: None,
+            conditional: guard::ConditionalWrites::default(),
         }
     }
 
@@ -175,31 +178,40 @@ impl Engine {
         let started = std::time::Instant::now();
         let (mut versions_seen, mut whole_reads) = (1, 1);
         let id = item.object_id;
-        match self.may_write(&item).await {
-            Ok(None) => {}
-            Ok(Some(reason)) => {
-                tracing::warn!(bucket = %item.dest_bucket, key = %item.key, reason = %reason, "conflict: not copied");
-                crate::metrics::failed("conflict");
-                self.writer
-                    .call(move |c| ledger::record_conflict(c, id, &reason))
-                    .await?;
-                return Ok(PassSummary {
-                    objects_conflict: 1,
-                    ..PassSummary::default()
-                });
+        let new_key = self.on_conflict == OnConflict::Keep
+            && !item.recopy_approved
+            && item.copied_etag.is_none()
+            && !self.sends_in_parts(&item);
+        let mut guard = self.conditional.guard_for(new_key);
+        let _probe =
+            (guard == guard::WriteGuard::Probe).then_some(guard::Probing(&self.conditional));
+        if guard != guard::WriteGuard::IfAbsent {
+            if let Some(not_written) = self.unless_writable(&item).await? {
+                return Ok(not_written);
             }
-            Err(CopyError::Ledger(e)) => return Err(e),
-            Err(CopyError::Store(e)) => return self.record_failure(&item, e).await,
         }
         let result = loop {
-            let result = if item.source_etag.contains('-')
-                || item.size >= self.transfer.multipart_threshold
-            {
+            let result = if self.sends_in_parts(&item) {
+                if guard == guard::WriteGuard::IfAbsent {
+                    // A new version too large for one PUT: an upload's
+                    // Complete carries no If-None-Match here, so HEAD first.
+                    if let Some(not_written) = self.unless_writable(&item).await? {
+                        return Ok(not_written);
+                    }
+                    guard = guard::WriteGuard::Inspect;
+                }
                 multipart::copy(self, &item).await
             } else {
-                single::copy(self, &item).await
+                single::copy(self, &item, guard).await
             };
             match result {
+                // Taken since the listing: a HEAD says whether it is ferry's.
+                Err(CopyError::Store(e)) if e.kind == FailureKind::Occupied => {
+                    if let Some(not_written) = self.unless_writable(&item).await? {
+                        return Ok(not_written);
+                    }
+                    guard = guard::WriteGuard::Inspect;
+                }
                 Err(CopyError::Store(e))
                     if e.kind == FailureKind::SourceChanged && versions_seen < ATTEMPTS =>
                 {
@@ -298,6 +310,32 @@ impl Engine {
             objects_failed: 1,
             ..PassSummary::default()
         })
+    }
+
+    fn sends_in_parts(&self, item: &WorkItem) -> bool {
+        item.source_etag.contains('-') || item.size >= self.transfer.multipart_threshold
+    }
+
+    /// None when the key may be written; else what was recorded instead (a
+    /// conflict, or the failure of the HEAD that asked).
+    async fn unless_writable(&self, item: &WorkItem) -> Result<Option<PassSummary>, LedgerError> {
+        let id = item.object_id;
+        match self.may_write(item).await {
+            Ok(None) => Ok(None),
+            Ok(Some(reason)) => {
+                tracing::warn!(bucket = %item.dest_bucket, key = %item.key, reason = %reason, "conflict: not copied");
+                crate::metrics::failed("conflict");
+                self.writer
+                    .call(move |c| ledger::record_conflict(c, id, &reason))
+                    .await?;
+                Ok(Some(PassSummary {
+                    objects_conflict: 1,
+                    ..PassSummary::default()
+                }))
+            }
+            Err(CopyError::Ledger(e)) => Err(e),
+            Err(CopyError::Store(e)) => self.record_failure(item, e).await.map(Some),
+        }
     }
 
     /// None when the copy may be written; else why not. ferry may overwrite

@@ -6,6 +6,7 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 
+use super::guard::WriteGuard;
 use super::metadata::Metadata;
 use super::retry::with_retries;
 use super::{check_etag, copy_record, CopyError, Engine};
@@ -13,14 +14,23 @@ use crate::hashing::Digests;
 use crate::ledger::{CopyRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 
-pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
+/// `guard` says whether the PUT carries If-None-Match (see `guard::WriteGuard`).
+pub(super) async fn copy(
+    engine: &Engine,
+    item: &WorkItem,
+    guard: WriteGuard,
+) -> Result<CopyRecord, CopyError> {
     let _ticket = engine.budget.admit(item.size).await;
-    let copied = with_retries(&engine.budget, &item.key, || attempt(engine, item)).await?;
+    let copied = with_retries(&engine.budget, &item.key, || attempt(engine, item, guard)).await?;
     crate::progress::bytes_done(item.size);
     Ok(copied)
 }
 
-async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
+async fn attempt(
+    engine: &Engine,
+    item: &WorkItem,
+    guard: WriteGuard,
+) -> Result<CopyRecord, CopyError> {
     let what = format!("GetObject {}/{}", item.source_bucket, item.key);
     let got = engine
         .source
@@ -65,27 +75,46 @@ async fn attempt(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyErr
         super::check_source(item, &digests.md5_hex())?;
     }
     let what = format!("PutObject {}/{}", item.dest_bucket, item.key);
-    let request = engine
-        .destination
-        .put_object()
-        .bucket(&item.dest_bucket)
-        .key(&item.key)
-        .content_length(body.len() as i64)
-        .content_md5(digests.md5_base64())
-        .customer_key(engine.customer_key.as_ref())
-        .body(ByteStream::from(body));
-    // The SDK would hash an in-memory body with SHA-256 again to sign it;
-    // Content-MD5 already has the store check every byte (and UploadPart's
-    // streamed bodies are never signed either).
-    let put = metadata
-        .onto_put(request)
-        .customize()
-        .config_override(crate::store::no_sdk_retries())
-        .disable_payload_signing()
-        .send()
+    let send = |if_none_match: bool| {
+        let request = engine
+            .destination
+            .put_object()
+            .bucket(&item.dest_bucket)
+            .key(&item.key)
+            .content_length(body.len() as i64)
+            .content_md5(digests.md5_base64())
+            .set_if_none_match(if_none_match.then(|| "*".to_owned()))
+            .customer_key(engine.customer_key.as_ref())
+            .body(ByteStream::from(body.clone()));
+        // The SDK would hash an in-memory body with SHA-256 again to sign it;
+        // Content-MD5 already has the store check every byte (and UploadPart's
+        // streamed bodies are never signed either).
+        metadata
+            .onto_put(request)
+            .customize()
+            .config_override(crate::store::no_sdk_retries())
+            .disable_payload_signing()
+            .send()
+    };
+    let put = send(guard != WriteGuard::Inspect)
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    let etag = check_etag(engine, &what, &digests.md5_hex(), put.e_tag())?;
+    let mut etag = check_etag(engine, &what, &digests.md5_hex(), put.e_tag())?;
+    if guard == WriteGuard::Probe {
+        // The key now holds ferry's object: a store that honours
+        // If-None-Match refuses the same write; one that ignores it writes
+        // the same bytes again.
+        match send(true).await {
+            Ok(again) => {
+                engine.conditional.learned(false);
+                etag = check_etag(engine, &what, &digests.md5_hex(), again.e_tag())?;
+            }
+            Err(e) => match StoreError::from_sdk(Side::Destination, &what, e) {
+                e if e.kind == FailureKind::Occupied => engine.conditional.learned(true),
+                e => tracing::debug!(error = %e, "the If-None-Match probe got no answer"),
+            },
+        }
+    }
     if let Some(sent) = &metadata.tags {
         super::tags::confirm(engine, item, sent).await?;
     }

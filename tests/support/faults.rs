@@ -105,6 +105,10 @@ pub struct Injected {
     pub range_flipped: std::sync::atomic::AtomicBool,
     /// Keys (decoded) of every CompleteMultipartUpload sent upstream.
     pub completes: std::sync::Mutex<Vec<String>>,
+    /// HEAD requests of an object (not of a bucket).
+    pub object_heads: AtomicU64,
+    /// PUT requests that carried If-None-Match.
+    pub puts_if_absent: AtomicU64,
 }
 
 impl Injected {
@@ -392,6 +396,12 @@ async fn handle(
     }
     let (parts, body) = req.into_parts();
     let key = key_of(parts.uri.path());
+    if parts.method == hyper::Method::HEAD && !key.is_empty() {
+        count(&counts.object_heads);
+    }
+    if parts.method == hyper::Method::PUT && parts.headers.contains_key("if-none-match") {
+        count(&counts.puts_if_absent);
+    }
     if let Some(prefix) = &plays.refused {
         if parts.method == hyper::Method::GET && key.starts_with(prefix.as_str()) {
             count(&counts.refused_gets);
