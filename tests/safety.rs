@@ -194,6 +194,42 @@ async fn new_keys_are_written_if_absent_where_the_store_honours_it_and_a_taken_k
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_taken_between_the_listing_and_the_write_is_left_alone_where_if_none_match_holds() {
+    // onix-000 probes the store; onix-002's write is held by the proxy.
+    let plays = Plays {
+        hold_put: Some("feeds/onix-002.xml".to_owned()),
+        ..Plays::default()
+    };
+    let proxy = FaultProxy::playing(servers().get("FERRY_DEST_ENDPOINT"), plays).await;
+    let fx =
+        Fixture::with_destination("ifabsentrace", "concurrency = 1", "", Some(proxy.url())).await;
+    let set = onix(&fx, 3);
+    fx.fill(&set).await;
+    if !store_honours_if_none_match(&fx, &format!("hub-{}", set[0].bucket)).await {
+        // Garage: ferry HEADs first, and a write in the window between that
+        // HEAD and ferry's PUT is lost (README, "Never over someone else's data").
+        eprintln!("the destination ignores If-None-Match: nothing to hold");
+        return;
+    }
+    let ferry = fx.spawn_ferry(&["run", "--once"]);
+    tokio::time::timeout(Duration::from_secs(120), proxy.injected.holding.notified())
+        .await
+        .expect("ferry sent its PUT of onix-002 with If-None-Match");
+    let theirs = third_party_writes(&fx, &set[2]).await;
+    proxy.injected.release.notify_one();
+    let out = ferry.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a conflict fails the run: {stdout}"
+    );
+    assert_eq!(state_of(&fx, &set[2].key), "conflict");
+    assert_eq!(destination_bytes(&fx, &set[2]).await, Some(theirs));
+    assert_eq!(fx.status_total("verified"), 2);
+}
+
 fn theirs_len(o: &DemoObject) -> usize {
     format!("written at the destination by another service: {}", o.key).len()
 }

@@ -74,6 +74,10 @@ pub struct Plays {
     pub flip_range: Option<String>,
     /// UploadPart of this part number answers 500 InternalError, every time.
     pub refuse_part: Option<u32>,
+    /// The first PUT with If-None-Match of a key ending with this waits
+    /// for `Injected::release` before it goes on: the test writes the key
+    /// meanwhile, as another writer slipping in just before ferry.
+    pub hold_put: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +113,10 @@ pub struct Injected {
     pub object_heads: AtomicU64,
     /// PUT requests that carried If-None-Match.
     pub puts_if_absent: AtomicU64,
+    /// `Plays::hold_put`: told when the PUT is held, and when to let it go.
+    pub holding: tokio::sync::Notify,
+    pub release: tokio::sync::Notify,
+    held_once: std::sync::atomic::AtomicBool,
 }
 
 impl Injected {
@@ -401,6 +409,11 @@ async fn handle(
     }
     if parts.method == hyper::Method::PUT && parts.headers.contains_key("if-none-match") {
         count(&counts.puts_if_absent);
+        let held = plays.hold_put.as_deref().is_some_and(|k| key.ends_with(k));
+        if held && !counts.held_once.swap(true, Ordering::SeqCst) {
+            counts.holding.notify_one();
+            counts.release.notified().await;
+        }
     }
     if let Some(prefix) = &plays.refused {
         if parts.method == hyper::Method::GET && key.starts_with(prefix.as_str()) {
