@@ -6,7 +6,7 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::guard::WriteGuard;
+use super::guard::{self, WriteGuard};
 use super::metadata::Metadata;
 use super::retry::with_retries;
 use super::{check_etag, copy_record, CopyError, Engine};
@@ -96,9 +96,36 @@ async fn attempt(
             .disable_payload_signing()
             .send()
     };
-    let put = send(guard != WriteGuard::Inspect)
-        .await
-        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
+    let put = match send(guard != WriteGuard::Inspect).await {
+        Ok(put) => put,
+        Err(e) => {
+            let e = StoreError::from_sdk(Side::Destination, &what, e);
+            // A conditional PUT whose answer was lost lands, and its retry
+            // hears 412: the key then holds these very bytes (their MD5 and
+            // size), which a plain PUT may write again. Anything else goes
+            // back to `copy_and_record`, which asks whose it is.
+            let these_bytes = guard::Known {
+                etag: &digests.md5_hex(),
+                size: Some(item.size),
+            };
+            if e.kind != FailureKind::Occupied
+                || guard::inspect(
+                    &engine.destination,
+                    engine.customer_key.as_ref(),
+                    (&item.dest_bucket, &item.key),
+                    None,
+                    &[these_bytes],
+                )
+                .await?
+                    != guard::Verdict::Ours
+            {
+                return Err(e.into());
+            }
+            send(false)
+                .await
+                .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?
+        }
+    };
     let mut etag = check_etag(engine, &what, &digests.md5_hex(), put.e_tag())?;
     if guard == WriteGuard::Probe {
         // The key now holds ferry's object: a store that honours

@@ -78,6 +78,9 @@ pub struct Plays {
     /// for `Injected::release` before it goes on: the test writes the key
     /// meanwhile, as another writer slipping in just before ferry.
     pub hold_put: Option<String>,
+    /// The first PUT of a key ending with this is done by the store, but
+    /// ferry hears SlowDown instead of the answer: a lost acknowledgement.
+    pub lose_put_answer: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +120,9 @@ pub struct Injected {
     pub holding: tokio::sync::Notify,
     pub release: tokio::sync::Notify,
     held_once: std::sync::atomic::AtomicBool,
+    answer_lost: std::sync::atomic::AtomicBool,
+    /// GETs of an object's bytes (not of its tags, nor listings).
+    pub object_gets: AtomicU64,
 }
 
 impl Injected {
@@ -407,6 +413,12 @@ async fn handle(
     if parts.method == hyper::Method::HEAD && !key.is_empty() {
         count(&counts.object_heads);
     }
+    if parts.method == hyper::Method::GET
+        && !key.is_empty()
+        && parts.uri.query().is_none_or(|q| !q.contains("tagging"))
+    {
+        count(&counts.object_gets);
+    }
     if parts.method == hyper::Method::PUT && parts.headers.contains_key("if-none-match") {
         count(&counts.puts_if_absent);
         let held = plays.hold_put.as_deref().is_some_and(|k| key.ends_with(k));
@@ -526,6 +538,17 @@ async fn handle(
         .await
         .map_err(io)?;
     let (mut head, body) = response.into_parts();
+    let lose = plays
+        .lose_put_answer
+        .as_deref()
+        .is_some_and(|k| key.ends_with(k));
+    if lose
+        && parts.method == hyper::Method::PUT
+        && head.status.is_success()
+        && !counts.answer_lost.swap(true, Ordering::SeqCst)
+    {
+        return Ok(slow_down());
+    }
     if let (Some(prefix), true) = (&plays.listed, is_listing) {
         let xml = body.collect().await.map_err(io)?.to_bytes();
         let xml = archive_listing(&String::from_utf8_lossy(&xml), prefix);
