@@ -71,8 +71,9 @@ async fn attempt(
         .into());
     }
     let digests = Digests::of(&body);
+    let md5 = digests.md5_hex();
     if super::etag_is_md5(&item.source_etag, got_sse.as_ref()) {
-        super::check_source(item, &digests.md5_hex())?;
+        super::check_source(item, &md5)?;
     }
     let what = format!("PutObject {}/{}", item.dest_bucket, item.key);
     let send = |if_none_match: bool| {
@@ -100,25 +101,8 @@ async fn attempt(
         Ok(put) => put,
         Err(e) => {
             let e = StoreError::from_sdk(Side::Destination, &what, e);
-            // A conditional PUT whose answer was lost lands, and its retry
-            // hears 412: the key then holds these very bytes (their MD5 and
-            // size), which a plain PUT may write again. Anything else goes
-            // back to `copy_and_record`, which asks whose it is.
-            let these_bytes = guard::Known {
-                etag: &digests.md5_hex(),
-                size: Some(item.size),
-            };
-            if e.kind != FailureKind::Occupied
-                || guard::inspect(
-                    &engine.destination,
-                    engine.customer_key.as_ref(),
-                    (&item.dest_bucket, &item.key),
-                    None,
-                    &[these_bytes],
-                )
-                .await?
-                    != guard::Verdict::Ours
-            {
+            if e.kind != FailureKind::Occupied || !holds_these_bytes(engine, item, &md5).await? {
+                // Whose the key is, `copy_and_record` asks.
                 return Err(e.into());
             }
             send(false)
@@ -126,7 +110,7 @@ async fn attempt(
                 .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?
         }
     };
-    let mut etag = check_etag(engine, &what, &digests.md5_hex(), put.e_tag())?;
+    let mut etag = check_etag(engine, &what, &md5, put.e_tag())?;
     if guard == WriteGuard::Probe {
         // The key now holds ferry's object: a store that honours
         // If-None-Match refuses the same write; one that ignores it writes
@@ -134,7 +118,7 @@ async fn attempt(
         match send(true).await {
             Ok(again) => {
                 engine.conditional.learned(false);
-                etag = check_etag(engine, &what, &digests.md5_hex(), again.e_tag())?;
+                etag = check_etag(engine, &what, &md5, again.e_tag())?;
             }
             Err(e) => match StoreError::from_sdk(Side::Destination, &what, e) {
                 e if e.kind == FailureKind::Occupied => engine.conditional.learned(true),
@@ -146,6 +130,25 @@ async fn attempt(
         super::tags::confirm(engine, item, sent).await?;
     }
     Ok(copy_record(item, etag, &digests, None))
+}
+
+/// A conditional PUT whose answer was lost lands, and its retry hears 412:
+/// the key then holds these very bytes (their MD5 and size), which a plain
+/// PUT may write again.
+async fn holds_these_bytes(engine: &Engine, item: &WorkItem, md5: &str) -> Result<bool, CopyError> {
+    let these_bytes = guard::Known {
+        etag: md5,
+        size: Some(item.size),
+    };
+    let verdict = guard::inspect(
+        &engine.destination,
+        engine.customer_key.as_ref(),
+        (&item.dest_bucket, &item.key),
+        None,
+        &[these_bytes],
+    )
+    .await?;
+    Ok(verdict == guard::Verdict::Ours)
 }
 
 /// If-Match takes the ETag in quotes, as S3 sends it.
