@@ -1,15 +1,41 @@
-# ferry on many boxes: N allocations, each copying the keys of its own shard
-# (a stable hash of the key, so a key always lands in the same shard) into
-# its own ledger on a host volume. Merge the shards' ledgers for sign-off:
-#   ferry report --ledger shard-0/ferry.sqlite --ledger shard-1/ferry.sqlite …
+# ferry on many boxes: `shards` allocations, each copying the keys of its own
+# shard (a stable hash of the key, so a key always lands in the same shard)
+# into its own ledger. Merge the shards' ledgers for sign-off:
+#   ferry report --ledger shard-0-of-4.sqlite --ledger shard-1-of-4.sqlite …
+# (each copied out of its allocation with `nomad alloc fs ID alloc/data/…`).
 #
-# Each client needs a host volume "ferry-state" (client { host_volume "ferry-state" { path = "/var/lib/ferry" } })
-# and the keys in Nomad Variables at nomad/jobs/ferry.
+# The keys live in Nomad Variables at nomad/jobs/ferry. Run it with
+#   nomad job run -var shards=4 deploy/ferry.nomad.hcl
+#
+# Where the ledger lives, and what a reschedule does to it:
+# - Each allocation keeps its ledger in its own alloc dir (alloc/data), on a
+#   sticky, migrating ephemeral disk. A restart keeps it in place; a job
+#   update or a reschedule places the allocation on the same client when it
+#   can, and otherwise copies alloc/data from the old client to the new one
+#   before ferry starts. The ledger's file name carries the shard, so a
+#   shard never opens another's.
+# - A lost client (dead disk, gone box) cannot hand its alloc/data over: the
+#   replacement starts with no ledger. `run --restore-missing-ledger` then
+#   brings back the shard's newest snapshot from the [backup] bucket (each
+#   shard's under shard-I-of-N/) before the first pass, and adopts the copies
+#   made since, which it proves at the destination, instead of sending them
+#   again (see "Losing the box" in the README). With no snapshot yet, it
+#   starts a new ledger and adopts everything it can prove.
+# - Changing `shards` re-cuts every shard: the ledger names change with it
+#   (ferry refuses, with exit 2, a ledger recorded under another shard), so
+#   each allocation starts a new ledger and adopts what is already there.
+
+variable "shards" {
+  type        = number
+  default     = 4
+  description = "How many allocations share the keys; each takes shard NOMAD_ALLOC_INDEX of this many."
+}
+
 job "ferry" {
   type = "service"
 
   group "shards" {
-    count = 4
+    count = var.shards
 
     # One shard per box: they share nothing but the buckets.
     constraint {
@@ -17,15 +43,16 @@ job "ferry" {
       value    = "true"
     }
 
-    volume "state" {
-      type   = "host"
-      source = "ferry-state"
+    # The ledger's disk follows the allocation (see the top of this file).
+    ephemeral_disk {
+      sticky  = true
+      migrate = true
+      size    = 10240
     }
 
     network {
-      port "metrics" {
-        static = 9898
-      }
+      # Nomad picks the port; Prometheus finds it through the service.
+      port "metrics" {}
     }
 
     service {
@@ -35,11 +62,24 @@ job "ferry" {
       tags     = ["prometheus"]
     }
 
+    # Exit 2 is a config or usage error (a missing key, a ledger of another
+    # shard): three failed starts in 30 minutes fail the allocation instead
+    # of restarting it forever; a fixed job (nomad job run) starts it again.
     restart {
-      attempts = 10
+      attempts = 3
       interval = "30m"
       delay    = "30s"
-      mode     = "delay"
+      mode     = "fail"
+    }
+
+    # A failed allocation is tried on another client twice a day at most.
+    # (An allocation on a lost client is replaced whatever this says.)
+    reschedule {
+      attempts       = 2
+      interval       = "24h"
+      delay          = "5m"
+      delay_function = "constant"
+      unlimited      = false
     }
 
     task "ferry" {
@@ -49,16 +89,12 @@ job "ferry" {
         command = "/usr/local/bin/ferry"
         args = [
           "--config", "${NOMAD_TASK_DIR}/ferry.toml",
-          "--shard", "${NOMAD_ALLOC_INDEX}/4",
+          "--shard", "${NOMAD_ALLOC_INDEX}/${var.shards}",
           "--log-format", "json",
-          "--metrics-addr", "0.0.0.0:${NOMAD_PORT_metrics}",
+          "--metrics-addr", "${NOMAD_IP_metrics}:${NOMAD_PORT_metrics}",
           "run",
+          "--restore-missing-ledger",
         ]
-      }
-
-      volume_mount {
-        volume      = "state"
-        destination = "/state"
       }
 
       # First signal: finish in flight and exit; Nomad waits kill_timeout.
@@ -81,9 +117,14 @@ EOT
       template {
         destination = "local/ferry.toml"
         data        = <<EOT
-# Each shard keeps its own ledger on the host volume.
-ledger = "/state/shard-{{ env "NOMAD_ALLOC_INDEX" }}/ferry.sqlite"
+# Each shard keeps its own ledger in the allocation's sticky disk.
+ledger = "{{ env "NOMAD_ALLOC_DIR" }}/data/shard-{{ env "NOMAD_ALLOC_INDEX" }}-of-${var.shards}.sqlite"
 interval = "15m"
+
+# A snapshot of the ledger every hour, in a bucket of its own at the
+# destination: what a replacement allocation restores.
+[backup]
+bucket = "ferry-ledger"
 
 [source]
 region = "eu-central-1"

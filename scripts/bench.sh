@@ -40,7 +40,9 @@ if ! s3sync --version 2>/dev/null | grep -q "$S3SYNC_VERSION"; then
 fi
 
 cargo build --release --workspace --bins >&2
-eval "$(scripts/s3-local.sh up)"
+# On a line of its own, so that a failure to start stops the script here.
+env_lines=$(scripts/s3-local.sh up)
+eval "$env_lines"
 target/release/ferry-bench "$@"
 
 smoke=0

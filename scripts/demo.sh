@@ -12,7 +12,9 @@ if [ "${1:-}" != "--keep" ]; then
   scripts/s3-local.sh reset
   rm -rf state
 fi
-eval "$(scripts/s3-local.sh up)"
+# On a line of its own, so that a failure to start stops the script here.
+env_lines=$(scripts/s3-local.sh up)
+eval "$env_lines"
 
 echo "== building ferry (release)"
 cargo build --release --quiet --workspace --bins

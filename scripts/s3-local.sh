@@ -17,7 +17,7 @@
 # Running `up` twice is harmless. State lives in .s3-local/ (git-ignored);
 # the Garage binary is cached in $FERRY_TOOLS (default ~/.cache/ferry/tools);
 # Ceph 16.2 comes from Debian's packages.
-set -euo pipefail
+set -Eeuo pipefail
 
 GARAGE_VERSION=2.5.0
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,7 +36,24 @@ esac
 
 log() { echo "s3-local: $*" >&2; }
 
+# A step that fails says which one, with the logs that tell why: Ceph's setup
+# steps write to their logs, not to the terminal, and `eval "$(... up)"`
+# would otherwise hide the failure.
+failed() {
+  log "failed (exit $1) at line $2: $3"
+  for f in "$STATE"/ceph/log/setup.log "$STATE"/ceph/log/mon.a.log "$STATE"/ceph/log/osd.0.log \
+    "$STATE"/source/garage.log "$STATE"/destination/garage.log; do
+    [ -s "$f" ] || continue
+    log "last lines of $f:"
+    tail -n 15 "$f" >&2
+  done
+}
+trap 'failed $? $LINENO "$BASH_COMMAND"' ERR
+
 hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# Whether something accepts connections on 127.0.0.1:PORT.
+answers() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 
 install_garage() {
   if [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; then
@@ -79,8 +96,20 @@ s3_region = "$region"
 root_domain = ".s3.localhost"
 TOML
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-    log "$name already running on 127.0.0.1:$port"
-    return
+    local pid
+    pid=$(cat "$dir/pid")
+    # A live pid is not enough: the pid may be another process's now, or a
+    # Garage that stopped serving. Its port must answer.
+    if grep -q garage "/proc/$pid/cmdline" 2>/dev/null && answers "$port"; then
+      log "$name already running on 127.0.0.1:$port"
+      return
+    fi
+    if grep -q garage "/proc/$pid/cmdline" 2>/dev/null; then
+      log "$name (pid $pid) does not answer on 127.0.0.1:$port: stopping it and starting it again"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
   fi
   # shellcheck disable=SC1091
   . "$dir/keys.env"

@@ -1,13 +1,17 @@
 //! `ferry cleanup`: abort incomplete multipart uploads that would be billed
-//! forever. It must not abort an upload of a key ferry does not copy, unless `--all`.
+//! forever. It must not abort an upload ferry did not start, unless `--all`.
 //!
-//! By default only uploads of keys ferry copies are aborted (the ledger names
-//! them); `--all` aborts every incomplete upload in the configured
+//! By default only uploads ferry can prove it started are aborted: those the
+//! ledger records, and those a create request whose answer was lost made
+//! ([`lost_uploads`]). Another writer's upload of a key ferry copies is left
+//! alone. `--all` aborts every incomplete upload in the configured
 //! destination buckets. It takes the ledger's writer lock, so it never runs
 //! beside `ferry run`.
 
+use std::collections::HashSet;
+
 use crate::config::Config;
-use crate::ledger::{self, LedgerError, Writer};
+use crate::ledger::{self, LedgerError, UploadIntent, Writer};
 use crate::store::{self, Side, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +72,29 @@ pub async fn cleanup(config: &Config, all: bool) -> Result<CleanupReport, Cleanu
         .collect();
     buckets.sort_unstable();
     buckets.dedup();
+    let intents = writer.call(|c| ledger::upload_intents(c)).await?;
     let mut report = CleanupReport::default();
     for bucket in buckets {
-        for upload in incomplete_uploads(&client, bucket).await? {
-            let (b, k) = (upload.bucket.clone(), upload.key.clone());
+        let listed = incomplete_uploads(&client, bucket).await?;
+        let mut lost = HashSet::new();
+        let mut settled = Vec::new();
+        for intent in intents.iter().filter(|i| i.dest_bucket == bucket) {
+            let of_key: Vec<Incomplete> = listed
+                .iter()
+                .filter(|u| u.key == intent.key)
+                .cloned()
+                .collect();
+            if let Some(made) = lost_uploads(intent, &of_key, None) {
+                lost.extend(made.into_iter().map(|u| u.upload_id.clone()));
+                settled.push(intent.object_id);
+            }
+        }
+        for upload in listed {
+            let id = upload.upload_id.clone();
             let ours = all
+                || lost.contains(&id)
                 || writer
-                    .call(move |c| ledger::knows_destination_key(c, &b, &k))
+                    .call(move |c| ledger::is_ferrys_upload(c, &id))
                     .await?;
             if !ours {
                 report.left.push(upload);
@@ -95,12 +115,64 @@ pub async fn cleanup(config: &Config, all: bool) -> Result<CleanupReport, Cleanu
                     )
                 })?;
             let id = upload.upload_id.clone();
-            writer.call(move |c| ledger::forget_aborted(c, &id)).await?;
+            writer
+                .call(move |c| ledger::forget_aborted(c, &id, false))
+                .await?;
             tracing::info!(bucket = %upload.bucket, key = %upload.key, upload_id = %upload.upload_id, "aborted");
             report.aborted.push(upload);
         }
+        for object_id in settled {
+            writer
+                .call(move |c| ledger::forget_upload_intent(c, object_id))
+                .await?;
+        }
     }
     Ok(report)
+}
+
+/// The uploads of an intent's key that ferry's own create requests made
+/// although their answers were lost: those the destination did not list
+/// before the first request, other than `started` (the one whose answer
+/// came). `listed` holds the key's incomplete uploads now. None when there
+/// are more such uploads than requests whose answer was lost: another
+/// writer's may be among them, so none of them is provably ferry's.
+pub fn lost_uploads<'a>(
+    intent: &UploadIntent,
+    listed: &'a [Incomplete],
+    started: Option<&str>,
+) -> Option<Vec<&'a Incomplete>> {
+    let unanswered = (intent.attempts as usize).saturating_sub(usize::from(started.is_some()));
+    let new: Vec<&Incomplete> = listed
+        .iter()
+        .filter(|u| u.key == intent.key)
+        .filter(|u| Some(u.upload_id.as_str()) != started)
+        .filter(|u| !intent.known_before.contains(&u.upload_id))
+        .collect();
+    // An upload begun outside the requests' window is not one of them; if
+    // there is one, another writer is at work on the key: touch none.
+    if new.iter().any(|u| !begun_within(u, &intent.window)) {
+        return None;
+    }
+    (new.len() <= unanswered).then_some(new)
+}
+
+/// How far the store's clock, and a request's way to it, may put an
+/// upload's start from the ledger's times.
+const CLOCK_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether the store began `u` between the intent's first moment and its
+/// last request (give or take [`CLOCK_MARGIN`]). An upload without a
+/// readable start time is not.
+fn begun_within(u: &Incomplete, (since, last): &(String, Option<String>)) -> bool {
+    let time = |t: &str| humantime::parse_rfc3339_weak(t).ok();
+    let (Some(begun), Some(first), Some(last)) = (
+        u.initiated.as_deref().and_then(time),
+        time(since),
+        last.as_deref().and_then(time),
+    ) else {
+        return false;
+    };
+    begun + CLOCK_MARGIN >= first && begun <= last + CLOCK_MARGIN
 }
 
 /// Every incomplete multipart upload in a bucket, page by page.
@@ -151,5 +223,73 @@ pub async fn incomplete_uploads_under(
         if key_marker.is_none() && id_marker.is_none() {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(key: &str, id: &str) -> Incomplete {
+        Incomplete {
+            bucket: "b".into(),
+            key: key.into(),
+            upload_id: id.into(),
+            initiated: Some("2026-12-06T10:00:05Z".into()),
+        }
+    }
+
+    #[test]
+    fn only_as_many_new_uploads_as_unanswered_creates_are_ferrys() {
+        let intent = UploadIntent {
+            object_id: 1,
+            dest_bucket: "b".into(),
+            key: "k".into(),
+            known_before: vec!["theirs".into()],
+            attempts: 2,
+            window: (
+                "2026-12-06T10:00:00.000Z".into(),
+                Some("2026-12-06T10:00:04.000Z".into()),
+            ),
+        };
+        let listed = [
+            upload("k", "theirs"),
+            upload("k", "lost"),
+            upload("k", "answered"),
+            upload("k2", "other-key"),
+        ];
+        let ids = |l: Option<Vec<&Incomplete>>| {
+            l.map(|l| l.iter().map(|u| u.upload_id.clone()).collect::<Vec<_>>())
+        };
+        // Two requests, one answered: the one new upload left is the lost one.
+        assert_eq!(
+            ids(lost_uploads(&intent, &listed, Some("answered"))),
+            Some(vec!["lost".to_owned()])
+        );
+        // Two requests, none answered: both new uploads may be ferry's.
+        assert_eq!(
+            ids(lost_uploads(&intent, &listed, None)),
+            Some(vec!["lost".to_owned(), "answered".to_owned()])
+        );
+        // One request, unanswered, and two new uploads: one is someone
+        // else's, and nothing tells which.
+        let once = UploadIntent {
+            attempts: 1,
+            ..intent.clone()
+        };
+        assert_eq!(ids(lost_uploads(&once, &listed, None)), None);
+        // An upload begun well after the last request (ferry killed before
+        // it sent it, say) is another writer's: none is touched.
+        let late = Incomplete {
+            initiated: Some("2026-12-06T10:05:00Z".into()),
+            ..upload("k", "late")
+        };
+        let later = [upload("k", "lost"), late];
+        assert_eq!(ids(lost_uploads(&intent, &later, None)), None);
+        let unsent = UploadIntent {
+            window: (intent.window.0.clone(), None),
+            ..intent.clone()
+        };
+        assert_eq!(ids(lost_uploads(&unsent, &listed, None)), None);
     }
 }

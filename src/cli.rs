@@ -63,6 +63,12 @@ pub enum Command {
         /// json one row per key.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// With no ledger at the config's `ledger` path, first bring back
+        /// the newest snapshot ([backup]), as `ferry ledger restore` would;
+        /// with none yet, start a new ledger. For a box or an allocation that
+        /// may come up without its disk.
+        #[arg(long)]
+        restore_missing_ledger: bool,
     },
     /// Catalog the source before anything moves: objects, bytes, size spread,
     /// storage classes, warnings, time and egress cost. Lists if needed; copies nothing.
@@ -95,16 +101,20 @@ pub enum Command {
         #[arg(long, num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
     },
-    /// Read copies back from the destination and compare them with the ledger.
+    /// Read every copy back from the destination and compare it with the
+    /// ledger (an audit; a cut-off one carries on where it stopped).
     Verify {
-        /// Verify a random share of the copied objects, e.g. 5%.
-        #[arg(long)]
+        /// Read back a random share of the copies instead, e.g. 5%.
+        #[arg(long, conflicts_with = "pending")]
         sample: Option<String>,
+        /// Read back only the copies never read back before.
+        #[arg(long)]
+        pending: bool,
         /// Queue mismatched objects to be copied again by the next `run`.
         #[arg(long)]
         recopy: bool,
-        /// Read back objects that were verified before, too.
-        #[arg(long)]
+        /// Every copy, as a plain `verify` does (kept for scripts that pass it).
+        #[arg(long, hide = true, conflicts_with_all = ["pending", "sample"])]
         all: bool,
     },
     /// Reconcile both stores with the ledger: every key in one class; exit 1 on any problem.
@@ -123,6 +133,32 @@ pub enum Command {
         /// Abort every incomplete upload in the destination buckets, not only ferry's.
         #[arg(long)]
         all: bool,
+    },
+    /// The ledger's snapshots at the destination (the config's [backup]).
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerAction {
+    /// Write a snapshot of the ledger now, whatever [backup] every says.
+    Snapshot,
+    /// List the snapshots at the destination, oldest first.
+    Snapshots,
+    /// Bring a snapshot back to the config's `ledger` path, where there
+    /// must be no ledger: on a new box, after the old one was lost.
+    Restore {
+        /// The snapshot to restore (its key or name, as `ledger snapshots`
+        /// lists it); default: the newest.
+        #[arg(long)]
+        from: Option<String>,
+        /// Restore only if there is no ledger, and succeed when there is no
+        /// snapshot yet: for a start-up step that runs on every start (the
+        /// Nomad job's prestart task).
+        #[arg(long, conflicts_with = "from")]
+        if_missing: bool,
     },
 }
 

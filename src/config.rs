@@ -191,6 +191,21 @@ pub struct Config {
     pub create_buckets: bool,
     /// What to do with a destination key that ferry did not write last.
     pub on_conflict: OnConflict,
+    /// Snapshots of the ledger at the destination (`[backup]`), if any.
+    pub backup: Option<BackupConfig>,
+}
+
+/// `[backup]`: where the ledger's snapshots go and how many are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupConfig {
+    /// A bucket at the destination, not one that a bucket pair copies into.
+    pub bucket: String,
+    /// Key prefix of the snapshots; a shard's go under `shard-I-of-N/` in it.
+    pub prefix: String,
+    /// A pass ends with a snapshot when the newest is older than this.
+    pub every: Duration,
+    /// How many snapshots are kept; older ones are deleted.
+    pub keep: usize,
 }
 
 /// `on_conflict`: a destination key holds something ferry did not write
@@ -222,6 +237,16 @@ struct RawConfig {
     transfer: RawTransfer,
     #[serde(default)]
     buckets: Vec<RawBucket>,
+    backup: Option<RawBackup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    bucket: String,
+    prefix: Option<String>,
+    every: Option<String>,
+    keep: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -448,7 +473,9 @@ impl Validator<'_> {
             }
             buckets.push(pair);
         }
+        let backup = raw.backup.map(|b| self.backup(b, &buckets)).transpose()?;
         Ok(Config {
+            backup,
             path: self.path.to_owned(),
             ledger,
             source,
@@ -685,6 +712,50 @@ impl Validator<'_> {
         })
     }
 
+    fn backup(&self, b: RawBackup, pairs: &[BucketPair]) -> Result<BackupConfig, ConfigError> {
+        check_bucket_name(&b.bucket).map_err(|p| self.invalid("backup.bucket", p))?;
+        if pairs.iter().any(|p| p.destination == b.bucket) {
+            return Err(self.invalid(
+                "backup.bucket",
+                format!(
+                    "is {:?}, which a bucket pair copies into: its snapshots would show as extra objects there. Name a bucket of its own, e.g. \"ferry-ledger\"",
+                    b.bucket
+                ),
+            ));
+        }
+        let every = match b.every {
+            None => Duration::from_secs(3600),
+            Some(s) => self.duration("backup.every", &s)?,
+        };
+        // Snapshots are named to the second.
+        if every < Duration::from_secs(1) {
+            return Err(self.invalid(
+                "backup.every",
+                "is under a second: snapshots are named to the second; write e.g. \"1h\"",
+            ));
+        }
+        let keep = match b.keep {
+            None => 5,
+            Some(n) if n >= 1 => n as usize,
+            Some(n) => {
+                return Err(self.invalid(
+                    "backup.keep",
+                    format!("is {n}: keep at least 1 snapshot (default 5)"),
+                ))
+            }
+        };
+        let mut prefix = b.prefix.unwrap_or_else(|| "ferry-ledger/".to_owned());
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(BackupConfig {
+            bucket: b.bucket,
+            prefix,
+            every,
+            keep,
+        })
+    }
+
     fn size(&self, key: &str, value: &str) -> Result<u64, ConfigError> {
         value.trim().parse::<ByteSize>().map(|b| b.as_u64()).map_err(|_| {
             self.invalid(
@@ -739,18 +810,29 @@ pub fn parse_bandwidth(text: &str) -> Result<f64, String> {
 }
 
 /// A file others can read (the config names key variables; the ledger names
-/// every object) is worth a warning, not a refusal.
+/// every object) is worth a warning, not a refusal. A file in systemd's
+/// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`, as `deploy/ferry.service`
+/// hands the config over) is systemd's private copy for this service: it may
+/// show group read (an ACL for the service's user) and draws a warning only
+/// when everyone may read it.
 pub fn warn_if_shared(path: &Path, what: &str) {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o044 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                mode = format!("{:o}", mode & 0o777),
-                "{what} can be read by other users: chmod 600 it"
-            );
-        }
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode();
+    let in_credentials = std::env::var_os("CREDENTIALS_DIRECTORY").is_some_and(|dir| {
+        let dir = Path::new(&dir);
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
+        canonical(path).starts_with(canonical(dir))
+    });
+    let readable_by_others = if in_credentials { 0o004 } else { 0o044 };
+    if mode & readable_by_others != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "{what} can be read by other users: chmod 600 it"
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use futures::stream::{self, StreamExt};
 
-use crate::copy::guard::Verdict;
+use crate::copy::guard::{MayWrite, Verdict};
 use crate::ledger::{self, WorkItem};
 use crate::report::render::{Cell, Table};
 use crate::run::{RunError, Runner, DELETE_AFTER_PASSES};
@@ -180,7 +180,9 @@ impl Runner {
                     for gone in batch {
                         let decision = match self.removal(&gone).await? {
                             Verdict::Absent => continue,
-                            Verdict::Ours => (Action::Delete, "deleted at the source".to_owned()),
+                            Verdict::Ours | Verdict::Known => {
+                                (Action::Delete, "deleted at the source".to_owned())
+                            }
                             Verdict::Foreign(why) => {
                                 (Action::Conflict, format!("deleted at the source; {why}"))
                             }
@@ -205,13 +207,20 @@ impl Runner {
     }
 
     async fn copy_decision(&self, item: WorkItem) -> Decision {
+        // A dry run reads no object: what a run would adopt (`copy/adopt.rs`)
+        // after reading it back is named, not proved.
+        const ADOPTABLE: &str = "; a run reads it back first, and adopts it without sending it if its bytes prove to be the source's";
         let (action, reason) = match self.engine.may_write(&item).await {
-            Ok(Some(why)) => (Action::Conflict, why),
-            Ok(None) if item.copied_etag.is_some() => (
+            Ok(MayWrite::No(why)) => (Action::Conflict, format!("{why}{ADOPTABLE}")),
+            Ok(MayWrite::YesUnlessAdoptable) => (
+                Action::Copy,
+                format!("the destination holds an object the ledger has no copy of{ADOPTABLE}"),
+            ),
+            Ok(MayWrite::Yes) if item.copied_etag.is_some() => (
                 Action::Recopy,
                 "changed at the source since it was copied".to_owned(),
             ),
-            Ok(None) => (Action::Copy, String::new()),
+            Ok(MayWrite::Yes) => (Action::Copy, String::new()),
             // The run would try; say why the dry run could not tell more.
             Err(e) => (
                 Action::Copy,

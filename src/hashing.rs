@@ -583,9 +583,128 @@ impl PartChecker {
     }
 }
 
+/// The ETag S3 gives bytes uploaded in parts of the given lengths (a
+/// multipart upload, `md5-of-md5s-N` even for one part) or in one PUT (the
+/// plain MD5), computed as the bytes pass, with the whole object's SHA-256
+/// and MD5. It proves a copy equal to a source that shows that ETag without
+/// reading the source.
+pub struct EtagOnParts {
+    multipart: bool,
+    whole: Hasher,
+    part: Md5,
+    lengths: Vec<u64>,
+    index: usize,
+    left: u64,
+    part_md5s: Vec<[u8; 16]>,
+    too_long: bool,
+}
+
+impl EtagOnParts {
+    /// `multipart`: uploaded in parts (`lengths`), else in one PUT (one length).
+    pub fn new(lengths: Vec<u64>, multipart: bool) -> EtagOnParts {
+        let left = lengths.first().copied().unwrap_or(0);
+        EtagOnParts {
+            multipart,
+            whole: Hasher::default(),
+            part: Md5::new(),
+            lengths,
+            index: 0,
+            left,
+            part_md5s: Vec::new(),
+            too_long: false,
+        }
+    }
+
+    pub fn update(&mut self, mut chunk: &[u8]) {
+        self.whole.update(chunk);
+        while !chunk.is_empty() {
+            if self.index >= self.lengths.len() {
+                self.too_long = true;
+                return;
+            }
+            let take = (self.left as usize).min(chunk.len());
+            self.part.update(&chunk[..take]);
+            self.left -= take as u64;
+            chunk = &chunk[take..];
+            if self.left == 0 {
+                self.close_part();
+            }
+        }
+    }
+
+    fn close_part(&mut self) {
+        let md5 = std::mem::replace(&mut self.part, Md5::new()).finalize();
+        self.part_md5s.push(md5.into());
+        self.index += 1;
+        self.left = self.lengths.get(self.index).copied().unwrap_or(0);
+    }
+
+    /// The whole object's digests, and the ETag; None when the bytes do not
+    /// fill the parts exactly.
+    pub fn finish(mut self) -> (Digests, Option<String>) {
+        // Zero-length parts (an empty object) end without a byte.
+        while self.index < self.lengths.len() && self.left == 0 {
+            self.close_part();
+        }
+        let whole = self.whole.finish();
+        let etag = match self.part_md5s.len() {
+            _ if self.too_long || self.index < self.lengths.len() => None,
+            1 if !self.multipart => Some(whole.md5_hex()),
+            _ => Some(multipart_etag(&self.part_md5s)),
+        };
+        (whole, etag)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_etag_on_parts_is_the_one_s3_gives_and_bytes_that_do_not_fill_the_parts_have_none() {
+        let data: Vec<u8> = (0..25u32).map(|i| i as u8).collect();
+        let mut one = EtagOnParts::new(vec![25], false);
+        one.update(&data[..7]);
+        one.update(&data[7..]);
+        let (whole, etag) = one.finish();
+        assert_eq!(etag.as_deref(), Some(Digests::of(&data).md5_hex().as_str()));
+        assert_eq!(whole.sha256_hex(), Digests::of(&data).sha256_hex());
+
+        let mut parts = EtagOnParts::new(vec![10, 10, 5], true);
+        for chunk in data.chunks(3) {
+            parts.update(chunk);
+        }
+        let md5 = |b: &[u8]| Digests::of(b).md5.unwrap();
+        let expected = multipart_etag(&[md5(&data[..10]), md5(&data[10..20]), md5(&data[20..])]);
+        assert_eq!(parts.finish().1, Some(expected));
+        // Other part boundaries make another ETag.
+        let mut other = EtagOnParts::new(vec![12, 13], true);
+        other.update(&data);
+        assert_ne!(
+            other.finish().1,
+            Some(multipart_etag(&[
+                md5(&data[..10]),
+                md5(&data[10..20]),
+                md5(&data[20..])
+            ]))
+        );
+
+        let mut short = EtagOnParts::new(vec![10, 10, 10], true);
+        short.update(&data);
+        assert_eq!(short.finish().1, None, "shorter than its parts");
+        let mut long = EtagOnParts::new(vec![10, 10], true);
+        long.update(&data);
+        assert_eq!(long.finish().1, None, "longer than its parts");
+        let empty = EtagOnParts::new(vec![0], false);
+        assert_eq!(
+            empty.finish().1.as_deref(),
+            Some("d41d8cd98f00b204e9800998ecf8427e")
+        );
+        // A multipart upload of one part: the MD5 of its MD5, then -1.
+        let mut one_part = EtagOnParts::new(vec![25], true);
+        one_part.update(&data);
+        assert_eq!(one_part.finish().1, Some(multipart_etag(&[md5(&data)])));
+    }
 
     #[test]
     fn digests_match_known_values() {

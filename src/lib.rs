@@ -6,6 +6,7 @@
 //! with the ledger recording each step; `verify` reads it back, `report` and
 //! `status` read the ledger.
 
+pub mod backup;
 pub mod cleanup;
 pub mod cli;
 pub mod config;

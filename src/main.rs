@@ -4,14 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferry::cli::{Cli, Command, Output};
+use ferry::cli::{Cli, Command, LedgerAction, Output};
 use ferry::config::Config;
 use ferry::ledger;
 use ferry::report::plan::{self, parse_bandwidth, Assumptions};
 use ferry::report::quality::{self, Quality};
 use ferry::report::render::{emit, render, Format};
 use ferry::report::status;
-use ferry::run::{Runner, VerifyOptions};
+use ferry::run::{Runner, VerifyOptions, VerifyScope};
 
 fn main() -> ExitCode {
     return_big_buffers_to_the_os();
@@ -27,6 +27,12 @@ fn main() -> ExitCode {
     );
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
+        Err(ferry::config::ConfigError::Read { path, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            eprintln!("ferry: {}", config_not_readable(&path, &source));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("ferry: {e}");
             return ExitCode::from(2);
@@ -82,7 +88,11 @@ fn main() -> ExitCode {
             format,
             ..
         } => runtime().block_on(dry_run(config, format)),
-        Command::Run { once, .. } => {
+        Command::Run {
+            once,
+            restore_missing_ledger,
+            ..
+        } => {
             let runtime = runtime();
             if let Some(addr) = cli.metrics_addr {
                 // The exporter's listener runs on this runtime.
@@ -96,7 +106,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            runtime.block_on(run(config, once))
+            runtime.block_on(async {
+                if restore_missing_ledger && !config.ledger.exists() {
+                    let restored = restore_if_missing(&config).await;
+                    if restored != ExitCode::SUCCESS {
+                        return restored;
+                    }
+                }
+                run(config, once).await
+            })
         }
         Command::Plan {
             bandwidth,
@@ -127,26 +145,20 @@ fn main() -> ExitCode {
         }
         Command::Verify {
             sample,
+            pending,
             recopy,
-            all,
+            all: _,
         } => {
-            let sample = match sample
-                .as_deref()
-                .map(ferry::verify::parse_sample)
-                .transpose()
-            {
-                Ok(s) => s.unwrap_or(1.0),
-                Err(e) => {
+            let scope = match sample.as_deref().map(ferry::verify::parse_sample) {
+                Some(Ok(share)) => VerifyScope::Sample(share),
+                Some(Err(e)) => {
                     eprintln!("ferry: {e}");
                     return ExitCode::from(2);
                 }
+                None if pending => VerifyScope::Pending,
+                None => VerifyScope::Audit,
             };
-            let options = VerifyOptions {
-                sample,
-                again: all,
-                recopy,
-            };
-            runtime().block_on(verify(config, options))
+            runtime().block_on(verify(config, VerifyOptions { scope, recopy }))
         }
         Command::Report { fast, out, ledgers } => {
             let ledgers = if ledgers.is_empty() {
@@ -168,6 +180,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Ledger { action } => runtime().block_on(ledger_command(config, action)),
         Command::Cleanup { all } => match runtime().block_on(ferry::cleanup::cleanup(&config, all))
         {
             Ok(report) => {
@@ -183,6 +196,10 @@ async fn run(config: Config, once: bool) -> ExitCode {
     let stop = ferry::shutdown::listen();
     let runner = match Runner::start(config, stop.clone()).await {
         Ok(r) => r,
+        Err(e @ ferry::run::RunError::Stopped) => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("ferry: {e}");
             return ExitCode::from(e.exit_code());
@@ -190,6 +207,9 @@ async fn run(config: Config, once: bool) -> ExitCode {
     };
     if !once {
         ferry::metrics::pass_interval(runner.interval());
+    }
+    if let Some(backup) = &runner.config().backup {
+        ferry::metrics::ledger_snapshots_every(backup.every);
     }
     loop {
         let report = match runner.pass().await {
@@ -211,6 +231,95 @@ async fn run(config: Config, once: bool) -> ExitCode {
         tokio::select! {
             _ = tokio::time::sleep(runner.interval()) => {}
             _ = stop.cancelled() => return ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// `run --restore-missing-ledger`: the newest snapshot, or a new ledger.
+async fn restore_if_missing(config: &Config) -> ExitCode {
+    if config.backup.is_none() {
+        eprintln!("ferry: --restore-missing-ledger needs a [backup] table in the config, naming the bucket of the ledger's snapshots");
+        return ExitCode::from(2);
+    }
+    ledger_command(
+        config.clone(),
+        LedgerAction::Restore {
+            from: None,
+            if_missing: true,
+        },
+    )
+    .await
+}
+
+async fn ledger_command(config: Config, action: LedgerAction) -> ExitCode {
+    use ferry::backup;
+    let Some(settings) = config.backup.clone() else {
+        eprintln!(
+            "ferry: the config has no [backup] table: add one naming a bucket at the destination for the ledger's snapshots, e.g.\n[backup]\nbucket = \"ferry-ledger\""
+        );
+        return ExitCode::from(2);
+    };
+    let destination = ferry::store::client(
+        ferry::store::Side::Destination,
+        &config.destination,
+        &config.transfer,
+    )
+    .await;
+    match action {
+        LedgerAction::Snapshot => {
+            match backup::snapshot_if_due(&config, &destination, true).await {
+                Ok(Some(key)) => {
+                    println!("ledger snapshot written: s3://{}/{key}", settings.bucket);
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        LedgerAction::Snapshots => {
+            let prefix = backup::prefix_of(&settings, config.shard);
+            match backup::list(&destination, &settings.bucket, &prefix).await {
+                Ok(all) => {
+                    for s in all {
+                        println!(
+                            "{}\t{}\t{}",
+                            humantime::format_rfc3339_seconds(s.taken),
+                            bytesize::ByteSize(s.size).display().iec(),
+                            s.key
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        LedgerAction::Restore {
+            if_missing: true, ..
+        } if config.ledger.exists() => {
+            println!(
+                "a ledger is at {}: nothing restored",
+                config.ledger.display()
+            );
+            ExitCode::SUCCESS
+        }
+        LedgerAction::Restore { from, if_missing } => {
+            match backup::restore(&config, &destination, from.as_deref()).await {
+                Err(backup::BackupError::NoSnapshot { .. }) if if_missing => {
+                    println!("no ledger snapshot yet: ferry starts with a new ledger");
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    println!(
+                        "restored the ledger snapshot {} (taken {}, schema {}) to {}; `ferry run` carries on from it, and adopts the copies made since",
+                        r.key,
+                        humantime::format_rfc3339_seconds(r.taken),
+                        r.schema_version,
+                        config.ledger.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
         }
     }
 }
@@ -247,7 +356,8 @@ async fn dry_run(config: Config, format: Format) -> ExitCode {
 
 async fn verify(config: Config, options: VerifyOptions) -> ExitCode {
     let stop = ferry::shutdown::listen();
-    let runner = match Runner::start(config, stop).await {
+    // An audit reads: it creates no bucket and needs no tag permission.
+    let runner = match Runner::start_read_only(config, stop).await {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -335,6 +445,53 @@ async fn count_source_tags(config: &Config) -> Result<(), Box<dyn std::error::Er
         "tags counted"
     );
     Ok(())
+}
+
+/// The config is there but this user may not read it (a root-only file and
+/// systemd's dynamic user, say): who ferry runs as, what stands in the way,
+/// and the two fixes. "Pass the right file" would send the user astray.
+fn config_not_readable(path: &std::path::Path, source: &std::io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let (me, owner) = match std::fs::metadata("/proc/self") {
+        Ok(m) => (format!("uid {}", m.uid()), m.uid().to_string()),
+        Err(_) => ("this user".to_owned(), "USER".to_owned()),
+    };
+    let path = std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_owned());
+    let describe = |p: &std::path::Path, m: &std::fs::Metadata| {
+        format!(
+            "{} is owned by uid {} gid {}, mode {:o}",
+            p.display(),
+            m.uid(),
+            m.gid(),
+            m.mode() & 0o777
+        )
+    };
+    // A directory on the way that this user may not enter hides the file.
+    let mut ancestors: Vec<&std::path::Path> = path.ancestors().skip(1).collect();
+    ancestors.reverse();
+    let closed = ancestors.into_iter().find_map(|dir| {
+        let entered = std::fs::metadata(dir.join("."));
+        match (entered, std::fs::metadata(dir)) {
+            (Err(e), Ok(m)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Some(format!("the directory {}", describe(dir, &m)))
+            }
+            _ => None,
+        }
+    });
+    let what = closed.unwrap_or_else(|| match std::fs::metadata(&path) {
+        Ok(m) => describe(&path, &m),
+        Err(_) => format!("{} cannot be reached", path.display()),
+    });
+    format!(
+        "cannot read config file {path}: {source}. ferry runs as {me}, and {what}. \
+         Under systemd with DynamicUser=, keep the file root-only and hand it over with \
+         LoadCredential=ferry.toml:{path} and --config ${{CREDENTIALS_DIRECTORY}}/ferry.toml \
+         (as deploy/ferry.service does); otherwise give it to the user ferry runs as: \
+         chown {owner} {path} && chmod 600 {path}",
+        path = path.display(),
+    )
 }
 
 /// Prints or writes the tables; an output that cannot be written is exit 1.

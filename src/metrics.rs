@@ -2,10 +2,17 @@
 //! metric's name lives here; the rest of ferry must not name one itself.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
+
+/// How often a running pass reads its backlog from the ledger.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether `serve` runs: without it a pass reads nothing for the gauges.
+static SERVING: AtomicBool = AtomicBool::new(false);
 
 /// Serves `/metrics` on `addr` (any path answers) until the process ends.
 /// Every series is there from the start, at zero, so that the dashboard and
@@ -23,6 +30,8 @@ pub fn serve(addr: SocketAddr, failure_kinds: &[&'static str]) -> Result<(), Str
         "ferry_bytes_copied_total",
         "ferry_objects_verified_total",
         "ferry_bytes_verified_total",
+        "ferry_objects_adopted_total",
+        "ferry_bytes_adopted_total",
         "ferry_retries_total",
     ] {
         counter!(name).absolute(0);
@@ -38,11 +47,17 @@ pub fn serve(addr: SocketAddr, failure_kinds: &[&'static str]) -> Result<(), Str
         "ferry_backlog_objects",
         "ferry_backlog_bytes",
         "ferry_pass_interval_seconds",
+        "ferry_ledger_snapshot_every_seconds",
+        "ferry_ledger_snapshot_timestamp_seconds",
+        "ferry_ledger_snapshot_bytes",
+        "ferry_pass_running",
+        "ferry_pass_started_timestamp_seconds",
     ] {
         gauge!(name).set(0.0);
     }
     // Until a pass ends, "the last pass ended" counts from the start.
     gauge!("ferry_last_pass_end_timestamp_seconds").set(unix_now());
+    SERVING.store(true, Ordering::Relaxed);
     Ok(())
 }
 
@@ -55,6 +70,26 @@ fn unix_now() -> f64 {
 pub fn copied(bytes: u64) {
     counter!("ferry_objects_copied_total").increment(1);
     counter!("ferry_bytes_copied_total").increment(bytes);
+}
+
+/// A destination object found without a ledger record and proved to be
+/// the source's bytes: recorded, not sent again.
+pub fn adopted(bytes: u64) {
+    counter!("ferry_objects_adopted_total").increment(1);
+    counter!("ferry_bytes_adopted_total").increment(bytes);
+}
+
+/// With `[backup]`: how often a snapshot is due; until the first is taken,
+/// the newest counts from now (ferry's start).
+pub fn ledger_snapshots_every(every: Duration) {
+    gauge!("ferry_ledger_snapshot_every_seconds").set(every.as_secs_f64());
+    gauge!("ferry_ledger_snapshot_timestamp_seconds").set(unix_now());
+}
+
+/// A ledger snapshot written and confirmed at the destination.
+pub fn ledger_snapshot(bytes: u64) {
+    gauge!("ferry_ledger_snapshot_timestamp_seconds").set(unix_now());
+    gauge!("ferry_ledger_snapshot_bytes").set(bytes as f64);
 }
 
 pub fn verified(bytes: u64) {
@@ -101,15 +136,117 @@ pub fn pass_interval(interval: Duration) {
     gauge!("ferry_pass_interval_seconds").set(interval.as_secs_f64());
 }
 
+/// A pass began: `ferry_pass_running` is 1 and
+/// `ferry_pass_started_timestamp_seconds` now (`FerryPassOverdue` counts
+/// from it), and until the returned guard is dropped the backlog gauges are
+/// set from `read` (objects, bytes) every [`BACKLOG_EVERY`], so that
+/// `FerryNoProgress` sees a first pass that stalls. `read` runs on a
+/// blocking thread (the caller reads the ledger); `None` leaves the gauges.
+pub fn pass_started<F>(mut read: F) -> PassWatch
+where
+    F: FnMut() -> Option<(u64, u64)> + Send + 'static,
+{
+    if !SERVING.load(Ordering::Relaxed) {
+        return PassWatch(None);
+    }
+    gauge!("ferry_pass_running").set(1.0);
+    gauge!("ferry_pass_started_timestamp_seconds").set(unix_now());
+    let refresh = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BACKLOG_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok((back, backlog)) = tokio::task::spawn_blocking(move || {
+                let backlog = read();
+                (read, backlog)
+            })
+            .await
+            else {
+                return;
+            };
+            read = back;
+            if let Some((objects, bytes)) = backlog {
+                gauge!("ferry_backlog_objects").set(objects as f64);
+                gauge!("ferry_backlog_bytes").set(bytes as f64);
+            }
+        }
+    });
+    PassWatch(Some(refresh))
+}
+
+/// Ends the backlog's refresh, and `ferry_pass_running`, when the pass
+/// ends however it ends.
+pub struct PassWatch(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for PassWatch {
+    fn drop(&mut self) {
+        if let Some(refresh) = self.0.take() {
+            refresh.abort();
+            gauge!("ferry_pass_running").set(0.0);
+        }
+    }
+}
+
+/// Objects waiting to be copied, and the bytes listed but not yet copied,
+/// from each bucket's (objects pending, bytes listed, bytes copied).
+pub fn backlog(buckets: impl Iterator<Item = (u64, u64, u64)>) -> (u64, u64) {
+    buckets.fold((0, 0), |(objects, bytes), (pending, listed, copied)| {
+        (objects + pending, bytes + listed - copied.min(listed))
+    })
+}
+
 pub fn pass_finished(pass: i64, took: Duration, backlog_objects: u64, backlog_bytes: u64) {
     gauge!("ferry_last_pass_end_timestamp_seconds").set(unix_now());
     gauge!("ferry_pass").set(pass as f64);
     gauge!("ferry_last_pass_seconds").set(took.as_secs_f64());
     gauge!("ferry_backlog_objects").set(backlog_objects as f64);
     gauge!("ferry_backlog_bytes").set(backlog_bytes as f64);
+    gauge!("ferry_pass_running").set(0.0);
 }
 
 /// Requests allowed in flight now (lowered when a store throttles).
 pub fn concurrency(limit: usize) {
     gauge!("ferry_concurrency").set(limit as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_is_what_waits_and_the_bytes_not_yet_copied() {
+        // The second bucket copied more than it lists now (a key gone
+        // since): nothing of it waits.
+        let buckets = [(3, 1_000, 400), (0, 10, 50)];
+        assert_eq!(backlog(buckets.into_iter()), (3, 600));
+    }
+
+    #[tokio::test]
+    async fn a_pass_shows_as_running_from_its_start_until_it_ends() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        SERVING.store(true, Ordering::Relaxed);
+        let value = |text: &str, name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+            line.unwrap_or_else(|| panic!("{name} not in {text}"))
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let before = unix_now();
+            let watch = pass_started(|| Some((1, 2)));
+            let during = handle.render();
+            assert_eq!(value(&during, "ferry_pass_running"), 1.0);
+            let started = value(&during, "ferry_pass_started_timestamp_seconds");
+            assert!(
+                started >= before.floor() && started <= unix_now(),
+                "{during}"
+            );
+            drop(watch);
+            assert_eq!(value(&handle.render(), "ferry_pass_running"), 0.0);
+        });
+    }
 }

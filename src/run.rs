@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::config::{Config, OnConflict};
 use crate::copy::{abort, guard, Engine};
-use crate::ledger::{self, LedgerError, PassSummary, State, Writer};
+use crate::ledger::{self, LedgerError, PassSummary, ReadBack, State, Writer};
 use crate::list::{self, ListError};
 use crate::store::{self, Side, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,9 @@ pub enum RunError {
     Ledger(#[from] LedgerError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Buckets(Vec<StoreError>),
+    /// The first signal came while ferry was starting: nothing was copied.
+    #[error("stopped by a signal while starting (checking the buckets), before anything was copied; the next run starts from the ledger as it is")]
+    Stopped,
     /// The ledger was listed with another shard: its other keys would look
     /// deleted at the source.
     #[error("the ledger {ledger} was listed with shard {recorded} for bucket {bucket}; this run asks for {wanted}. A listing under another shard would call the other shards' keys deleted at the source. Run each shard with a ledger of its own, or go back to {recorded}")]
@@ -33,10 +36,12 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// 2 for what the user must change before anything can run, else 1.
+    /// 2 for what the user must change before anything can run, 0 for a
+    /// stop asked for, else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Scope { .. } => 2,
+            RunError::Stopped => 0,
             _ => 1,
         }
     }
@@ -60,6 +65,9 @@ pub struct PassReport {
     /// what ferry did not write: bucket, key, reason.
     pub conflicts: Vec<(String, String, String)>,
     pub took: Duration,
+    /// With `[backup]`: the ledger snapshot this pass wrote (None: the newest
+    /// is recent enough), or why it failed.
+    pub snapshot: Option<Result<Option<String>, String>>,
 }
 
 pub const FAILED_SHOWN: usize = 100;
@@ -94,6 +102,7 @@ impl PassReport {
             && self.list_failures.is_empty()
             && self.failed.is_empty()
             && self.conflicts.is_empty()
+            && !matches!(self.snapshot, Some(Err(_)))
     }
 
     /// The lines a person reads at the end of a pass.
@@ -118,6 +127,17 @@ impl PassReport {
                     .iec(),
                 self.copy.objects_verified,
                 self.copy.objects_failed,
+            ));
+        }
+        match &self.snapshot {
+            Some(Ok(Some(key))) => out.push_str(&format!("ledger snapshot written: {key}\n")),
+            Some(Err(e)) => out.push_str(&format!("ledger snapshot failed: {e}\n")),
+            Some(Ok(None)) | None => {}
+        }
+        if self.copy.objects_adopted > 0 {
+            out.push_str(&format!(
+                "adopted {} objects the destination already held without a ledger record: read back, proved to be the source's bytes, not sent again\n",
+                self.copy.objects_adopted
             ));
         }
         if self.deleted_at_source > 0 {
@@ -155,11 +175,19 @@ impl PassReport {
     }
 }
 
+/// Which copies `ferry verify` reads back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum VerifyScope {
+    /// Every copy: an audit, which a later `verify` carries on if this one is cut off.
+    Audit,
+    /// Only the copies never read back.
+    Pending,
+    /// A random share of every copy, 0 < share <= 1.
+    Sample(f64),
+}
+
 pub struct VerifyOptions {
-    /// Share of the copied objects to read back, 0 < sample <= 1.
-    pub sample: f64,
-    /// Read back objects verified before, too.
-    pub again: bool,
+    pub scope: VerifyScope,
     /// Queue mismatched objects to be copied again by the next `run`.
     pub recopy: bool,
 }
@@ -171,17 +199,30 @@ pub struct VerifyReport {
     pub mismatched: Vec<(String, String, String)>,
     pub requeued: usize,
     pub took: Duration,
+    /// The audit read back (a plain `verify`), and whether it carried on an earlier one.
+    pub audit: Option<ledger::Audit>,
+    /// Stopped before it read back all it had to.
+    pub cut_off: bool,
 }
 
 impl VerifyReport {
+    /// Nothing differs, nothing was unreadable, and nothing was left unread:
+    /// a cut-off audit proves nothing about the copies it did not reach.
     pub fn succeeded(&self) -> bool {
-        self.summary.objects_mismatched == 0 && self.summary.objects_failed == 0
+        self.summary.objects_mismatched == 0 && self.summary.objects_failed == 0 && !self.cut_off
     }
 
     pub fn describe(&self) -> String {
         let secs = self.took.as_secs_f64().max(1e-3);
         let s = &self.summary;
-        let mut out = format!(
+        let mut out = String::new();
+        if let Some(audit) = self.audit.as_ref().filter(|a| a.resumed) {
+            out.push_str(&format!(
+                "carrying on the audit begun at {}: copies read back since then are not read again\n",
+                audit.started_at
+            ));
+        }
+        out += &format!(
             "verified {} objects ({}) in {:.1}s, {}/s; {} mismatched; {} could not be read\n",
             s.objects_verified,
             ByteSize(s.bytes_verified).display().iec(),
@@ -192,6 +233,13 @@ impl VerifyReport {
             s.objects_mismatched,
             s.objects_failed,
         );
+        if self.cut_off {
+            out.push_str(if self.audit.is_some() {
+                "stopped before every copy was read back: run `ferry verify` again to carry on where it stopped\n"
+            } else {
+                "stopped before every copy was read back\n"
+            });
+        }
         for (bucket, key, reason) in &self.mismatched {
             out.push_str(&format!("mismatched: {bucket}/{key}: {reason}\n"));
         }
@@ -238,21 +286,31 @@ impl Runner {
         copying: bool,
     ) -> Result<Runner, RunError> {
         let budget = Engine::budget_for(&config.transfer);
-        let source = store::client_with(
-            Side::Source,
-            &config.source,
-            &config.transfer,
-            Some(budget.clone()),
-        )
-        .await;
-        let destination = store::client_with(
-            Side::Destination,
-            &config.destination,
-            &config.transfer,
-            Some(budget.clone()),
-        )
-        .await;
-        check_buckets(&config, &source, &destination, copying).await?;
+        let checked = async {
+            let source = store::client_with(
+                Side::Source,
+                &config.source,
+                &config.transfer,
+                Some(budget.clone()),
+            )
+            .await;
+            let destination = store::client_with(
+                Side::Destination,
+                &config.destination,
+                &config.transfer,
+                Some(budget.clone()),
+            )
+            .await;
+            check_buckets(&config, &source, &destination, copying).await?;
+            Ok::<_, RunError>((source, destination))
+        };
+        // A store that does not answer holds the checks for minutes of
+        // timeouts and retries; they have nothing to finish, so a signal
+        // ends them at once.
+        let (source, destination) = tokio::select! {
+            checked = checked => checked?,
+            _ = stop.cancelled() => return Err(RunError::Stopped),
+        };
         let writer = Writer::open(&config.ledger)?;
         let mut bucket_ids = Vec::new();
         let wanted = config.shard.map(|s| s.to_string());
@@ -292,6 +350,20 @@ impl Runner {
     /// the queue behind the copy (new versions of older keys).
     pub async fn pass(&self) -> Result<PassReport, RunError> {
         let started = Instant::now();
+        // The backlog for the metrics during the pass, on a reader of its own.
+        let (path, mut reader) = (self.config.ledger.clone(), None);
+        let _metrics = crate::metrics::pass_started(move || {
+            if reader.is_none() {
+                reader = ledger::open_reader(&path).ok();
+            }
+            let rows = ledger::bucket_status(reader.as_ref()?).ok()?;
+            Some(crate::metrics::backlog(
+                rows.iter()
+                    .map(|b| (b.pending, b.bytes_listed, b.bytes_copied)),
+            ))
+        });
+        // A first pass can take days: snapshots are due during it too.
+        let snapshots = self.snapshots_during_pass();
         let writer = &self.engine.writer;
         let (listed, listing_done) = tokio::sync::watch::channel(false);
         let listing = async {
@@ -327,10 +399,10 @@ impl Runner {
         let every_listing_complete = listing.complete;
         if self.config.transfer.verify_after_copy && !self.stop.is_cancelled() {
             // Objects a cut-off run copied but never read back.
-            let leftover = crate::verify::verify_pending(
+            let leftover = crate::verify::read_back(
                 &self.engine,
                 listed_ids.clone(),
-                false,
+                ReadBack::Unread,
                 1.0,
                 &self.stop,
                 self.config.shutdown_grace,
@@ -371,6 +443,20 @@ impl Runner {
                 .map(|b| b.bytes_listed - b.bytes_copied.min(b.bytes_listed))
                 .sum(),
         );
+        if let Some(snapshots) = snapshots {
+            snapshots.finish().await;
+        }
+        if !self.stop.is_cancelled() && self.config.backup.is_some() {
+            report.snapshot = Some(
+                crate::backup::snapshot_if_due(&self.config, &self.engine.destination, false)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "ledger snapshot failed; the next pass tries again");
+                        crate::metrics::failed("ledger_snapshot");
+                        e.to_string()
+                    }),
+            );
+        }
         tracing::info!(
             pass = pass_id,
             objects_copied = report.copy.objects_copied,
@@ -383,6 +469,31 @@ impl Runner {
             "pass finished"
         );
         Ok(report)
+    }
+
+    /// With `[backup]`, a task that takes a snapshot each time one is due
+    /// while the pass runs, until told to stop (it finishes the one in flight).
+    fn snapshots_during_pass(&self) -> Option<SnapshotsDuringPass> {
+        let every = self.config.backup.as_ref()?.every;
+        let (config, destination) = (self.config.clone(), self.engine.destination.clone());
+        let stop = CancellationToken::new();
+        let told = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = told.cancelled() => return,
+                }
+                if let Err(e) = crate::backup::snapshot_if_due(&config, &destination, false).await {
+                    tracing::warn!(error = %e, "ledger snapshot failed; tried again when the next is due");
+                    crate::metrics::failed("ledger_snapshot");
+                }
+            }
+        });
+        Some(SnapshotsDuringPass {
+            stop,
+            task: Some(task),
+        })
     }
 
     /// Starts a pass and lists every bucket into the ledger. A bucket whose
@@ -473,15 +584,64 @@ impl Runner {
         if self.config.on_conflict == OnConflict::Overwrite {
             return Ok(guard::Verdict::Ours);
         }
+        // A PUT ferry meant but never heard back from is its own copy too,
+        // and so is an upload of ferry's that completed unheard (a kill, a
+        // lost answer): the same two that a write may go over (`may_write`).
+        let id = gone.object_id;
+        let (upload_etag, intents) = self
+            .engine
+            .writer
+            .call(move |c| {
+                Ok((
+                    ledger::etag_of_upload(c, id)?,
+                    ledger::write_intents_of(c, id)?,
+                ))
+            })
+            .await?;
+        let mut also: Vec<guard::Known> = intents
+            .iter()
+            .map(|(md5, size)| guard::Known {
+                etag: md5,
+                size: Some(*size),
+            })
+            .collect();
+        if let Some(etag) = &upload_etag {
+            // Its ETag names its parts' MD5s and their count.
+            also.push(guard::Known { etag, size: None });
+        }
         guard::inspect(
             &self.engine.destination,
             self.engine.customer_key.as_ref(),
             (&gone.dest_bucket, &gone.key),
             gone.copied_etag.as_deref(),
-            &[],
+            &also,
         )
         .await
         .map_err(|e| RunError::Buckets(vec![e]))
+    }
+
+    /// Whether a HEAD finds the key at the source. Only "no such key" says it
+    /// is gone; any other failure keeps it (tried again next pass).
+    async fn still_at_source(&self, gone: &ledger::Deletable) -> Result<bool, RunError> {
+        let what = format!(
+            "HeadObject {}/{} (before removing it)",
+            gone.source_bucket, gone.key
+        );
+        match self
+            .engine
+            .source
+            .head_object()
+            .bucket(&gone.source_bucket)
+            .key(&gone.key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match StoreError::from_sdk(Side::Source, what, e) {
+                e if e.kind == store::FailureKind::NoSuchKey => Ok(false),
+                e => Err(RunError::Buckets(vec![e])),
+            },
+        }
     }
 
     /// Removes one key deleted at the source, if what the destination holds
@@ -489,6 +649,16 @@ impl Runner {
     async fn remove_one(&self, gone: &ledger::Deletable) -> Result<bool, RunError> {
         let (writer, id) = (&self.engine.writer, gone.object_id);
         let (bucket, key) = (&gone.dest_bucket, &gone.key);
+        // Two listings said it is gone; the source itself must say so too
+        // before anything is deleted (an inventory or a listing can miss a key).
+        if self.still_at_source(gone).await? {
+            tracing::warn!(bucket = %gone.source_bucket, key = %key,
+                "listed as gone, but the source still answers for it: not removed");
+            writer
+                .call(move |c| ledger::record_still_at_source(c, id))
+                .await?;
+            return Ok(false);
+        }
         match self.removal(gone).await? {
             guard::Verdict::Absent => {
                 writer.call(move |c| ledger::record_removed(c, id)).await?;
@@ -502,7 +672,7 @@ impl Runner {
                     .await?;
                 return Ok(false);
             }
-            guard::Verdict::Ours => {}
+            guard::Verdict::Ours | guard::Verdict::Known => {}
         }
         self.engine
             .destination
@@ -558,16 +728,30 @@ impl Runner {
     /// `ferry verify`: read copies back and record what they hold.
     pub async fn verify(&self, options: VerifyOptions) -> Result<VerifyReport, RunError> {
         let started = Instant::now();
-        let summary = crate::verify::verify_pending(
+        let writer = &self.engine.writer;
+        let audit = match options.scope {
+            VerifyScope::Audit => Some(writer.call(|c| ledger::begin_or_resume_audit(c)).await?),
+            _ => None,
+        };
+        let (read_back, sample) = match (&audit, options.scope) {
+            (Some(audit), _) => (ReadBack::NotSince(audit.started_at.clone()), 1.0),
+            (None, VerifyScope::Sample(share)) => (ReadBack::Arrived, share),
+            (None, _) => (ReadBack::Unread, 1.0),
+        };
+        let summary = crate::verify::read_back(
             &self.engine,
             self.bucket_ids.clone(),
-            options.again,
-            options.sample,
+            read_back,
+            sample,
             &self.stop,
             self.config.shutdown_grace,
         )
         .await?;
-        let writer = &self.engine.writer;
+        let cut_off = self.stop.is_cancelled();
+        if let Some(audit) = audit.as_ref().filter(|_| !cut_off) {
+            let id = audit.id;
+            writer.call(move |c| ledger::finish_audit(c, id)).await?;
+        }
         let mismatched = writer
             .call(|c| ledger::objects_in_state(c, State::Mismatched, FAILED_SHOWN))
             .await?;
@@ -581,11 +765,41 @@ impl Runner {
             mismatched,
             requeued,
             took: started.elapsed(),
+            audit,
+            cut_off,
         })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn interval(&self) -> Duration {
         self.config.interval
+    }
+}
+
+/// The task of [`Runner::snapshots_during_pass`]. Dropped (a pass that
+/// ends in an error), it is told to stop and ends on its own.
+struct SnapshotsDuringPass {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SnapshotsDuringPass {
+    /// Stops the task, letting a snapshot in flight finish rather than
+    /// leave its upload behind.
+    async fn finish(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SnapshotsDuringPass {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -599,11 +813,22 @@ async fn check_buckets(
 ) -> Result<(), RunError> {
     let mut problems = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for b in &config.buckets {
-        for (side, client, name) in [
-            (Side::Source, source, &b.source),
-            (Side::Destination, destination, &b.destination),
-        ] {
+    let mut wanted: Vec<Vec<(Side, &Client, &String)>> = config
+        .buckets
+        .iter()
+        .map(|b| {
+            vec![
+                (Side::Source, source, &b.source),
+                (Side::Destination, destination, &b.destination),
+            ]
+        })
+        .collect();
+    // The ledger's snapshots go there at the end of a pass.
+    if let (Some(backup), true) = (&config.backup, copying) {
+        wanted.push(vec![(Side::Destination, destination, &backup.bucket)]);
+    }
+    for pair in wanted {
+        for (side, client, name) in pair {
             if !seen.insert((side == Side::Source, name.clone())) {
                 continue;
             }

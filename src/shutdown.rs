@@ -13,20 +13,22 @@ use tokio_util::sync::CancellationToken;
 /// Exit code after a second signal: 128 + SIGINT, as shells expect.
 pub const HARD_EXIT: i32 = 130;
 
-/// Starts listening for SIGINT and SIGTERM; the token is cancelled on the first.
+/// Starts listening for SIGINT and SIGTERM; the token is cancelled on the
+/// first. The handlers are in place when this returns: a signal sent at once
+/// is seen, not taken by the default action (which would end ferry with no word).
 pub fn listen() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!(
+            "cannot listen for signals; stop ferry with SIGKILL, it resumes from the ledger"
+        );
+        return token;
+    };
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::warn!(
-                "cannot listen for signals; stop ferry with SIGKILL, it resumes from the ledger"
-            );
-            return;
-        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}

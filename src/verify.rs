@@ -1,5 +1,5 @@
-//! The verify pass: which copies to read back (all, the unverified ones, or
-//! a sample), through the copy engine's pool and read-back. It must not copy.
+//! The verify pass: which copies to read back (every copy in an audit, the
+//! unread ones, or a sample), through the copy engine's pool and read-back. It must not copy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,27 +7,25 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::copy::{Engine, Totals};
-use crate::ledger::{self, LedgerError, PassSummary, State, VerifyItem};
+use crate::ledger::{self, LedgerError, PassSummary, ReadBack, VerifyItem};
 
 /// How many copied objects are read from the ledger at a time.
 const BATCH: usize = 512;
 
-/// Reads back every copied object of `bucket_ids` (with `again`, the
-/// verified ones too), or a random `sample` fraction of them, and records
-/// what it found.
-pub async fn verify_pending(
+/// Reads back the copies of `bucket_ids` that `read_back` names, or a random
+/// `sample` share of them, and records what it found.
+pub async fn read_back(
     engine: &Arc<Engine>,
     bucket_ids: Vec<i64>,
-    again: bool,
+    read_back: ReadBack,
     sample: f64,
     stop: &CancellationToken,
     grace: Duration,
 ) -> Result<PassSummary, LedgerError> {
-    let ids = bucket_ids.clone();
-    let states = State::to_read_back(again);
+    let (ids, which) = (bucket_ids.clone(), read_back.clone());
     let (objects, bytes) = engine
         .writer
-        .call(move |c| ledger::totals_in_states(c, &ids, states))
+        .call(move |c| ledger::read_back_totals(c, &ids, &which))
         .await?;
     let totals = (
         (objects as f64 * sample.min(1.0)) as u64,
@@ -35,10 +33,10 @@ pub async fn verify_pending(
     );
     let writer = engine.writer.clone();
     let fetch = move |after_id| {
-        let (writer, ids) = (writer.clone(), bucket_ids.clone());
+        let (writer, ids, which) = (writer.clone(), bucket_ids.clone(), read_back.clone());
         async move {
             let mut batch = writer
-                .call(move |c| ledger::verify_batch(c, &ids, again, after_id, BATCH))
+                .call(move |c| ledger::verify_batch(c, &ids, &which, after_id, BATCH))
                 .await?;
             let last = batch.last().map(|i| i.object_id);
             batch.retain(|_| sample >= 1.0 || fastrand::f64() < sample);

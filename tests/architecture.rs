@@ -136,3 +136,39 @@ fn every_module_opens_with_what_it_owns() {
         "modules without a two-line header: {bare:?}"
     );
 }
+
+/// A test that cannot run must fail (or be `#[ignore]`d), never return early
+/// and show as passed: no fixture hands back "nothing" for a missing server,
+/// and no test prints why it stops and returns.
+#[test]
+fn no_test_passes_by_returning_when_a_server_is_missing() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files = vec![tests.join("support/mod.rs")];
+    for entry in std::fs::read_dir(&tests).unwrap() {
+        let path = entry.unwrap().path();
+        // This file names the patterns it looks for.
+        if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("architecture.rs") {
+            files.push(path);
+        }
+    }
+    let mut found = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            // A message, then `return;`: the test passes having checked nothing.
+            let said_and_returned = line.contains("eprintln!(")
+                && lines[n + 1..].iter().take(2).any(|l| l.trim() == "return;");
+            let optional_fixture =
+                line.contains("-> Option<Fixture>") || line.contains("-> Option<(Fixture");
+            if said_and_returned || optional_fixture {
+                found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "tests that pass without running:\n{}",
+        found.join("\n")
+    );
+}

@@ -53,7 +53,12 @@ async fn bit_rot_at_rest_is_found_named_and_repaired() {
         .await
         .unwrap();
 
-    let verify = fx.ferry(&["verify", "--all"]);
+    // Every copy was read back after the copy; the plain command reads them
+    // all again (`--pending` would read none).
+    let pending = fx.ferry(&["verify", "--pending"]);
+    assert_eq!(pending.code, 0, "{pending:?}");
+    assert!(pending.stdout.contains("verified 0 objects"), "{pending:?}");
+    let verify = fx.ferry(&["verify"]);
     assert_eq!(verify.code, 1, "{verify:?}");
     let named: Vec<&str> = verify
         .stdout
@@ -577,4 +582,198 @@ async fn the_xlsx_workbooks_hold_the_same_figures_as_the_json() {
     assert!(std::fs::read_to_string(&csv_file)
         .unwrap()
         .starts_with("# status\n"));
+}
+
+/// A plain `verify` is the audit: it reads every copy back, and one that is
+/// stopped carries on where it stopped instead of starting over, and never
+/// passes for a finished audit. It creates nothing at the destination.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reads_every_copy_back_and_a_stopped_audit_carries_on() {
+    let fx = Fixture::new("audit-resume", TRANSFER).await;
+    let onix = format!("onix{}", fx.suffix);
+    let set: Vec<DemoObject> = (0..60)
+        .map(|i| {
+            DemoObject::new(
+                &onix,
+                format!("feeds/{i:03}.xml"),
+                2_000 + i,
+                "application/xml",
+            )
+        })
+        .collect();
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+    let read_back = || fx.count("SELECT COUNT(*) FROM verifications");
+    assert_eq!(
+        read_back(),
+        set.len() as i64,
+        "the run read every copy back"
+    );
+
+    // A destination bucket that is missing: a run would create it
+    // (create_buckets = true), a read-only audit must not.
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let unmade = format!("hub-unmade{}", fx.suffix);
+    let slow = text.replacen(
+        "[destination]\n",
+        "[destination]\nmax_requests_per_second = 6\n",
+        1,
+    );
+    let slow = format!(
+        "create_buckets = true\n{slow}[[buckets]]\nsource = \"{onix}\"\ndestination = \"{unmade}\"\nprefix = \"none/\"\n"
+    );
+    std::fs::write(&fx.config_path, &slow).unwrap();
+    let stamp = |c: &rusqlite::Connection| -> String {
+        c.query_row("SELECT MAX(checked_at) FROM verifications", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let ran_at = stamp(&fx.ledger());
+
+    // Cut off: SIGTERM after a few copies were read back.
+    let child = fx.spawn_ferry(&["verify"]);
+    let newer = |c: &rusqlite::Connection, t: &str| -> i64 {
+        c.query_row(
+            "SELECT COUNT(*) FROM verifications WHERE checked_at > ?1",
+            [t],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while newer(&fx.ledger(), &ran_at) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the audit read nothing back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    support::sigterm(&child);
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cut-off audit is not a pass: {stdout}"
+    );
+    assert!(
+        stdout.contains("run `ferry verify` again to carry on"),
+        "{stdout}"
+    );
+    let first = newer(&fx.ledger(), &ran_at);
+    assert!(
+        first > 0 && first < set.len() as i64,
+        "stopped part-way: {first} of {}",
+        set.len()
+    );
+
+    std::fs::write(
+        &fx.config_path,
+        slow.replacen("max_requests_per_second = 6\n", "", 1),
+    )
+    .unwrap();
+    let rest = fx.ferry(&["verify"]);
+    assert_eq!(rest.code, 0, "{rest:?}");
+    assert!(
+        rest.stdout.contains("carrying on the audit begun at"),
+        "{rest:?}"
+    );
+    assert!(
+        rest.stdout
+            .contains(&format!("verified {} objects", set.len() as i64 - first)),
+        "the rest, once each: {rest:?}"
+    );
+    assert_eq!(
+        newer(&fx.ledger(), &ran_at),
+        set.len() as i64,
+        "every copy read back in the audit"
+    );
+
+    // The audit is done: the next one reads everything again.
+    let again = fx.ferry(&["verify"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(!again.stdout.contains("carrying on"), "{again:?}");
+    assert!(
+        again
+            .stdout
+            .contains(&format!("verified {} objects", set.len())),
+        "{again:?}"
+    );
+    let made = fx.destination.head_bucket().bucket(&unmade).send().await;
+    assert!(
+        made.is_err(),
+        "verify created the destination bucket {unmade}"
+    );
+}
+
+/// A key that `delete = true` removed properly is gone from both sides: the
+/// report calls it `gone`, not a problem, so sign-off can pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_removed_by_delete_is_not_a_problem_in_the_report() {
+    let fx = Fixture::with_destination("removed", TRANSFER, "delete = true", None).await;
+    let set = data(&fx);
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+    let gone = &set[4];
+    fx.delete_at_source(&gone).await;
+    // The first pass sees it gone, the next one removes ferry's copy.
+    for _ in 0..2 {
+        assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+    }
+    let dest = format!("hub-{}", gone.bucket);
+    let left = fx
+        .destination
+        .head_object()
+        .bucket(&dest)
+        .key(&gone.key)
+        .send()
+        .await;
+    assert!(left.is_err(), "ferry's copy of a deleted key was removed");
+    let report = fx.ferry(&["report", "--format", "csv"]);
+    assert_eq!(report.code, 0, "{report:?}");
+    assert!(
+        csv_block(&report.stdout, "problems").is_empty(),
+        "{report:?}"
+    );
+    let (header, rows) = support::csv_table(&report.stdout, "buckets");
+    let column = header.iter().position(|h| h == "gone").unwrap();
+    let row = rows.iter().find(|r| r[0] == gone.bucket).unwrap();
+    assert_eq!(&row[column], "1", "{report:?}");
+}
+
+/// One bad reading is not a bad copy: a bit flipped on the way back from the
+/// destination is read again, and the copy is verified, not mismatched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_back_that_goes_wrong_on_the_way_is_read_again_before_any_verdict() {
+    let plays = support::faults::Plays {
+        flip_get: Some("onix-005.xml".into()),
+        ..Default::default()
+    };
+    let proxy =
+        support::faults::FaultProxy::playing(support::servers().get("FERRY_DEST_ENDPOINT"), plays)
+            .await;
+    let fx = Fixture::with_destination("reread", TRANSFER, "", Some(proxy.url())).await;
+    let set = data(&fx);
+    fx.fill(&set).await;
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        proxy
+            .injected
+            .flip_response
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the read-back of onix-005.xml had a bit flipped"
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("copied {} objects", set.len())),
+        "{run:?}"
+    );
+    assert_eq!(
+        fx.count("SELECT COUNT(*) FROM objects WHERE state = 'verified'"),
+        set.len() as i64,
+        "{run:?}"
+    );
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use ferry::store::Side;
 use ferry_tools::demo::{self, DemoObject};
-use support::{list_all, scrape, Fixture};
+use support::faults::{FaultProxy, Plays};
+use support::{list_all, scrape, servers, Fixture};
 
 fn onix(fx: &Fixture, n: u64) -> Vec<DemoObject> {
     let bucket = format!("onix{}", fx.suffix);
@@ -57,6 +58,17 @@ async fn shards_split_the_keys_and_together_copy_everything() {
             "shard {i} took {} of {}",
             keys.len(),
             set.len()
+        );
+        // One shard's ledger, read alone, answers for its own keys: the
+        // other shard's are not "missing", they are not this shard's.
+        let report = fx.ferry(&["report", "--format", "csv", "--ledger", &ledger]);
+        assert_eq!(report.code, 0, "shard {i}'s report: {report:?}");
+        let buckets = support::csv_block(&report.stdout, "buckets");
+        let row = buckets.iter().find(|r| r[0] == set[0].bucket).unwrap();
+        assert_eq!(
+            (&row[2], &row[row.len() - 1]),
+            (keys.len().to_string().as_str(), shard.as_str()),
+            "listed and shards of shard {i}: {report:?}"
         );
         owned.push(keys);
     }
@@ -129,13 +141,7 @@ async fn a_daemon_copies_exactly_what_changed_and_removes_deletions_after_two_pa
     set[5].seed ^= 99;
     demo::put(&fx.source, &set[5]).await.unwrap();
     let gone = set.remove(7);
-    fx.source
-        .delete_object()
-        .bucket(&gone.bucket)
-        .key(&gone.key)
-        .send()
-        .await
-        .unwrap();
+    fx.delete_at_source(&gone).await;
 
     assert_eq!(
         pass_finished(&fx, 2).await,
@@ -197,13 +203,7 @@ async fn without_delete_a_key_deleted_at_the_source_stays_and_is_reported() {
     let set = onix(&fx, 5);
     fx.fill(&set).await;
     assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
-    fx.source
-        .delete_object()
-        .bucket(&set[0].bucket)
-        .key(&set[0].key)
-        .send()
-        .await
-        .unwrap();
+    fx.delete_at_source(&set[0]).await;
     for _ in 0..3 {
         let run = fx.ferry(&["run", "--once"]);
         assert_eq!(run.code, 0, "{run:?}");
@@ -362,4 +362,44 @@ async fn bars_are_drawn_on_a_terminal_and_never_tear_log_lines() {
         "{piped:?}"
     );
     assert!(piped.stderr.contains("INFO"), "{piped:?}");
+}
+
+/// `delete = true` takes two listings' word that a key is gone, and then the
+/// source's own: a key that listings miss but the source still holds is
+/// never removed at the destination.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_listings_miss_but_the_source_holds_is_not_removed() {
+    let fx = Fixture::with_destination("unlisted", "", "delete = true", None).await;
+    let set = onix(&fx, 4);
+    fx.fill(&set).await;
+    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
+    let missed = &set[2];
+    let plays = Plays {
+        unlisted: Some(missed.key.clone()),
+        ..Plays::default()
+    };
+    let proxy = FaultProxy::playing(servers().get("FERRY_SOURCE_ENDPOINT"), plays).await;
+    fx.source_through(&proxy.url());
+    for _ in 0..3 {
+        let run = fx.ferry(&["run", "--once"]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let dest = format!("hub-{}", missed.bucket);
+    assert_eq!(
+        dest_keys(&fx, &dest).await.len(),
+        set.len(),
+        "a key still at the source was removed at the destination"
+    );
+    let reason: String = fx
+        .ledger()
+        .query_row(
+            "SELECT state || ': ' || COALESCE(last_error, '') FROM objects WHERE key = ?1",
+            [&missed.key],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        reason.starts_with("deleted: ") && reason.contains("the source still answers for it"),
+        "{reason}"
+    );
 }

@@ -159,13 +159,8 @@ async fn sigterm_mid_copy_exits_0_within_the_grace_period_and_a_restart_finishes
 
     let child = fx.spawn_ferry(&["run", "--once"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pid = child.id().unwrap().to_string();
     let signalled = Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    support::sigterm(&child);
     let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
         .await
         .expect("exited")
@@ -281,55 +276,6 @@ async fn a_second_writer_is_refused_while_status_reads_along() {
     first.kill().await.unwrap();
     run_to_end(&fx).await;
     assert_all_copied_byte_equal(&fx, &set).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn cleanup_aborts_ferrys_uploads_and_all_of_them_with_all() {
-    let fx = Fixture::new("cleanup", TRANSFER).await;
-    let onix = format!("onix{}", fx.suffix);
-    let set: Vec<DemoObject> = (0..3).map(|i| small(&onix, i)).collect();
-    fx.fill(&set).await;
-    assert_eq!(fx.ferry(&["run", "--once"]).code, 0);
-
-    let dest = format!("hub-{onix}");
-    let ours = fx
-        .destination
-        .create_multipart_upload()
-        .bucket(&dest)
-        .key(&set[0].key)
-        .send()
-        .await
-        .unwrap();
-    let foreign = fx
-        .destination
-        .create_multipart_upload()
-        .bucket(&dest)
-        .key("someone-else/upload.bin")
-        .send()
-        .await
-        .unwrap();
-
-    let run = fx.ferry(&["cleanup"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(
-        run.stdout.contains("1 incomplete uploads aborted, 1 left"),
-        "{run:?}"
-    );
-    let open: Vec<String> = ferry::cleanup::incomplete_uploads(&fx.destination, &dest)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.upload_id)
-        .collect();
-    assert_eq!(open, vec![foreign.upload_id().unwrap().to_owned()]);
-    assert!(!open.contains(&ours.upload_id().unwrap().to_owned()));
-
-    let run = fx.ferry(&["cleanup", "--all"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(ferry::cleanup::incomplete_uploads(&fx.destination, &dest)
-        .await
-        .unwrap()
-        .is_empty());
 }
 
 /// A tmpfs under the fixture's `state/`, so the ledger's disk can fill up.
@@ -461,14 +407,130 @@ async fn a_resumed_upload_hashes_on_from_its_last_part_without_reading_the_copy_
         .unwrap();
     assert_eq!(got.sha256, want, "the copy's bytes");
     // The whole-object SHA-256 went on from the kept parts' state, and is right.
-    let (state, sha256): (String, String) = fx
-        .ledger()
+    let (state, sha256) = only_copy(&fx);
+    assert_eq!((state.as_str(), sha256), ("copied", want));
+    assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_the_start_up_bucket_check_exits_0_within_the_grace() {
+    // A source that takes connections and never answers: the bucket check
+    // at start-up would wait for timeouts and retries, most of a minute.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let fx = Fixture::with_destination("silent", "", "shutdown_grace = \"10s\"", None).await;
+    fx.source_through(&url);
+
+    let child = fx.spawn_ferry(&["run", "--once"]);
+    // Held open, unanswered, until the test ends.
+    let (_held, _) = tokio::time::timeout(Duration::from_secs(30), silent.accept())
+        .await
+        .expect("ferry never asked the source")
+        .unwrap();
+    let signalled = Instant::now();
+    support::sigterm(&child);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("still running {:?} after SIGTERM", signalled.elapsed()))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("stopped by a signal"), "{stdout}");
+    assert!(!fx.config.ledger.exists(), "a ledger was written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_sse_c_an_upload_that_vanished_uncompleted_is_copied_again_in_one_pass() {
+    use support::faults::{FaultProxy, Plays};
+    let transfer = "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"";
+    let (fx, sse_c) = Fixture::with_sse_c_destination("vanished", transfer).await;
+    let env = sse_c.env();
+    let ferry = |config: &std::path::Path| {
+        support::ferry_in(fx.dir.path(), config, &["run", "--once"], &env)
+    };
+    let audio = format!("audio{}", fx.suffix);
+    let dest = format!("hub-{audio}");
+    let old = large(&audio, 0, 12 * MIB);
+    fx.fill(std::slice::from_ref(&old)).await;
+    let run = ferry(&fx.config_path);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // A new version of the same size: ferry's copy of the old one stays at
+    // the destination while the new one's upload is under way.
+    let mut new = old.clone();
+    new.seed ^= 0xC0FFEE;
+    demo::put(&fx.source, &new).await.unwrap();
+    // Every part of the new upload arrives; its Complete never does.
+    let ceph = servers().get("FERRY_CEPH_ENDPOINT");
+    let proxy = FaultProxy::playing(
+        ceph,
+        Plays {
+            refuse_complete: true,
+            ..Plays::default()
+        },
+    )
+    .await;
+    let refusing = fx.dir.path().join("refusing.toml");
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(&refusing, text.replacen(ceph, &proxy.url(), 1)).unwrap();
+    let run = ferry(&refusing);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(proxy.injected.internal_error.load(Ordering::Relaxed) > 0);
+    let parts = fx.count("SELECT COUNT(*) FROM parts");
+    assert!(parts >= 2, "{parts} parts recorded");
+    assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 1);
+
+    // The upload vanishes uncompleted, as a lifecycle rule would abort it.
+    let open = ferry::cleanup::incomplete_uploads(&fx.destination, &dest)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    fx.destination
+        .abort_multipart_upload()
+        .bucket(&dest)
+        .key(&open[0].key)
+        .upload_id(&open[0].upload_id)
+        .send()
+        .await
+        .unwrap();
+
+    let run = ferry(&fx.config_path);
+    assert_eq!(run.code, 0, "{run:?}");
+    let got = fx
+        .destination
+        .get_object()
+        .bucket(&dest)
+        .key(&new.key)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&sse_c.base64)
+        .sse_customer_key_md5(&sse_c.md5_base64)
+        .send()
+        .await
+        .unwrap();
+    let bytes = got.body.collect().await.unwrap().to_vec();
+    let want = new.expected_digests().sha256_hex();
+    assert_eq!(ferry::hashing::Digests::of(&bytes).sha256_hex(), want);
+    let (state, sha256) = only_copy(&fx);
+    assert_eq!((state.as_str(), sha256), ("verified", want));
+    assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 0);
+    assert!(ferry::cleanup::incomplete_uploads(&fx.destination, &dest)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// The state and recorded SHA-256 of the fixture's one copied object.
+fn only_copy(fx: &Fixture) -> (String, String) {
+    fx.ledger()
         .query_row(
             "SELECT o.state, c.sha256 FROM objects o JOIN copies c ON c.object_id = o.id",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .unwrap();
-    assert_eq!((state.as_str(), sha256), ("copied", want));
-    assert_eq!(fx.count("SELECT COUNT(*) FROM uploads"), 0);
+        .unwrap()
 }

@@ -106,10 +106,7 @@ fn a_config_others_can_read_gets_a_warning() {
 async fn the_sse_c_key_appears_in_no_log_ledger_or_error() {
     use base64::Engine as _;
     let transfer = "part_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"";
-    let Some((fx, sse_c)) = Fixture::with_sse_c_destination("ssecsecret", transfer).await else {
-        eprintln!("skipped: the local Ceph RGW is not running (FERRY_CEPH=0)");
-        return;
-    };
+    let (fx, sse_c) = Fixture::with_sse_c_destination("ssecsecret", transfer).await;
     let (key, raw) = (sse_c.base64.clone(), sse_c.raw.clone());
     let audio = format!("audio{}", fx.suffix);
     let mut big = DemoObject::new(&audio, "big.mp3".into(), 11 << 20, "audio/mpeg");

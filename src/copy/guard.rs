@@ -1,12 +1,14 @@
 //! Whether ferry may write or delete a destination key: only over its own last copy, or nothing.
-//! It asks the destination (HEAD, or If-None-Match on the write) and reads the ledger; it changes neither.
+//! It asks the destination (HEAD, If-None-Match on the write, a read under SSE-C) and reads the ledger; it changes neither.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use aws_sdk_s3::Client;
 
-use crate::config::CustomerKey;
-use crate::hashing::bare_etag;
+use super::{CopyError, Engine};
+use crate::config::{CustomerKey, OnConflict};
+use crate::hashing::{bare_etag, Hasher};
+use crate::ledger::{self, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 
 /// What the destination holds under a key, compared with ferry's last copy.
@@ -14,8 +16,12 @@ use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 pub enum Verdict {
     /// Nothing there: writing loses nothing (deleting has nothing to do).
     Absent,
-    /// ferry's own copy, or bytes identical to the source version at hand.
+    /// ferry's last recorded copy.
     Ours,
+    /// Not ferry's last recorded copy, but bytes it may take as its own:
+    /// identical to the source version at hand, or a write of ferry's whose
+    /// answer was lost (the `also` of [`inspect`]).
+    Known,
     /// Something ferry did not write: leave it, for this reason.
     Foreign(String),
 }
@@ -72,8 +78,11 @@ pub async fn inspect(
     let etag = bare_etag(head.e_tag().unwrap_or_default());
     let size = head.content_length().unwrap_or(-1);
     let known = |k: &Known| k.etag == etag && k.size.is_none_or(|s| s as i64 == size);
-    if copied_etag == Some(etag) || also.iter().any(known) {
+    if copied_etag == Some(etag) {
         return Ok(Verdict::Ours);
+    }
+    if also.iter().any(known) {
+        return Ok(Verdict::Known);
     }
     Ok(Verdict::Foreign(match copied_etag {
         Some(ours) => format!(
@@ -85,6 +94,55 @@ pub async fn inspect(
              ferry leaves it alone (on_conflict = \"keep\")"
         ),
     }))
+}
+
+/// Whether `bucket/key`, read with ferry's SSE-C key, holds the bytes of a
+/// PUT ferry meant, one of `intended` (MD5, size). Under SSE-C the ETag is
+/// not an MD5, so the bytes themselves prove it; an object the key does not
+/// open, or of a size ferry never meant, is not read.
+pub async fn md5_with_key(
+    destination: &Client,
+    customer_key: Option<&CustomerKey>,
+    (bucket, key): (&str, &str),
+    intended: &[(String, u64)],
+) -> Result<bool, StoreError> {
+    let what = format!("GetObject {bucket}/{key} (before writing)");
+    let got = destination
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .customer_key(customer_key)
+        .send()
+        .await;
+    let mut got = match got {
+        Ok(got) => got,
+        Err(e) => {
+            let e = StoreError::from_sdk(Side::Destination, &what, e);
+            return if e.kind.is_retryable() {
+                Err(e)
+            } else {
+                Ok(false)
+            };
+        }
+    };
+    let size = got.content_length().unwrap_or(-1);
+    if !intended.iter().any(|(_, s)| *s as i64 == size) {
+        return Ok(false);
+    }
+    let mut hasher = Hasher::new(true, false);
+    while let Some(chunk) = got.body.next().await {
+        let chunk = chunk.map_err(|e| {
+            StoreError::new(
+                Side::Destination,
+                FailureKind::Unreachable,
+                &what,
+                format!("body cut off: {e}"),
+            )
+        })?;
+        hasher.update(&chunk);
+    }
+    let md5 = hasher.finish().md5_hex();
+    Ok(intended.iter().any(|(m, s)| *m == md5 && *s as i64 == size))
 }
 
 /// How a write of a key is guarded against another writer's object.
@@ -154,6 +212,96 @@ impl Drop for Probing<'_> {
         let _ = (self.0)
             .0
             .compare_exchange(PROBING, UNKNOWN, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// Whether a key may be written, as [`Engine::may_write`] found it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MayWrite {
+    /// Nothing there, ferry's own last copy, or `on_conflict = "overwrite"`.
+    Yes,
+    /// Something the ledger records no copy of, which ferry may write over
+    /// (bytes with the source's ETag, a write of ferry's whose answer was
+    /// lost); if it proves to be the source's bytes, it need not be sent.
+    YesUnlessAdoptable,
+    /// Not ferry's: left alone, for this reason (unless it proves to be
+    /// the source's bytes).
+    No(String),
+}
+
+impl Verdict {
+    /// ferry's to write over or remove: its last copy, or bytes it knows.
+    pub fn is_ferrys(&self) -> bool {
+        matches!(self, Verdict::Ours | Verdict::Known)
+    }
+}
+
+impl Engine {
+    /// Whether the copy may be written. ferry may overwrite only its own
+    /// copy (or an upload of its own that completed before a crash, or
+    /// bytes identical to the source's, or bytes it meant to PUT whose
+    /// answer it never heard), and nothing at all is checked with
+    /// `on_conflict = "overwrite"`.
+    pub(crate) async fn may_write(&self, item: &WorkItem) -> Result<MayWrite, CopyError> {
+        if self.on_conflict == OnConflict::Overwrite || item.recopy_approved {
+            return Ok(MayWrite::Yes);
+        }
+        let id = item.object_id;
+        let (upload_etag, intents) = self
+            .writer
+            .call(move |c| {
+                Ok((
+                    ledger::etag_of_upload(c, id)?,
+                    ledger::write_intents_of(c, id)?,
+                ))
+            })
+            .await?;
+        // Bytes identical to the source version at hand, an upload of
+        // ferry's own that completed before a crash, and every PUT ferry
+        // meant (recorded before it was sent) are ferry's to write over.
+        let mut also = vec![Known {
+            etag: &item.source_etag,
+            size: Some(item.size),
+        }];
+        if let Some(etag) = &upload_etag {
+            also.push(Known {
+                etag,
+                size: Some(item.size),
+            });
+        }
+        also.extend(intents.iter().map(|(md5, size)| Known {
+            etag: md5,
+            size: Some(*size),
+        }));
+        let verdict = inspect(
+            &self.destination,
+            self.customer_key.as_ref(),
+            (&item.dest_bucket, &item.key),
+            item.copied_etag.as_deref(),
+            &also,
+        )
+        .await?;
+        Ok(match verdict {
+            // With SSE-C the ETag is not an MD5: the bytes themselves,
+            // read with ferry's key, say whether they are a PUT ferry meant.
+            Verdict::Foreign(why) if self.customer_key.is_some() && !intents.is_empty() => {
+                let (bucket, key) = (&item.dest_bucket, &item.key);
+                let read = md5_with_key(
+                    &self.destination,
+                    self.customer_key.as_ref(),
+                    (bucket, key),
+                    &intents,
+                );
+                if read.await? {
+                    MayWrite::YesUnlessAdoptable
+                } else {
+                    MayWrite::No(why)
+                }
+            }
+            Verdict::Foreign(why) => MayWrite::No(why),
+            Verdict::Known => MayWrite::YesUnlessAdoptable,
+            Verdict::Absent | Verdict::Ours => MayWrite::Yes,
+        })
     }
 }
 

@@ -3,10 +3,14 @@
 //!
 //! `pool.rs` runs at most `concurrency` objects at once; `single.rs` copies
 //! an object in one PUT, `multipart/` part by part; `readback.rs` proves the
-//! copy; `guard.rs` decides whether a key may be written; `retry.rs` retries.
+//! copy; `guard.rs` decides whether a key may be written; `adopt.rs` what to do
+//! with a taken key, and takes a copy found there as ferry's when its bytes
+//! prove the source's; `retry.rs` retries.
 
 pub mod abort;
+mod adopt;
 pub mod guard;
+mod held;
 pub mod metadata;
 pub mod multipart;
 mod pool;
@@ -65,6 +69,11 @@ pub struct Engine {
     pub customer_key: Option<CustomerKey>,
     /// Whether new keys may be written with If-None-Match instead of a HEAD first.
     pub(crate) conditional: guard::ConditionalWrites,
+    /// A copy was found at the destination without a ledger record (a lost
+    /// or restored ledger): from then on every write asks with a HEAD
+    /// first, so that such copies are adopted before a byte is read from
+    /// the source, not after (If-None-Match would read the source first).
+    pub(crate) adopting: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -86,6 +95,7 @@ impl Engine {
             on_conflict: OnConflict::Keep,
             customer_key: None,
             conditional: guard::ConditionalWrites::default(),
+            adopting: Default::default(),
         }
     }
 
@@ -176,12 +186,13 @@ impl Engine {
     /// changes mid-copy is read again and the new version copied from scratch.
     async fn copy_and_record(&self, mut item: WorkItem) -> Result<PassSummary, LedgerError> {
         let started = std::time::Instant::now();
-        let (mut versions_seen, mut whole_reads) = (1, 1);
+        let (mut versions_seen, mut whole_reads, mut refusals) = (1, 1, 0);
         let id = item.object_id;
         let new_key = self.on_conflict == OnConflict::Keep
             && !item.recopy_approved
             && item.copied_etag.is_none()
-            && !self.sends_in_parts(&item);
+            && !self.sends_in_parts(&item)
+            && !self.adopting.load(std::sync::atomic::Ordering::Relaxed);
         let mut guard = self.conditional.guard_for(new_key);
         let _probe =
             (guard == guard::WriteGuard::Probe).then_some(guard::Probing(&self.conditional));
@@ -207,6 +218,10 @@ impl Engine {
             match result {
                 // Taken since the listing: a HEAD says whether it is ferry's.
                 Err(CopyError::Store(e)) if e.kind == FailureKind::Occupied => {
+                    refusals += 1;
+                    if refusals >= ATTEMPTS {
+                        break Err(refused_every_time(e, refusals).into());
+                    }
                     if let Some(not_written) = self.unless_writable(&item).await? {
                         return Ok(not_written);
                     }
@@ -217,6 +232,9 @@ impl Engine {
                 {
                     versions_seen += 1;
                     match self.new_source_version(&item).await {
+                        Ok(newer) if self.holds_copy_of(&newer).await? => {
+                            return Ok(PassSummary::default())
+                        }
                         Ok(newer) => item = newer,
                         Err(e) => break Err(e),
                     }
@@ -312,69 +330,8 @@ impl Engine {
         })
     }
 
-    fn sends_in_parts(&self, item: &WorkItem) -> bool {
+    pub(super) fn sends_in_parts(&self, item: &WorkItem) -> bool {
         item.source_etag.contains('-') || item.size >= self.transfer.multipart_threshold
-    }
-
-    /// None when the key may be written; else what was recorded instead (a
-    /// conflict, or the failure of the HEAD that asked).
-    async fn unless_writable(&self, item: &WorkItem) -> Result<Option<PassSummary>, LedgerError> {
-        let id = item.object_id;
-        match self.may_write(item).await {
-            Ok(None) => Ok(None),
-            Ok(Some(reason)) => {
-                tracing::warn!(bucket = %item.dest_bucket, key = %item.key, reason = %reason, "conflict: not copied");
-                crate::metrics::failed("conflict");
-                self.writer
-                    .call(move |c| ledger::record_conflict(c, id, &reason))
-                    .await?;
-                Ok(Some(PassSummary {
-                    objects_conflict: 1,
-                    ..PassSummary::default()
-                }))
-            }
-            Err(CopyError::Ledger(e)) => Err(e),
-            Err(CopyError::Store(e)) => self.record_failure(item, e).await.map(Some),
-        }
-    }
-
-    /// None when the copy may be written; else why not. ferry may overwrite
-    /// only its own copy (or an upload of its own that completed before a
-    /// crash, or bytes identical to the source's), and nothing at all is
-    /// checked with `on_conflict = "overwrite"`.
-    pub(crate) async fn may_write(&self, item: &WorkItem) -> Result<Option<String>, CopyError> {
-        if self.on_conflict == OnConflict::Overwrite || item.recopy_approved {
-            return Ok(None);
-        }
-        let id = item.object_id;
-        let upload_etag = self
-            .writer
-            .call(move |c| ledger::etag_of_upload(c, id))
-            .await?;
-        // Bytes identical to the source version at hand, and an upload of
-        // ferry's own that completed before a crash, are ferry's to write over.
-        let mut also = vec![guard::Known {
-            etag: &item.source_etag,
-            size: Some(item.size),
-        }];
-        if let Some(etag) = &upload_etag {
-            also.push(guard::Known {
-                etag,
-                size: Some(item.size),
-            });
-        }
-        let verdict = guard::inspect(
-            &self.destination,
-            self.customer_key.as_ref(),
-            (&item.dest_bucket, &item.key),
-            item.copied_etag.as_deref(),
-            &also,
-        )
-        .await?;
-        Ok(match verdict {
-            guard::Verdict::Foreign(why) => Some(why),
-            guard::Verdict::Absent | guard::Verdict::Ours => None,
-        })
     }
 
     /// Reads the source's current version of an object that changed and
@@ -432,6 +389,23 @@ pub(crate) fn check_etag(
         )
         .into())
     }
+}
+
+/// A store that answers 412 Precondition Failed to writes of a key that a
+/// HEAD finds free, or ferry's own, again and again (to a plain PUT, which
+/// carries no precondition): the object fails, saying so, and the pass goes on.
+fn refused_every_time(last: StoreError, refusals: u32) -> StoreError {
+    StoreError::new(
+        Side::Destination,
+        FailureKind::Refused,
+        last.action.clone(),
+        format!(
+            "the destination answered 412 Precondition Failed to {refusals} writes of this key, \
+             although a HEAD found it free or holding ferry's own bytes; ferry gave up on it \
+             for this pass (last answer: {})",
+            last.message
+        ),
+    )
 }
 
 /// Whether a source ETag is the MD5 of the object's bytes: a single-part

@@ -13,7 +13,20 @@ use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 
 /// Reads one copy back. A copy that is missing or differs is a verdict
 /// (`ok: false`, with the reason); only a read that cannot be done is an error.
+/// A copy that reads back wrong is read once more before it is called
+/// mismatched: a bit flipped on the way back, or a store that answered
+/// before it caught up, is not a bad copy. The second reading decides.
 pub async fn read_back(engine: &Engine, item: &VerifyItem) -> Result<Verification, CopyError> {
+    let first = read_back_once(engine, item).await?;
+    if first.ok {
+        return Ok(first);
+    }
+    tracing::info!(bucket = %item.dest_bucket, key = %item.key, reason = ?first.reason,
+        "the copy read back wrong; reading it once more before calling it mismatched");
+    read_back_once(engine, item).await
+}
+
+async fn read_back_once(engine: &Engine, item: &VerifyItem) -> Result<Verification, CopyError> {
     let id = item.object_id;
     let recorded = engine
         .writer

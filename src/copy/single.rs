@@ -6,12 +6,12 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::guard::{self, WriteGuard};
+use super::guard::WriteGuard;
 use super::metadata::Metadata;
 use super::retry::with_retries;
 use super::{check_etag, copy_record, CopyError, Engine};
 use crate::hashing::Digests;
-use crate::ledger::{CopyRecord, WorkItem};
+use crate::ledger::{self, CopyRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 
 /// `guard` says whether the PUT carries If-None-Match (see `guard::WriteGuard`).
@@ -75,6 +75,13 @@ async fn attempt(
     if super::etag_is_md5(&item.source_etag, got_sse.as_ref()) {
         super::check_source(item, &md5)?;
     }
+    // Intent before action: a PUT whose answer is lost lands all the same,
+    // and these bytes at the key are then known as ferry's (`may_write`).
+    let (id, intended, size) = (item.object_id, md5.clone(), item.size);
+    engine
+        .writer
+        .call(move |c| ledger::record_write_intent(c, id, &intended, size))
+        .await?;
     let what = format!("PutObject {}/{}", item.dest_bucket, item.key);
     let send = |if_none_match: bool| {
         let request = engine
@@ -97,19 +104,12 @@ async fn attempt(
             .disable_payload_signing()
             .send()
     };
-    let put = match send(guard != WriteGuard::Inspect).await {
-        Ok(put) => put,
-        Err(e) => {
-            let e = StoreError::from_sdk(Side::Destination, &what, e);
-            if e.kind != FailureKind::Occupied || !holds_these_bytes(engine, item, &md5).await? {
-                // Whose the key is, `copy_and_record` asks.
-                return Err(e.into());
-            }
-            send(false)
-                .await
-                .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?
-        }
-    };
+    // A 412: the key is taken. Whose it is (ferry's own PUT whose answer
+    // was lost, a copy a lost ledger did not know, another writer's),
+    // `copy_and_record` asks, and adopts what proves to be the source's.
+    let put = send(guard != WriteGuard::Inspect)
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
     let mut etag = check_etag(engine, &what, &md5, put.e_tag())?;
     if guard == WriteGuard::Probe {
         // The key now holds ferry's object: a store that honours
@@ -130,25 +130,6 @@ async fn attempt(
         super::tags::confirm(engine, item, sent).await?;
     }
     Ok(copy_record(item, etag, &digests, None))
-}
-
-/// A conditional PUT whose answer was lost lands, and its retry hears 412:
-/// the key then holds these very bytes (their MD5 and size), which a plain
-/// PUT may write again.
-async fn holds_these_bytes(engine: &Engine, item: &WorkItem, md5: &str) -> Result<bool, CopyError> {
-    let these_bytes = guard::Known {
-        etag: md5,
-        size: Some(item.size),
-    };
-    let verdict = guard::inspect(
-        &engine.destination,
-        engine.customer_key.as_ref(),
-        (&item.dest_bucket, &item.key),
-        None,
-        &[these_bytes],
-    )
-    .await?;
-    Ok(verdict == guard::Verdict::Ours)
 }
 
 /// If-Match takes the ETag in quotes, as S3 sends it.

@@ -135,3 +135,34 @@ pub fn key_records(
     )?;
     rows.collect()
 }
+
+/// The shard a bucket pair was listed with ("I/N", or "all"); None when this
+/// ledger never listed the pair.
+pub fn listed_scope(
+    conn: &Connection,
+    (source, destination, prefix): (&str, &str, &str),
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT COALESCE(b.shard, 'all') FROM buckets b
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3
+           AND EXISTS (SELECT 1 FROM objects o WHERE o.bucket_id = b.id)",
+        params![source, destination, prefix],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// How many copies of a bucket pair ferry adopted (found at the destination
+/// without a ledger record and proved to be the source's bytes).
+pub fn adopted_count(
+    conn: &Connection,
+    (source, destination, prefix): (&str, &str, &str),
+) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM copies c CROSS JOIN objects o ON o.id = c.object_id
+         JOIN buckets b ON b.id = o.bucket_id
+         WHERE c.adopted_at IS NOT NULL AND b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3",
+        params![source, destination, prefix],
+        |r| r.get::<_, i64>(0).map(|n| n as u64),
+    )
+}

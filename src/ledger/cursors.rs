@@ -1,7 +1,7 @@
 //! Listing into the ledger: pages and the cursor after each, committed together,
 //! and the keys a finished listing no longer saw. It must not call a key deleted mid-listing.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{id_list, State};
 
@@ -278,7 +278,8 @@ pub fn listing_pass(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite
 /// Returns how many keys were newly found missing.
 pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<usize> {
     conn.execute(
-        "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL WHERE id = ?1",
+        "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL,
+            listed_as_of = (SELECT started_at FROM passes WHERE id = ?2) WHERE id = ?1",
         params![bucket_id, pass_id],
     )?;
     conn.execute("DELETE FROM list_ranges WHERE bucket_id = ?1", [bucket_id])?;
@@ -306,6 +307,7 @@ pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqli
 #[derive(Clone, Debug)]
 pub struct Deletable {
     pub object_id: i64,
+    pub source_bucket: String,
     pub dest_bucket: String,
     pub key: String,
     /// The ETag of ferry's copy; None when ferry never wrote the key.
@@ -323,7 +325,7 @@ pub fn deletable(
 ) -> rusqlite::Result<Vec<Deletable>> {
     let ids = id_list(bucket_ids);
     let mut stmt = conn.prepare(&format!(
-        "SELECT o.id, b.destination, o.key, c.dest_etag FROM objects o JOIN buckets b ON b.id = o.bucket_id
+        "SELECT o.id, b.source, b.destination, o.key, c.dest_etag FROM objects o JOIN buckets b ON b.id = o.bucket_id
          LEFT JOIN copies c ON c.object_id = o.id
          WHERE o.state = '{deleted}' AND o.missing_passes >= ?1 AND o.id > ?2 AND o.bucket_id IN ({ids})
          ORDER BY o.id LIMIT ?3",
@@ -332,12 +334,53 @@ pub fn deletable(
     let rows = stmt.query_map(params![passes, after_id, limit as i64], |r| {
         Ok(Deletable {
             object_id: r.get(0)?,
-            dest_bucket: r.get(1)?,
-            key: r.get(2)?,
-            copied_etag: r.get(3)?,
+            source_bucket: r.get(1)?,
+            dest_bucket: r.get(2)?,
+            key: r.get(3)?,
+            copied_etag: r.get(4)?,
         })
     })?;
     rows.collect()
+}
+
+/// A key the listings called gone, which a HEAD found at the source: not
+/// removed, and counted as gone afresh from the next listing on.
+pub fn record_still_at_source(conn: &Connection, object_id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!(
+            "UPDATE objects SET missing_passes = 0,
+               last_error = 'listed as gone, but the source still answers for it: not removed'
+             WHERE id = ?1 AND state = '{deleted}'",
+            deleted = State::Deleted
+        ),
+        params![object_id],
+    )?;
+    Ok(())
+}
+
+/// A manifest's creationTimestamp (milliseconds, the SQL parameter `param`)
+/// as the ledger writes times.
+fn as_of(param: &str) -> String {
+    format!("strftime('%Y-%m-%dT%H:%M:%fZ', {param} / 1000.0, 'unixepoch')")
+}
+
+/// When the bucket's last complete listing shows it as of a later time than
+/// `created_ms` (an inventory manifest's creationTimestamp), that time: the
+/// manifest is older than what the ledger knows.
+pub fn listed_after(
+    conn: &Connection,
+    bucket_id: i64,
+    created_ms: i64,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        &format!(
+            "SELECT listed_as_of FROM buckets WHERE id = ?1 AND listed_as_of > {}",
+            as_of("?2")
+        ),
+        params![bucket_id, created_ms],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// The inventory manifest the bucket was last listed from, if any.
@@ -354,17 +397,21 @@ pub fn inventory_manifest(conn: &Connection, bucket_id: i64) -> rusqlite::Result
 /// a key written since is not in it, so only a real listing may say that a
 /// key is gone (and so lead to a deletion).
 /// `manifest` is None for a read that does not use the inventory up (the
-/// one `plan` makes before the first pass).
+/// one `plan` makes before the first pass); `created_ms` is its
+/// creationTimestamp: the bucket is now known as of then.
 pub fn finish_inventory(
     conn: &Connection,
-    bucket_id: i64,
-    pass_id: i64,
+    (bucket_id, pass_id): (i64, i64),
     manifest: Option<&str>,
+    created_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL,
-            inventory_manifest = COALESCE(?3, inventory_manifest) WHERE id = ?1",
-        params![bucket_id, pass_id, manifest],
+        &format!(
+            "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL,
+                inventory_manifest = COALESCE(?3, inventory_manifest), listed_as_of = {} WHERE id = ?1",
+            as_of("?4")
+        ),
+        params![bucket_id, pass_id, manifest, created_ms],
     )?;
     conn.execute("DELETE FROM list_ranges WHERE bucket_id = ?1", [bucket_id])?;
     Ok(())

@@ -18,6 +18,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v8_sha256_state.sql"),
     include_str!("v9_tag_count.sql"),
     include_str!("v10_md5_state.sql"),
+    include_str!("v11_audits.sql"),
+    include_str!("v12_intents.sql"),
+    include_str!("v13_listed_as_of.sql"),
+    include_str!("v14_adopted.sql"),
+    include_str!("v15_restores.sql"),
 ];
 
 /// The version this ferry writes.

@@ -3,16 +3,23 @@
 //!
 //! The schema lives in `schema.sql` and `migrations.rs`; the queries live by
 //! idea: `objects.rs` (with `state.rs`), `uploads.rs`, `passes.rs`,
-//! `cursors.rs`, `tags.rs`, and `catalog.rs` for the reports. Writes go through the one
+//! `cursors.rs`, `held.rs`, `intents.rs`, `tags.rs`, `audits.rs` (what `verify` reads back),
+//! `snapshot.rs` (a consistent copy in one file), `adoption.rs` (what a copy without a
+//! record may become), and `catalog.rs` for the reports. Writes go through the one
 //! [`Writer`] thread; `status` and the other readers open their own
 //! read-only connections with [`open_reader`].
 
+mod adoption;
+mod audits;
 mod catalog;
 mod cursors;
+mod held;
+mod intents;
 mod migrations;
 mod objects;
 mod passes;
 mod quality;
+mod snapshot;
 mod state;
 mod tags;
 mod uploads;
@@ -22,12 +29,17 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use adoption::{adoption_refused, may_adopt, record_adoption_refused};
+pub use audits::*;
 pub use catalog::*;
 pub use cursors::*;
+pub use held::*;
+pub use intents::*;
 pub use migrations::SCHEMA_VERSION;
 pub use objects::*;
 pub use passes::*;
 pub use quality::*;
+pub use snapshot::{check_snapshot, mark_restored, write_snapshot};
 pub use state::State;
 pub use tags::*;
 pub use uploads::*;

@@ -125,7 +125,7 @@ pub fn pending_seen_batch(
 /// most `?2`, in id order, that pass `and` (over `o` and `b`). One index
 /// range per state, each in id order already, merged: an `IN` over several
 /// states would sort every matching row for each batch.
-fn ids_in_states(states: &[State], bucket_ids: &[i64], and: &str) -> String {
+pub(super) fn ids_in_states(states: &[State], bucket_ids: &[i64], and: &str) -> String {
     let ids = id_list(bucket_ids);
     states
         .iter()
@@ -186,6 +186,29 @@ pub fn record_copying(conn: &Connection, object_id: i64) -> rusqlite::Result<()>
 /// Called only after PutObject or CompleteMultipartUpload succeeded.
 pub fn record_copied(conn: &mut Connection, c: &CopyRecord) -> rusqlite::Result<()> {
     let tx: Transaction = conn.transaction()?;
+    copied_in(&tx, c)?;
+    tx.commit()
+}
+
+/// A copy found at the destination and proved to hold the source's bytes
+/// (`copy/adopt.rs`): copied, marked adopted, and verified by the read that
+/// proved it, in one transaction.
+pub fn record_adopted(
+    conn: &mut Connection,
+    c: &CopyRecord,
+    v: &Verification,
+) -> rusqlite::Result<()> {
+    let tx: Transaction = conn.transaction()?;
+    copied_in(&tx, c)?;
+    tx.execute(
+        "UPDATE copies SET adopted_at = copied_at WHERE object_id = ?1",
+        [c.object_id],
+    )?;
+    verification_in(&tx, v)?;
+    tx.commit()
+}
+
+fn copied_in(tx: &Transaction, c: &CopyRecord) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT OR REPLACE INTO copies (object_id, source_etag, dest_etag, etag_matches, size, sha256, md5, part_size, part_count, etag_note, copied_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
@@ -203,6 +226,11 @@ pub fn record_copied(conn: &mut Connection, c: &CopyRecord) -> rusqlite::Result<
         ],
     )?;
     tx.execute("DELETE FROM uploads WHERE object_id = ?1", [c.object_id])?;
+    // A copy is recorded: the writes meant before it are settled.
+    tx.execute(
+        "DELETE FROM write_intents WHERE object_id = ?1",
+        [c.object_id],
+    )?;
     if c.part_count <= 1 && c.part_size.is_none() {
         tx.execute("DELETE FROM parts WHERE object_id = ?1", [c.object_id])?;
     }
@@ -213,7 +241,7 @@ pub fn record_copied(conn: &mut Connection, c: &CopyRecord) -> rusqlite::Result<
         ) + " AND source_etag = ?2"),
         params![c.object_id, c.source_etag],
     )?;
-    tx.commit()
+    Ok(())
 }
 
 /// Not copied, and not to be tried again until it changes: why.
@@ -266,46 +294,15 @@ pub fn totals_in_states(
     )
 }
 
-/// Copied objects to read back, in id order after `after_id`; with `again`,
-/// verified ones too.
-pub fn verify_batch(
-    conn: &Connection,
-    bucket_ids: &[i64],
-    again: bool,
-    after_id: i64,
-    limit: usize,
-) -> rusqlite::Result<Vec<VerifyItem>> {
-    let per_state = ids_in_states(
-        State::to_read_back(again),
-        bucket_ids,
-        "AND EXISTS (SELECT 1 FROM copies c WHERE c.object_id = o.id AND c.source_etag = o.source_etag)",
-    );
-    let sql = format!(
-        "SELECT o.id, b.source, b.destination, o.key, c.size, c.dest_etag, c.sha256, c.md5
-         FROM ({per_state}) p JOIN objects o ON o.id = p.id JOIN buckets b ON b.id = o.bucket_id
-         JOIN copies c ON c.object_id = o.id
-         ORDER BY o.id LIMIT ?2"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![after_id, limit as i64], |r| {
-        Ok(VerifyItem {
-            object_id: r.get(0)?,
-            source_bucket: r.get(1)?,
-            dest_bucket: r.get(2)?,
-            key: r.get(3)?,
-            size: r.get::<_, i64>(4)? as u64,
-            dest_etag: r.get(5)?,
-            sha256: r.get(6)?,
-            md5: r.get(7)?,
-        })
-    })?;
-    rows.collect()
-}
-
 /// Records a verification; the object becomes `verified` or `mismatched`
 /// unless it has since changed at the source.
 pub fn record_verification(conn: &mut Connection, v: &Verification) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    verification_in(&tx, v)?;
+    tx.commit()
+}
+
+fn verification_in(tx: &Transaction, v: &Verification) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT OR REPLACE INTO verifications (object_id, checked_at, ok, reason, size, sha256, md5)
          VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?2, ?3, ?4, ?5, ?6)",
@@ -320,7 +317,7 @@ pub fn record_verification(conn: &mut Connection, v: &Verification) -> rusqlite:
         &verdict.move_sql(", last_error = ?2"),
         params![v.object_id, v.reason],
     )?;
-    tx.commit()
+    Ok(())
 }
 
 /// `verify --recopy` and the next pass: mismatched objects are copied again.

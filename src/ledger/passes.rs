@@ -15,6 +15,8 @@ pub struct PassSummary {
     pub objects_mismatched: u64,
     /// Not copied: the destination key holds what ferry did not write.
     pub objects_conflict: u64,
+    /// Not sent: found at the destination and proved the source's bytes.
+    pub objects_adopted: u64,
 }
 
 impl PassSummary {
@@ -26,6 +28,7 @@ impl PassSummary {
         self.bytes_verified += o.bytes_verified;
         self.objects_mismatched += o.objects_mismatched;
         self.objects_conflict += o.objects_conflict;
+        self.objects_adopted += o.objects_adopted;
     }
 }
 
@@ -121,6 +124,9 @@ pub struct BucketStatus {
     pub deleted: u64,
     /// Multipart uploads ferry started and has not completed or aborted yet.
     pub open_uploads: u64,
+    /// Copies found at the destination without a ledger record and proved
+    /// to be the source's bytes (`copy/adopt.rs`): not sent again.
+    pub adopted: u64,
     pub bytes_listed: u64,
     pub bytes_copied: u64,
     /// Bytes copied in the last [`RATE_WINDOW_SECS`] seconds.
@@ -152,7 +158,10 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{conflict}'), 0),
                 (SELECT COUNT(*) FROM uploads u CROSS JOIN objects r ON r.id = u.object_id WHERE r.bucket_id = b.id)
                   + (SELECT COUNT(*) FROM abandoned_uploads a WHERE a.dest_bucket = b.destination),
-                COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{filtered}'), 0)
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{filtered}'), 0),
+                -- The partial index copies_adopted holds only adopted copies.
+                (SELECT COUNT(*) FROM copies c CROSS JOIN objects r ON r.id = c.object_id
+                 WHERE c.adopted_at IS NOT NULL AND r.bucket_id = b.id)
          FROM buckets b LEFT JOIN state_totals t ON t.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
         arrived = State::sql_list(State::ARRIVED),
@@ -184,6 +193,7 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
             conflict: r.get::<_, i64>(14)? as u64,
             open_uploads: r.get::<_, i64>(15)? as u64,
             filtered: r.get::<_, i64>(16)? as u64,
+            adopted: r.get::<_, i64>(17)? as u64,
         })
     })?;
     rows.collect()

@@ -47,15 +47,9 @@ impl State {
     /// Keys a copy does not take: left out by the filter, or gone from the source.
     pub const NOT_TAKEN: &'static [State] = &[Filtered, Deleted, Removed];
 
-    /// What a verify pass reads back: the unread copies, or with `again`
-    /// every copy that arrived.
-    pub fn to_read_back(again: bool) -> &'static [State] {
-        if again {
-            &[Copied, Verified, Mismatched]
-        } else {
-            &[Copied]
-        }
-    }
+    /// Every state whose copy of the current version is at the destination
+    /// to be read back, mismatched ones too: what an audit reads.
+    pub const READ_BACK: &'static [State] = &[Copied, Verified, Mismatched];
 
     pub const fn name(self) -> &'static str {
         match self {

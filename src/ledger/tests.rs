@@ -374,3 +374,88 @@ fn a_ledger_from_before_the_totals_gets_them_from_its_objects() {
         (3, 1, 2, 60)
     );
 }
+
+#[test]
+fn a_bucket_is_known_as_of_its_last_listing_and_a_copy_of_a_version_is_kept() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "onix", "hub-onix", "").unwrap();
+    // 2001-09-09T01:46:40Z, long before this pass started.
+    let (long_ago, far_ahead) = (1_000_000_000_000, 9_000_000_000_000);
+    assert_eq!(
+        listed_after(&conn, b, long_ago).unwrap(),
+        None,
+        "never listed"
+    );
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(&mut conn, b, pass, &[listed("a", 1, "v2")], "a").unwrap();
+    finish_listing(&conn, b, pass).unwrap();
+    assert!(listed_after(&conn, b, long_ago).unwrap().is_some());
+    assert_eq!(listed_after(&conn, b, far_ahead).unwrap(), None);
+    // Read from an inventory: known as of its creationTimestamp.
+    finish_inventory(&conn, (b, pass), Some("m.json"), long_ago + 1).unwrap();
+    let known = listed_after(&conn, b, long_ago).unwrap();
+    assert_eq!(known.as_deref(), Some("2001-09-09T01:46:40.001Z"));
+    assert_eq!(listed_after(&conn, b, long_ago + 1).unwrap(), None);
+
+    let id = pending_batch(&conn, &[b], 0, 1).unwrap()[0].object_id;
+    record_copied(&mut conn, &copy_of(id, "v2")).unwrap();
+    assert_eq!(copy_of_version(&conn, id, "v2", 2).unwrap(), None, "size");
+    assert_eq!(copy_of_version(&conn, id, "v1", 1).unwrap(), None, "ETag");
+    let copied = copy_of_version(&conn, id, "v2", 1).unwrap();
+    assert_eq!(copied.as_deref(), Some("v2"));
+    // An older inventory sent it back to v1; a 412 found v2 again.
+    record_listing_page(&mut conn, b, pass, &[listed("a", 1, "v1")], "a").unwrap();
+    assert!(
+        !record_copy_held(&conn, id, "v2").unwrap(),
+        "the row is of v1"
+    );
+    record_new_version(&conn, id, 1, "v2").unwrap();
+    assert!(record_copy_held(&conn, id, "v2").unwrap());
+    assert_eq!(states(&conn)[0].1, "copied");
+}
+
+#[test]
+fn an_audit_reads_again_a_copy_made_after_its_reading() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "onix", "hub-onix", "").unwrap();
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(
+        &mut conn,
+        b,
+        pass,
+        &[listed("feed.xml", 1, "v1")],
+        "feed.xml",
+    )
+    .unwrap();
+    let id = pending_batch(&conn, &[b], 0, 1).unwrap()[0].object_id;
+    record_copied(&mut conn, &copy_of(id, "v1")).unwrap();
+    let tick = || std::thread::sleep(std::time::Duration::from_millis(5));
+    tick();
+    let audit = begin_or_resume_audit(&conn).unwrap();
+    let in_audit = |conn: &Connection| {
+        let which = ReadBack::NotSince(audit.started_at.clone());
+        verify_batch(conn, &[b], &which, 0, 10).unwrap().len()
+    };
+    assert_eq!(in_audit(&conn), 1);
+    tick();
+    let read = Verification {
+        object_id: id,
+        ok: true,
+        reason: None,
+        size: Some(1),
+        sha256: Some("s".into()),
+        md5: None,
+    };
+    record_verification(&mut conn, &read).unwrap();
+    assert_eq!(in_audit(&conn), 0, "read in this audit");
+    // The audit is cut off; a run copies the object again, unread.
+    tick();
+    record_copied(&mut conn, &copy_of(id, "v1")).unwrap();
+    assert_eq!(
+        in_audit(&conn),
+        1,
+        "the copy there now was not read by this audit"
+    );
+    // Resumed, the audit is the same one.
+    assert_eq!(begin_or_resume_audit(&conn).unwrap().id, audit.id);
+}

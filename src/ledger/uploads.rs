@@ -63,14 +63,76 @@ pub fn record_upload_started(conn: &mut Connection, u: &UploadRecord) -> rusqlit
         params![u.object_id, u.upload_id, u.dest_bucket, u.key, u.source_etag, u.part_size as i64],
     )?;
     tx.execute("DELETE FROM parts WHERE object_id = ?1", [u.object_id])?;
+    // The create request's answer came: its intent is settled.
+    tx.execute(
+        "DELETE FROM upload_intents WHERE object_id = ?1",
+        [u.object_id],
+    )?;
     tx.execute(&State::Copying.move_sql(""), [u.object_id])?;
     tx.commit()
 }
 
 /// The upload is gone (completed elsewhere or aborted): forget it.
 pub fn forget_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<()> {
+    let upload: Option<String> = conn
+        .query_row(
+            "SELECT upload_id FROM uploads WHERE object_id = ?1",
+            [object_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(upload_id) = upload {
+        keep_as_intent(conn, object_id, &upload_id)?;
+    }
     conn.execute("DELETE FROM uploads WHERE object_id = ?1", [object_id])?;
     Ok(())
+}
+
+/// An upload the store no longer knows may have completed unheard (a kill
+/// or a lost answer during Complete): the object it made is ferry's. Its
+/// ETag (from the parts' MD5s) and size stay as a write intent of the
+/// object, so that a later write or removal of the key knows it as ferry's
+/// own (`copy::guard`, `run::removal`) once the upload row is gone.
+fn keep_as_intent(conn: &Connection, object_id: i64, upload_id: &str) -> rusqlite::Result<()> {
+    let parts: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT md5, length FROM parts WHERE object_id = ?1 AND upload_id = ?2 ORDER BY part_number",
+        )?
+        .query_map(params![object_id, upload_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let md5s: Vec<&str> = parts.iter().map(|(m, _)| m.as_str()).collect();
+    let size: i64 = parts.iter().map(|(_, l)| l).sum();
+    super::record_write_intent(conn, object_id, &etag_of_parts(&md5s), size as u64)
+}
+
+/// As [`keep_as_intent`], for the upload `upload_id` of whichever object.
+fn keep_upload_as_intent(conn: &Connection, upload_id: &str) -> rusqlite::Result<()> {
+    let object: Option<i64> = conn
+        .query_row(
+            "SELECT object_id FROM uploads WHERE upload_id = ?1",
+            [upload_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match object {
+        Some(object_id) => keep_as_intent(conn, object_id, upload_id),
+        None => Ok(()),
+    }
+}
+
+fn etag_of_parts(md5s: &[&str]) -> String {
+    let raw: Vec<[u8; 16]> = md5s
+        .iter()
+        .map(|m| {
+            let mut b = [0u8; 16];
+            let _ = hex::decode_to_slice(m, &mut b);
+            b
+        })
+        .collect();
+    crate::hashing::multipart_etag(&raw)
 }
 
 /// Completion after acknowledgement: called only once the store took the part.
@@ -154,15 +216,8 @@ pub fn etag_of_upload(conn: &Connection, object_id: i64) -> rusqlite::Result<Opt
     if md5s.is_empty() {
         return Ok(None);
     }
-    let raw: Vec<[u8; 16]> = md5s
-        .iter()
-        .map(|m| {
-            let mut b = [0u8; 16];
-            let _ = hex::decode_to_slice(m, &mut b);
-            b
-        })
-        .collect();
-    Ok(Some(crate::hashing::multipart_etag(&raw)))
+    let md5s: Vec<&str> = md5s.iter().map(String::as_str).collect();
+    Ok(Some(etag_of_parts(&md5s)))
 }
 
 /// An upload ferry could not abort: kept, and tried again every pass.
@@ -179,12 +234,17 @@ pub fn record_abandoned(
          ON CONFLICT (upload_id) DO UPDATE SET last_error = excluded.last_error",
         params![upload_id, dest_bucket, key, error],
     )?;
+    keep_upload_as_intent(conn, upload_id)?;
     conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])?;
     Ok(())
 }
 
-/// The upload is aborted (or already gone): forget it everywhere.
-pub fn forget_aborted(conn: &Connection, upload_id: &str) -> rusqlite::Result<()> {
+/// The upload is aborted, or already gone (`gone`: it may have completed
+/// unheard, so its ETag stays known as ferry's): forget it everywhere.
+pub fn forget_aborted(conn: &Connection, upload_id: &str, gone: bool) -> rusqlite::Result<()> {
+    if gone {
+        keep_upload_as_intent(conn, upload_id)?;
+    }
     conn.execute(
         "DELETE FROM abandoned_uploads WHERE upload_id = ?1",
         [upload_id],
@@ -208,17 +268,13 @@ pub fn uploads_to_abort(conn: &Connection) -> rusqlite::Result<Vec<(String, Stri
     rows.collect()
 }
 
-/// Whether `key` is an object the ledger copies to `dest_bucket`: an upload
-/// for such a key at the destination is ferry's.
-pub fn knows_destination_key(
-    conn: &Connection,
-    dest_bucket: &str,
-    key: &str,
-) -> rusqlite::Result<bool> {
+/// Whether the ledger says ferry started this upload (it is recorded, or
+/// kept to be aborted): only such an upload is ferry's to abort.
+pub fn is_ferrys_upload(conn: &Connection, upload_id: &str) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM objects o JOIN buckets b ON b.id = o.bucket_id
-                        WHERE b.destination = ?1 AND o.key = ?2)",
-        params![dest_bucket, key],
+        "SELECT EXISTS (SELECT 1 FROM uploads WHERE upload_id = ?1)
+             OR EXISTS (SELECT 1 FROM abandoned_uploads WHERE upload_id = ?1)",
+        [upload_id],
         |r| r.get(0),
     )
 }

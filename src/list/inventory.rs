@@ -1,14 +1,16 @@
 //! Reading an AWS S3 Inventory instead of listing a bucket: the manifest, its
 //! gzipped CSV files (each checked against the manifest's MD5 before a row is
 //! used), and their rows into the ledger as listing pages. It must not list
-//! the source bucket, and must not count a key missing (see `finish_inventory`).
+//! the source bucket, must not count a key missing (see `finish_inventory`),
+//! and must not read a manifest older than what the ledger knows.
 
+use std::io::Seek as _;
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
 use md5::{Digest as _, Md5};
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{decode_key, in_scope, ListError, Listed};
@@ -27,9 +29,16 @@ pub struct Manifest {
     pub file_format: String,
     pub file_schema: String,
     pub files: Vec<ManifestFile>,
-    /// Milliseconds since the epoch, as a string.
+    /// Milliseconds since the epoch, as a string: when AWS took the inventory.
     #[serde(default)]
     pub creation_timestamp: Option<String>,
+}
+
+impl Manifest {
+    /// When AWS took the inventory, in milliseconds since the epoch.
+    fn created_ms(&self) -> Option<i64> {
+        self.creation_timestamp.as_deref()?.trim().parse().ok()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,35 +131,57 @@ async fn newest_manifest(client: &Client, at: &InventoryLocation) -> Result<Stri
     })
 }
 
+/// The inventory's optional fields that ferry needs, as AWS spells them in
+/// `OptionalFields` and `fileSchema`: what a listing gives of each object.
+/// Without Size and ETag every key would look changed and be copied again;
+/// without StorageClass an archived object would fail instead of being
+/// skipped; without LastModifiedDate a time filter could not decide.
+const NEEDED: [&str; 4] = ["Size", "LastModifiedDate", "ETag", "StorageClass"];
+
 /// Where each column is in the CSV rows, from `fileSchema`.
 #[derive(Clone)]
 struct Columns {
     key: usize,
-    size: Option<usize>,
-    etag: Option<usize>,
-    storage_class: Option<usize>,
-    last_modified: Option<usize>,
+    /// Size, LastModifiedDate, ETag, StorageClass: as [`NEEDED`].
+    needed: [usize; 4],
     is_latest: Option<usize>,
     is_delete_marker: Option<usize>,
 }
 
+/// A row ferry cannot record: one of [`NEEDED`] is empty, or Size is not a number.
+struct BadRow {
+    key: String,
+    field: &'static str,
+}
+
 impl Columns {
-    fn of(schema: &str) -> Option<Columns> {
+    /// The columns of `schema`, or the fields ferry needs that it lacks.
+    fn of(schema: &str) -> Result<Columns, Vec<&'static str>> {
         let names: Vec<&str> = schema.split(',').map(str::trim).collect();
         let at = |name: &str| names.iter().position(|n| n.eq_ignore_ascii_case(name));
-        Some(Columns {
-            key: at("Key")?,
-            size: at("Size"),
-            etag: at("ETag"),
-            storage_class: at("StorageClass"),
-            last_modified: at("LastModifiedDate"),
-            is_latest: at("IsLatest"),
-            is_delete_marker: at("IsDeleteMarker"),
-        })
+        let missing: Vec<&'static str> = ["Key"]
+            .into_iter()
+            .chain(NEEDED)
+            .filter(|n| at(n).is_none())
+            .collect();
+        match (at("Key"), NEEDED.map(at)) {
+            (Some(key), [Some(size), Some(modified), Some(etag), Some(class)]) => Ok(Columns {
+                key,
+                needed: [size, modified, etag, class],
+                is_latest: at("IsLatest"),
+                is_delete_marker: at("IsDeleteMarker"),
+            }),
+            _ => Err(missing),
+        }
     }
 
-    /// The current version of a key under `prefix`, or None for a row to skip.
-    fn object(&self, row: &csv::StringRecord, prefix: &str) -> Option<ListedObject> {
+    /// The current version of a key under `prefix`; None for a row to pass
+    /// over (an older version, a delete marker, another prefix).
+    fn object(
+        &self,
+        row: &csv::StringRecord,
+        prefix: &str,
+    ) -> Option<Result<ListedObject, BadRow>> {
         let field = |i: Option<usize>| i.and_then(|i| row.get(i)).filter(|v| !v.is_empty());
         if field(self.is_latest).is_some_and(|v| v.eq_ignore_ascii_case("false"))
             || field(self.is_delete_marker).is_some_and(|v| v.eq_ignore_ascii_case("true"))
@@ -158,21 +189,29 @@ impl Columns {
             return None;
         }
         // Inventory keys are URL-encoded, as listings with EncodingType=url.
-        let key = decode_key(row.get(self.key)?);
+        let key = decode_key(field(Some(self.key))?);
         if !key.starts_with(prefix) {
             return None;
         }
-        Some(ListedObject {
+        let values = self.needed.map(|i| field(Some(i)));
+        let [Some(size), Some(modified), Some(etag), Some(class)] = values else {
+            let empty = values.iter().position(Option::is_none).unwrap_or(0);
+            return Some(Err(BadRow {
+                key,
+                field: NEEDED[empty],
+            }));
+        };
+        let Ok(size) = size.parse() else {
+            return Some(Err(BadRow { key, field: "Size" }));
+        };
+        Some(Ok(ListedObject {
             key,
-            size: field(self.size).and_then(|s| s.parse().ok()).unwrap_or(0),
-            etag: field(self.etag)
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_owned(),
-            last_modified: field(self.last_modified).map(str::to_owned),
-            storage_class: field(self.storage_class).map(str::to_owned),
+            size,
+            etag: etag.trim_matches('"').to_owned(),
+            last_modified: Some(modified.to_owned()),
+            storage_class: Some(class.to_owned()),
             filtered: None,
-        })
+        }))
     }
 }
 
@@ -195,29 +234,47 @@ pub async fn list_from_inventory(
         return Ok(None);
     }
     let what = format!("inventory {}/{manifest_key}", at.bucket);
+    let refused = |why: String| {
+        ListError::from(StoreError::new(
+            Side::Source,
+            FailureKind::Other,
+            &what,
+            why,
+        ))
+    };
     if manifest.source_bucket != pair.source {
-        return Err(StoreError::new(
-            Side::Source,
-            FailureKind::Other,
-            &what,
-            format!(
-                "is an inventory of bucket {}, not of {}: point `inventory` at this bucket's",
-                manifest.source_bucket, pair.source
-            ),
-        )
-        .into());
+        return Err(refused(format!(
+            "is an inventory of bucket {}, not of {}: point `inventory` at this bucket's",
+            manifest.source_bucket, pair.source
+        )));
     }
-    let columns = Columns::of(&manifest.file_schema).ok_or_else(|| {
-        StoreError::new(
-            Side::Source,
-            FailureKind::Other,
-            &what,
-            format!(
-                "its fileSchema {:?} has no Key column",
-                manifest.file_schema
-            ),
-        )
+    // Refused before a row is recorded: an inventory without them would
+    // send every key back to be copied again.
+    let columns = Columns::of(&manifest.file_schema).map_err(|missing| {
+        refused(format!(
+            "its fileSchema {:?} lacks {}, which ferry needs to tell a changed object from an unchanged one. \
+             Add them to the inventory configuration's OptionalFields ([\"Size\", \"LastModifiedDate\", \"ETag\", \"StorageClass\"]); \
+             AWS writes them from the next report on. Until then, remove `inventory` to list the bucket",
+            manifest.file_schema,
+            missing.join(", ")
+        ))
     })?;
+    let created_ms = manifest.created_ms().ok_or_else(|| {
+        refused(format!(
+            "its creationTimestamp {:?} is not milliseconds since 1970: ferry cannot tell whether it is older than what the ledger knows",
+            manifest.creation_timestamp
+        ))
+    })?;
+    // A manifest older than the bucket's last complete listing would bring
+    // back keys deleted since and versions replaced since: list instead.
+    if let Some(known) = writer
+        .call(move |c| ledger::listed_after(c, bucket_id, created_ms))
+        .await?
+    {
+        tracing::info!(bucket = %pair.source, manifest = %manifest_key, listed_as_of = %known,
+            "the inventory is older than the bucket's last complete listing; listing instead");
+        return Ok(None);
+    }
     tracing::info!(bucket = %pair.source, manifest = %manifest_key, files = manifest.files.len(),
         "reading the S3 Inventory instead of listing");
     let pass_id = writer
@@ -250,8 +307,8 @@ pub async fn list_from_inventory(
         // The file is read on a blocking thread, a page at a time.
         let (pages, mut page) = tokio::sync::mpsc::channel(2);
         let reading = {
-            let (local, columns, prefix) = (local.clone(), columns.clone(), pair.prefix.clone());
-            tokio::task::spawn_blocking(move || read_pages(&local, &columns, &prefix, &pages))
+            let (columns, prefix) = (columns.clone(), pair.prefix.clone());
+            tokio::task::spawn_blocking(move || read_pages(local, &columns, &prefix, &pages))
         };
         while let Some(rows) = page.recv().await {
             let objects = in_scope(rows, (shard, &pair.filter));
@@ -263,16 +320,21 @@ pub async fn list_from_inventory(
                 })
                 .await?;
         }
-        let read = reading.await.unwrap_or_else(|e| Err(e.to_string()));
-        let _ = std::fs::remove_file(&local);
-        read.map_err(|e| {
-            StoreError::new(
-                Side::Source,
-                FailureKind::Other,
-                format!("inventory file {}", file.key),
-                e,
-            )
-        })?;
+        let bad = reading
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(|e| {
+                StoreError::new(
+                    Side::Source,
+                    FailureKind::Other,
+                    format!("inventory file {}", file.key),
+                    e,
+                )
+            })?;
+        if let Some((count, first)) = bad {
+            tracing::warn!(bucket = %pair.source, file = %file.key, rows = count, first_key = %first.key,
+                empty = first.field, "inventory rows without a value ferry needs were not recorded; the next listing records those keys");
+        }
         let cursor = cursor_of(index + 1);
         writer
             .call(move |c| ledger::record_listing_page(c, bucket_id, pass_id, &[], &cursor))
@@ -282,7 +344,9 @@ pub async fn list_from_inventory(
     // up, so the first pass reads it too instead of listing the bucket.
     let used = (pass_id != 0).then(|| manifest_key.clone());
     writer
-        .call(move |c| ledger::finish_inventory(c, bucket_id, pass_id, used.as_deref()))
+        .call(move |c| {
+            ledger::finish_inventory(c, (bucket_id, pass_id), used.as_deref(), created_ms)
+        })
         .await?;
     Ok(Some(Listed {
         seen,
@@ -300,14 +364,16 @@ fn writer_dir(writer: &Writer) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
-/// Downloads one inventory file to disk, checking its MD5 against the
-/// manifest's on the way: a row is read only from a file that is whole.
+/// Downloads one inventory file into a file of its own in `dir`: unnamed
+/// (owner-only, and gone when closed, even after a kill -9), so two buckets
+/// read at once never share one. Then the MD5 of what is read back from it
+/// is checked against the manifest's: rows come only from a file that is whole.
 async fn download_checked(
     client: &Client,
     bucket: &str,
     file: &ManifestFile,
     dir: &Path,
-) -> Result<PathBuf, StoreError> {
+) -> Result<std::fs::File, StoreError> {
     let what = format!("GetObject {bucket}/{} (inventory file)", file.key);
     let got = client
         .get_object()
@@ -316,28 +382,38 @@ async fn download_checked(
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
-    let local = dir.join(format!(".inventory-{}.csv.gz", std::process::id()));
     let io = |e: std::io::Error| {
         StoreError::new(
             Side::Source,
             FailureKind::Other,
             &what,
-            format!("cannot write {}: {e}", local.display()),
+            format!(
+                "cannot keep the inventory file in {} while it is read: {e}",
+                dir.display()
+            ),
         )
     };
-    let mut out = tokio::fs::File::create(&local).await.map_err(io)?;
-    let mut md5 = Md5::new();
+    let mut out = tokio::fs::File::from_std(tempfile::tempfile_in(dir).map_err(io)?);
     let mut body = got.body;
     while let Some(chunk) = body.try_next().await.map_err(|e| {
         StoreError::new(Side::Source, FailureKind::Unreachable, &what, e.to_string())
     })? {
-        md5.update(&chunk);
         out.write_all(&chunk).await.map_err(io)?;
     }
     out.flush().await.map_err(io)?;
-    let got_md5 = hex::encode(md5.finalize());
+    let mut local = out.into_std().await;
+    let (local, got_md5) = tokio::task::spawn_blocking(move || {
+        local.rewind()?;
+        let mut md5 = Md5::new();
+        std::io::copy(&mut local, &mut md5)?;
+        local.rewind()?;
+        Ok((local, hex::encode(md5.finalize())))
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|read| read)
+    .map_err(io)?;
     if !got_md5.eq_ignore_ascii_case(&file.md5_checksum) {
-        let _ = std::fs::remove_file(&local);
         return Err(StoreError::new(
             Side::Source,
             FailureKind::Corrupt,
@@ -353,30 +429,38 @@ async fn download_checked(
 
 /// Sends the rows of a gzipped CSV inventory file, as objects under
 /// `prefix`, a page at a time: memory holds one page, whatever the file.
+/// Returns how many rows lacked a value ferry needs, and the first of them.
 fn read_pages(
-    path: &Path,
+    file: std::fs::File,
     columns: &Columns,
     prefix: &str,
     pages: &tokio::sync::mpsc::Sender<Vec<ListedObject>>,
-) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+) -> Result<Option<(u64, BadRow)>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(flate2::read::GzDecoder::new(file));
     let mut page = Vec::with_capacity(PAGE);
+    let mut bad: Option<(u64, BadRow)> = None;
     for record in reader.records() {
         let record = record.map_err(|e| format!("not a gzipped CSV file: {e}"))?;
-        page.extend(columns.object(&record, prefix));
+        match columns.object(&record, prefix) {
+            Some(Ok(object)) => page.push(object),
+            Some(Err(row)) => match &mut bad {
+                Some((count, _)) => *count += 1,
+                None => bad = Some((1, row)),
+            },
+            None => {}
+        }
         if page.len() == PAGE {
             // A closed channel: the listing stopped; nothing more to read.
             if pages.blocking_send(std::mem::take(&mut page)).is_err() {
-                return Ok(());
+                return Ok(bad);
             }
         }
     }
     if !page.is_empty() {
         let _ = pages.blocking_send(page);
     }
-    Ok(())
+    Ok(bad)
 }

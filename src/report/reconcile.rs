@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use super::render::{Cell, Table};
 use super::sorted::{first_key, LedgerKeys, StoreKeys};
-use crate::config::{BucketPair, Config};
+use crate::config::{BucketPair, Config, Shard};
 use crate::filter::Filter;
 use crate::ledger::{self, KeyRecord, LedgerError, State};
 use crate::list::PageSource;
@@ -41,6 +41,9 @@ pub enum Class {
     Conflict,
     /// The bucket pair's filter leaves it out: not copied by choice.
     Filtered,
+    /// Deleted at the source and not at the destination (removed by
+    /// `delete = true`, say): both sides agree.
+    Gone,
 }
 
 impl Class {
@@ -56,11 +59,15 @@ impl Class {
             Class::Skipped => "skipped",
             Class::Conflict => "conflict",
             Class::Filtered => "filtered",
+            Class::Gone => "gone",
         }
     }
 
     pub fn is_problem(self) -> bool {
-        !matches!(self, Class::Verified | Class::Copied | Class::Filtered)
+        !matches!(
+            self,
+            Class::Verified | Class::Copied | Class::Filtered | Class::Gone
+        )
     }
 }
 
@@ -80,6 +87,11 @@ pub struct BucketCounts {
     pub listed: u64,
     pub bytes: u64,
     pub by_class: BTreeMap<Class, u64>,
+    /// The shards whose keys were reconciled ("all", or "0/4, 2/4").
+    pub shards: String,
+    /// Of the copies, those ferry adopted: found at the destination without
+    /// a ledger record (a lost or restored ledger) and proved the source's.
+    pub adopted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -110,7 +122,10 @@ impl Reconciliation {
                 "skipped",
                 "conflict",
                 "filtered",
+                "gone",
+                "adopted",
                 "bytes",
+                "shards",
             ],
         );
         for b in &self.buckets {
@@ -132,7 +147,10 @@ impl Reconciliation {
                 n(Class::Skipped),
                 n(Class::Conflict),
                 n(Class::Filtered),
+                n(Class::Gone),
+                Cell::Count(b.adopted),
                 Cell::Bytes(b.bytes),
+                b.shards.as_str().into(),
             ]);
         }
         let mut problems = Table::new("problems", vec!["bucket", "key", "class", "reason"]);
@@ -170,26 +188,75 @@ pub async fn reconcile(
             &pair.destination,
             &pair.prefix,
         );
-        let rows = LedgerKeys::new(&conns, (&pair.source, &pair.destination, &pair.prefix));
-        let counts =
-            reconcile_pair(pair, (at_source, at_dest, rows), fast, &mut result.problems).await?;
+        let names = (&*pair.source, &*pair.destination, &*pair.prefix);
+        let scope = scope_of(&conns, names, config.shard)?;
+        let rows = LedgerKeys::new(&conns, names);
+        let mut adopted = 0;
+        for conn in &conns {
+            adopted += ledger::adopted_count(conn, names).map_err(LedgerError::from)?;
+        }
+        let mut counts = reconcile_pair(
+            pair,
+            (at_source, at_dest, rows),
+            (fast, scope.as_deref()),
+            &mut result.problems,
+        )
+        .await?;
+        counts.adopted = adopted;
         result.buckets.push(counts);
     }
     Ok(result)
 }
 
+/// The shards whose keys the ledgers hold for a pair, as each ledger
+/// recorded them when it listed; None: every key. A pair no ledger listed
+/// takes the config's `shard`. Read from the ledgers, so that one shard's
+/// ledger does not call the other shards' keys missing.
+fn scope_of(
+    conns: &[rusqlite::Connection],
+    pair: (&str, &str, &str),
+    configured: Option<Shard>,
+) -> Result<Option<Vec<Shard>>, ReportError> {
+    let mut shards = Vec::new();
+    for conn in conns {
+        match ledger::listed_scope(conn, pair).map_err(LedgerError::from)? {
+            None => {}
+            Some(all) if all == "all" => return Ok(None),
+            Some(text) => match Shard::parse(&text) {
+                Ok(shard) => shards.push(shard),
+                // A scope this ferry cannot read: reconcile every key rather than hide any.
+                Err(_) => return Ok(None),
+            },
+        }
+    }
+    if shards.is_empty() {
+        return Ok(configured.map(|s| vec![s]));
+    }
+    Ok(Some(shards))
+}
+
 /// One pair's three streams in key order (source, destination, ledgers),
 /// merged: memory holds a page of each, and the problems found, whatever the
-/// number of keys. Problems are added to `problems`.
+/// number of keys. Problems are added to `problems`. Keys of no shard in
+/// `scope` (None: every key) are passed over.
 pub async fn reconcile_pair<S: PageSource, D: PageSource>(
     pair: &BucketPair,
     (mut at_source, mut at_dest, mut rows): (StoreKeys<S>, StoreKeys<D>, LedgerKeys<'_>),
-    fast: bool,
+    (fast, scope): (bool, Option<&[Shard]>),
     problems: &mut Vec<Finding>,
 ) -> Result<BucketCounts, ReportError> {
     let mut counts = BucketCounts {
         source: pair.source.clone(),
         destination: pair.destination.clone(),
+        shards: scope.map_or_else(
+            || "all".to_owned(),
+            |s| {
+                s.iter()
+                    .map(Shard::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
         ..BucketCounts::default()
     };
     loop {
@@ -203,6 +270,9 @@ pub async fn reconcile_pair<S: PageSource, D: PageSource>(
             }
         };
         let (src, dst, row) = (at_source.take(&key), at_dest.take(&key), rows.take(&key));
+        if scope.is_some_and(|shards| !shards.iter().any(|s| s.owns(&key))) {
+            continue;
+        }
         if let Some((size, _)) = &src {
             counts.listed += 1;
             counts.bytes += size;
@@ -256,9 +326,16 @@ fn classify(
                 Class::Changed,
                 "deleted at the source since it was listed; still at the destination".into(),
             ),
+            // Gone only when ferry's own listings saw it go: one fresh
+            // listing that misses a key proves nothing.
+            (Some(r), None) if State::GONE.contains(&r.state) => (
+                Class::Gone,
+                "deleted at the source; not at the destination".into(),
+            ),
             (Some(_), None) => (
                 Class::Changed,
-                "deleted at the source since it was listed".into(),
+                "not in this listing of the source, nor at the destination; ferry's listings still see it"
+                    .into(),
             ),
         };
     };
@@ -439,7 +516,7 @@ mod tests {
                     ),
                     LedgerKeys::new(&conns, ("onix", "hub-onix", "")),
                 ),
-                false,
+                (false, None),
                 &mut problems,
             ))
             .unwrap();
@@ -536,6 +613,19 @@ mod tests {
             c(None, Some(&d_same), Some(&verified), false),
             Class::Changed
         );
+        // Removed by `delete = true` (or never copied): nothing on either side.
+        assert_eq!(
+            c(
+                None,
+                None,
+                Some(&row("removed", "e1", Some(("e1", "e1")))),
+                false
+            ),
+            Class::Gone
+        );
+        assert!(!Class::Gone.is_problem());
+        // One fresh listing without a key the ledger still lists is no proof.
+        assert_eq!(c(None, None, Some(&verified), false), Class::Changed);
         assert_eq!(
             c(Some(&s), None, Some(&row("failed", "e1", None)), false),
             Class::Failed

@@ -28,6 +28,7 @@ pub fn table(rows: &[BucketStatus]) -> Table {
             "pending",
             "deleted",
             "open_uploads",
+            "adopted",
             "bytes_listed",
             "bytes_copied",
             "done_percent",
@@ -52,6 +53,7 @@ pub fn table(rows: &[BucketStatus]) -> Table {
         total.pending += r.pending;
         total.deleted += r.deleted;
         total.open_uploads += r.open_uploads;
+        total.adopted += r.adopted;
         total.bytes_listed += r.bytes_listed;
         total.bytes_copied += r.bytes_copied;
         total.bytes_recent += r.bytes_recent;
@@ -100,6 +102,7 @@ fn row(r: &BucketStatus) -> Vec<Cell> {
         Cell::Count(r.pending),
         Cell::Count(r.deleted),
         Cell::Count(r.open_uploads),
+        Cell::Count(r.adopted),
         Cell::Bytes(r.bytes_listed),
         Cell::Bytes(r.bytes_copied),
         Cell::Number(done),

@@ -4,7 +4,8 @@
 //! bit in a request body (towards the destination) or a response body (from
 //! the source). It counts everything it injected. It can also play parts of
 //! S3 that the local servers lack: an archive tier (Glacier) for keys with a
-//! given prefix, and empty listing pages that are not the last.
+//! given prefix, empty listing pages that are not the last, and part answers
+//! with the part's own ETag (as moto gives them).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -81,6 +82,31 @@ pub struct Plays {
     /// The first PUT of a key ending with this is done by the store, but
     /// ferry hears SlowDown instead of the answer: a lost acknowledgement.
     pub lose_put_answer: Option<String>,
+    /// Keys starting with this are left out of every ListObjectsV2 page,
+    /// though the store holds them: a listing that misses keys.
+    pub unlisted: Option<String>,
+    /// The first GET of a key ending with this gets one bit of its answer
+    /// flipped (once): a read that goes wrong on the way, not at rest.
+    pub flip_get: Option<String>,
+    /// HEAD and GET `?partNumber=N` answer with the part's own ETag, as moto
+    /// does: If-Match with the object's ETag gets 412 PreconditionFailed.
+    pub part_etags: bool,
+    /// CompleteMultipartUpload answers 500 InternalError, every time: the
+    /// parts stay uploaded, the upload uncompleted.
+    pub refuse_complete: bool,
+    /// The first PutObject or CreateMultipartUpload of a key ending with
+    /// this is done by the store, but its answer is held until
+    /// `Injected::release` and then lost (ferry hears SlowDown): a run
+    /// killed meanwhile never heard it; one let go hears it failed.
+    pub hold_and_lose_answer: Option<String>,
+    /// As `hold_and_lose_answer`, for the first CompleteMultipartUpload of
+    /// a key ending with this: the object is complete at the store, and a
+    /// run killed while the answer is held never heard so.
+    pub hold_complete_answer: Option<String>,
+    /// Every PutObject of a key ending with this answers 412
+    /// PreconditionFailed and is not sent on: a store that refuses writes
+    /// with a precondition they do not carry.
+    pub refuse_puts: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -110,8 +136,12 @@ pub struct Injected {
     pub flip_response: AtomicU64,
     /// Whether `Plays::flip_range` has flipped its answer.
     pub range_flipped: std::sync::atomic::AtomicBool,
+    /// Whether `Plays::flip_get` has flipped its answer.
+    pub get_flipped: std::sync::atomic::AtomicBool,
     /// Keys (decoded) of every CompleteMultipartUpload sent upstream.
     pub completes: std::sync::Mutex<Vec<String>>,
+    /// Keys (decoded) of every PutObject sent upstream.
+    pub put_keys: std::sync::Mutex<Vec<String>>,
     /// HEAD requests of an object (not of a bucket).
     pub object_heads: AtomicU64,
     /// PUT requests that carried If-None-Match.
@@ -123,6 +153,16 @@ pub struct Injected {
     answer_lost: std::sync::atomic::AtomicBool,
     /// GETs of an object's bytes (not of its tags, nor listings).
     pub object_gets: AtomicU64,
+    /// `Plays::part_etags`: part requests answered 412 to their If-Match.
+    pub part_answers_refused: AtomicU64,
+    answer_held: std::sync::atomic::AtomicBool,
+    /// The upload id of every CreateMultipartUpload the store answered, in
+    /// order, whether or not its answer reached the client.
+    pub created_uploads: std::sync::Mutex<Vec<String>>,
+    /// The upload id of every AbortMultipartUpload sent on.
+    pub aborted_uploads: std::sync::Mutex<Vec<String>>,
+    /// PutObjects answered 412 by `Plays::refuse_puts`.
+    pub refused_puts: AtomicU64,
 }
 
 impl Injected {
@@ -343,6 +383,34 @@ fn xml_escape(text: &str) -> String {
 }
 
 /// A ListObjectsV2 answer with every key under `prefix` in DEEP_ARCHIVE.
+/// The listing without the entries of keys starting with `prefix`; keys
+/// are percent-encoded when the listing asked for `encoding-type=url`.
+fn unlisted(xml: &str, prefix: &str, url_encoded: bool) -> String {
+    let hidden = |entry: &str| {
+        let Some(key) = entry
+            .split_once("<Key>")
+            .and_then(|(_, rest)| rest.split_once("</Key>"))
+            .map(|(key, _)| key)
+        else {
+            return false;
+        };
+        let key = if url_encoded {
+            percent_encoding::percent_decode_str(key)
+                .decode_utf8_lossy()
+                .into_owned()
+        } else {
+            key.to_owned()
+        };
+        key.starts_with(prefix)
+    };
+    xml.split("<Contents>")
+        .enumerate()
+        .filter(|(i, entry)| *i == 0 || !hidden(entry))
+        .map(|(_, entry)| entry)
+        .collect::<Vec<_>>()
+        .join("<Contents>")
+}
+
 fn archive_listing(xml: &str, prefix: &str) -> String {
     xml.split("<Contents>")
         .enumerate()
@@ -472,6 +540,56 @@ async fn handle(
             .body(error_body("InternalError", "injected for this part"))
             .unwrap());
     }
+    if plays.refuse_complete && parts.method == hyper::Method::POST && query.contains("uploadId") {
+        count(&counts.internal_error);
+        return Ok(Response::builder()
+            .status(500)
+            .body(error_body("InternalError", "injected for every Complete"))
+            .unwrap());
+    }
+    let part_answer = plays.part_etags
+        && matches!(parts.method, hyper::Method::HEAD | hyper::Method::GET)
+        && query.split('&').any(|p| p.starts_with("partNumber="));
+    if part_answer && parts.headers.contains_key(hyper::header::IF_MATCH) {
+        count(&counts.part_answers_refused);
+        let body = match parts.method {
+            hyper::Method::HEAD => Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
+            _ => error_body(
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            ),
+        };
+        return Ok(Response::builder().status(412).body(body).unwrap());
+    }
+    // PutObject, not UploadPart nor PutObjectTagging; CreateMultipartUpload.
+    let is_put_object = parts.method == hyper::Method::PUT
+        && !key.is_empty()
+        && !query.contains("uploadId")
+        && !query.contains("tagging");
+    let is_create = parts.method == hyper::Method::POST
+        && query.split('&').any(|p| p == "uploads" || p == "uploads=");
+    let is_complete = parts.method == hyper::Method::POST && query.contains("uploadId=");
+    if is_put_object
+        && plays
+            .refuse_puts
+            .as_deref()
+            .is_some_and(|k| key.ends_with(k))
+    {
+        count(&counts.refused_puts);
+        return Ok(Response::builder()
+            .status(412)
+            .body(error_body(
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            ))
+            .unwrap());
+    }
+    if parts.method == hyper::Method::DELETE {
+        if let Some(id) = query.split('&').find_map(|p| p.strip_prefix("uploadId=")) {
+            let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+            counts.aborted_uploads.lock().unwrap().push(id.into_owned());
+        }
+    }
     let is_listing =
         parts.method == hyper::Method::GET && key.is_empty() && query.contains("list-type=2");
     if plays.empty_first_page && is_listing && !query.contains("continuation-token") {
@@ -496,6 +614,13 @@ async fn handle(
     if parts.method == hyper::Method::POST && query.contains("uploadId") {
         counts.completes.lock().unwrap().push(decoded_key.clone());
     }
+    if parts.method == hyper::Method::PUT
+        && !key.is_empty()
+        && !query.contains("uploadId")
+        && !query.contains("tagging")
+    {
+        counts.put_keys.lock().unwrap().push(decoded_key.clone());
+    }
     let flip_range = parts.method == hyper::Method::GET
         && plays.flip_range.as_deref().is_some_and(|start| {
             parts
@@ -505,6 +630,13 @@ async fn handle(
                 .is_some_and(|r| r.starts_with(start))
         })
         && !counts.range_flipped.swap(true, Ordering::Relaxed);
+    let flip_get = parts.method == hyper::Method::GET
+        && object_bytes
+        && plays
+            .flip_get
+            .as_deref()
+            .is_some_and(|k| decoded_key.ends_with(k))
+        && !counts.get_flipped.swap(true, Ordering::Relaxed);
     let has_body = body.size_hint().lower() > 0;
     let flip_request = fault == Fault::FlipRequest
         && has_body
@@ -538,6 +670,45 @@ async fn handle(
         .await
         .map_err(io)?;
     let (mut head, body) = response.into_parts();
+    let (body, created): (ProxyBody, bool) = if is_create && head.status.is_success() {
+        let xml = body.collect().await.map_err(io)?.to_bytes();
+        let text = String::from_utf8_lossy(&xml);
+        if let Some(id) = text
+            .split_once("<UploadId>")
+            .and_then(|(_, rest)| rest.split_once("</UploadId>"))
+        {
+            counts.created_uploads.lock().unwrap().push(id.0.to_owned());
+        }
+        (Full::new(xml).map_err(|e| match e {}).boxed(), true)
+    } else {
+        (body.map_err(io).boxed(), false)
+    };
+    let hold = plays
+        .hold_and_lose_answer
+        .as_deref()
+        .is_some_and(|k| key.ends_with(k));
+    if hold
+        && (is_put_object || created)
+        && head.status.is_success()
+        && !counts.answer_held.swap(true, Ordering::SeqCst)
+    {
+        counts.holding.notify_one();
+        counts.release.notified().await;
+        return Ok(slow_down());
+    }
+    let hold_complete = plays
+        .hold_complete_answer
+        .as_deref()
+        .is_some_and(|k| key.ends_with(k));
+    if hold_complete
+        && is_complete
+        && head.status.is_success()
+        && !counts.answer_held.swap(true, Ordering::SeqCst)
+    {
+        counts.holding.notify_one();
+        counts.release.notified().await;
+        return Ok(slow_down());
+    }
     let lose = plays
         .lose_put_answer
         .as_deref()
@@ -549,6 +720,16 @@ async fn handle(
     {
         return Ok(slow_down());
     }
+    if let (Some(prefix), true) = (&plays.unlisted, is_listing) {
+        let xml = body.collect().await.map_err(io)?.to_bytes();
+        let url_encoded = query.contains("encoding-type=url");
+        let xml = unlisted(&String::from_utf8_lossy(&xml), prefix, url_encoded);
+        head.headers.remove(hyper::header::CONTENT_LENGTH);
+        return Ok(Response::from_parts(
+            head,
+            Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed(),
+        ));
+    }
     if let (Some(prefix), true) = (&plays.listed, is_listing) {
         let xml = body.collect().await.map_err(io)?.to_bytes();
         let xml = archive_listing(&String::from_utf8_lossy(&xml), prefix);
@@ -559,9 +740,8 @@ async fn handle(
         ));
     }
     let len = body.size_hint().exact().unwrap_or(0);
-    let body: ProxyBody = body.map_err(io).boxed();
     let body = match fault {
-        _ if flip_range => {
+        _ if flip_range || flip_get => {
             count(&counts.flip_response);
             FlipOne::new(body, counts.clone(), decoded_key).boxed()
         }
@@ -603,6 +783,18 @@ async fn handle(
         _ => body,
     };
     head.headers.remove(hyper::header::TRANSFER_ENCODING);
+    if part_answer {
+        // The part's "own" ETag: the object's without its part count.
+        let own = head
+            .headers
+            .get(hyper::header::ETAG)
+            .and_then(|e| e.to_str().ok())
+            .and_then(|e| e.trim_matches('"').split_once('-'))
+            .and_then(|(md5, _)| hyper::header::HeaderValue::from_str(&format!("\"{md5}\"")).ok());
+        if let Some(own) = own {
+            head.headers.insert(hyper::header::ETAG, own);
+        }
+    }
     if plays.tags_denied {
         head.headers.remove("x-amz-tagging-count");
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod inventory;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -30,34 +31,107 @@ impl Servers {
 }
 
 /// Starts the servers once per test binary (a no-op when they run already)
-/// and reads the env they print; FERRY_* already in the env wins.
+/// and reads the env they print; FERRY_* already in the env wins. A server
+/// found dead since (a CI run once lost its source Garage between two test
+/// binaries) is started again, and its log's tail kept in
+/// `.s3-local/restarts.log`, which `scripts/test.sh` prints: the suite tests
+/// ferry, and a lost server is named rather than failing every test after it.
 pub fn servers() -> &'static Servers {
     static SERVERS: OnceLock<Servers> = OnceLock::new();
-    SERVERS.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new("bash")
-            .arg(root.join("scripts/s3-local.sh"))
-            .arg("up")
-            .output()
-            .expect("run scripts/s3-local.sh");
-        assert!(
-            out.status.success(),
-            "scripts/s3-local.sh up failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| {
-                (
-                    k.to_owned(),
-                    std::env::var(k).unwrap_or_else(|_| v.to_owned()),
-                )
-            })
-            .collect();
-        Servers { env }
-    })
+    let servers = SERVERS.get_or_init(|| Servers { env: s3_local_up() });
+    restart_if_dead(servers);
+    servers
+}
+
+fn s3_local_up() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/s3-local.sh"))
+        .arg("up")
+        .output()
+        .expect("run scripts/s3-local.sh");
+    assert!(
+        out.status.success(),
+        "scripts/s3-local.sh up failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                std::env::var(k).unwrap_or_else(|_| v.to_owned()),
+            )
+        })
+        .collect()
+}
+
+/// Each local server's endpoint answers a TCP connect, or is started again.
+fn restart_if_dead(servers: &Servers) {
+    static RESTARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dead: Vec<String> = servers
+        .env
+        .iter()
+        .filter(|(k, _)| k.ends_with("_ENDPOINT"))
+        .filter(|(_, v)| v.starts_with("http://127.0.0.1:"))
+        .filter(|(_, v)| {
+            let addr = v.trim_start_matches("http://");
+            std::net::TcpStream::connect_timeout(
+                &addr.parse().expect("endpoint address"),
+                std::time::Duration::from_secs(2),
+            )
+            .is_err()
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    let _one_at_a_time = RESTARTING.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let state = std::env::var("FERRY_S3_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join(".s3-local"));
+    let mut note = format!(
+        "{}: the test binary {} found {} not answering; restarting with scripts/s3-local.sh up\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        std::env::args().next().unwrap_or_default(),
+        dead.join(", ")
+    );
+    for log in ["source/garage.log", "destination/garage.log"] {
+        let text = std::fs::read_to_string(state.join(log)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        note += &format!("--- tail of {log}:\n");
+        for line in tail.into_iter().rev() {
+            note += line;
+            note += "\n";
+        }
+    }
+    eprintln!("{note}");
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.join("restarts.log"))
+    {
+        let _ = f.write_all(note.as_bytes());
+    }
+    s3_local_up();
+}
+
+/// Tests of what only Ceph does cannot pass without it: they fail, and
+/// say so, instead of returning as if they had passed.
+fn require_ceph() {
+    assert!(
+        servers()
+            .env
+            .iter()
+            .any(|(k, _)| k == "FERRY_CEPH_ENDPOINT"),
+        "this test needs the local Ceph RGW, which is not running (FERRY_CEPH=0?): \
+         start it with `scripts/s3-local.sh up` without FERRY_CEPH=0"
+    );
 }
 
 /// One test's world: unique bucket names at both ends, a temp dir with the
@@ -97,56 +171,41 @@ impl Fixture {
     }
 
     /// Ceph RGW as the destination, whichever destination the suite runs
-    /// against: for what only Ceph does (SSE-C, tagging). None when the
-    /// local Ceph is not running (FERRY_CEPH=0).
-    pub async fn with_ceph_destination(name: &str, transfer: &str, top: &str) -> Option<Fixture> {
-        servers()
-            .env
-            .iter()
-            .any(|(k, _)| k == "FERRY_CEPH_ENDPOINT")
-            .then_some(())?;
-        Some(Self::with_stores(name, transfer, top, ("FERRY_SOURCE", "FERRY_CEPH"), None).await)
+    /// against: for what only Ceph does (SSE-C, tagging).
+    pub async fn with_ceph_destination(name: &str, transfer: &str, top: &str) -> Fixture {
+        require_ceph();
+        Self::with_stores(name, transfer, top, ("FERRY_SOURCE", "FERRY_CEPH"), None).await
     }
 
-    /// Ceph RGW on both sides (other buckets), with `top` config lines: for
-    /// what only Ceph does on both ends (tagging). None when Ceph is not running.
-    pub async fn with_ceph_both(name: &str, transfer: &str) -> Option<Fixture> {
+    /// Ceph RGW on both sides (other buckets): for what only Ceph does on
+    /// both ends (tagging).
+    pub async fn with_ceph_both(name: &str, transfer: &str) -> Fixture {
         Self::with_ceph_and(name, transfer, "FERRY_CEPH").await
     }
 
     /// Ceph RGW as the source and the Garage that is the other tests'
     /// source as the destination: a destination without tagging.
-    pub async fn with_ceph_to_garage(name: &str, transfer: &str) -> Option<Fixture> {
+    pub async fn with_ceph_to_garage(name: &str, transfer: &str) -> Fixture {
         Self::with_ceph_and(name, transfer, "FERRY_SOURCE").await
     }
 
-    async fn with_ceph_and(name: &str, transfer: &str, dest: &str) -> Option<Fixture> {
-        servers()
-            .env
-            .iter()
-            .any(|(k, _)| k == "FERRY_CEPH_ENDPOINT")
-            .then_some(())?;
-        Some(Self::with_stores(name, transfer, "", ("FERRY_CEPH", dest), None).await)
+    /// Ceph RGW as the source: a store that ignores `?partNumber=` and so
+    /// cannot tell its multipart objects' part boundaries.
+    pub async fn with_ceph_source(name: &str, transfer: &str) -> Fixture {
+        Self::with_ceph_and(name, transfer, "FERRY_DEST").await
     }
 
-    /// Ceph RGW as the source: a store that ignores `?partNumber=` and so
-    /// cannot tell its multipart objects' part boundaries. None when the
-    /// local Ceph is not running (FERRY_CEPH=0).
-    pub async fn with_ceph_source(name: &str, transfer: &str) -> Option<Fixture> {
-        servers()
-            .env
-            .iter()
-            .any(|(k, _)| k == "FERRY_CEPH_ENDPOINT")
-            .then_some(())?;
-        Some(Self::with_stores(name, transfer, "", ("FERRY_CEPH", "FERRY_DEST"), None).await)
+    async fn with_ceph_and(name: &str, transfer: &str, dest: &str) -> Fixture {
+        require_ceph();
+        Self::with_stores(name, transfer, "", ("FERRY_CEPH", dest), None).await
     }
 
     /// Ceph RGW as the destination with SSE-C under a fresh random key,
-    /// named in the config as `sse_c_key_env`. None when Ceph is not running.
-    pub async fn with_sse_c_destination(name: &str, transfer: &str) -> Option<(Fixture, SseC)> {
+    /// named in the config as `sse_c_key_env`.
+    pub async fn with_sse_c_destination(name: &str, transfer: &str) -> (Fixture, SseC) {
         use base64::Engine as _;
         use md5::Digest as _;
-        let fx = Self::with_ceph_destination(name, transfer, "").await?;
+        let fx = Self::with_ceph_destination(name, transfer, "").await;
         let raw: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
         let key = SseC {
             var: "FERRY_TEST_SSE_C_KEY".into(),
@@ -157,7 +216,7 @@ impl Fixture {
         let text = std::fs::read_to_string(&fx.config_path).unwrap();
         let line = format!("[destination]\nsse_c_key_env = \"{}\"\n", key.var);
         std::fs::write(&fx.config_path, text.replacen("[destination]\n", &line, 1)).unwrap();
-        Some((fx, key))
+        (fx, key)
     }
 
     /// `source` and `dest` are the prefixes of the env vars that hold each
@@ -258,6 +317,17 @@ path_style = true
             .expect("fill the source");
     }
 
+    /// Deletes `o` at the source, as the platform's own services would.
+    pub async fn delete_at_source(&self, o: &ferry_tools::demo::DemoObject) {
+        self.source
+            .delete_object()
+            .bucket(&o.bucket)
+            .key(&o.key)
+            .send()
+            .await
+            .expect("delete at the source");
+    }
+
     /// Runs the real binary in the fixture's folder, with the servers' keys in its env.
     pub fn ferry(&self, args: &[&str]) -> Run {
         ferry_in(self.dir.path(), &self.config_path, args, &servers().env)
@@ -265,12 +335,21 @@ path_style = true
 
     /// Starts the real binary without waiting for it.
     pub fn spawn_ferry(&self, args: &[&str]) -> tokio::process::Child {
+        self.spawn_ferry_in_env(args, &servers().env)
+    }
+
+    /// As `spawn_ferry`, with `env` (say, `SseC::env`) instead of the servers' env.
+    pub fn spawn_ferry_in_env(
+        &self,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> tokio::process::Child {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
             .current_dir(self.dir.path())
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
-            .envs(servers().env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FERRY_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -457,4 +536,11 @@ pub async fn scrape(addr: &str) -> String {
     let mut body = String::new();
     conn.read_to_string(&mut body).await.unwrap();
     body
+}
+
+/// Sends SIGTERM to a running ferry, as systemd or Ctrl-C would.
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("ferry is running").to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.expect("run kill").success(), "SIGTERM to {pid}");
 }

@@ -11,10 +11,12 @@ use crate::config::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::copy::single::quoted;
 use crate::copy::{CopyError, Engine};
 use crate::ledger::WorkItem;
-use crate::store::{Side, StoreError};
+use crate::store::{FailureKind, Side, StoreError};
 
 /// How many part HEADs of one object are in flight at once.
 const PART_HEADS_IN_FLIGHT: usize = 8;
+/// Why a source whose part answers cannot be trusted gets ferry's own parts.
+const PARTS_UNTRUSTED: &str = "the source store answers HEAD ?partNumber= with an ETag other than the object's (412 to If-Match) while the whole object is unchanged, so its part answers are not trusted; ferry cut its own parts and proves the bytes by SHA-256 read back";
 
 /// One part of the destination upload: which source bytes it carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,10 +176,11 @@ pub(super) async fn plan(
     }
     let first = length_of(head1);
     // A store that ignores ?partNumber= (Ceph RGW) answers with the whole
-    // object and no part count: it cannot tell its boundaries.
+    // object and no part count: it cannot tell its boundaries. So does the
+    // whole-object answer that stands in for an untrusted part 1 (`head_first_part`).
     if count > 1 && head1.parts_count().is_none() && first == item.size {
         return Ok(not_kept(
-            "the source store does not tell its part boundaries (it ignores ?partNumber=), so ferry cut its own parts; the bytes are proved by SHA-256 read back".into(),
+            "the source store does not tell its part boundaries (it ignores ?partNumber=, or answers it with the part's own ETag), so ferry cut its own parts; the bytes are proved by SHA-256 read back".into(),
         ));
     }
     let mut guess = None;
@@ -193,7 +196,9 @@ pub(super) async fn plan(
     if let Some(parts) = &guess {
         if count > 1 {
             let last = parts[parts.len() - 1];
-            let head = head_part(engine, item, count).await?;
+            let PartHead::Part(head) = head_part(engine, item, count).await? else {
+                return Ok(not_kept(PARTS_UNTRUSTED.into()));
+            };
             if length_of(&head) != last.length {
                 guess = None;
             }
@@ -201,7 +206,10 @@ pub(super) async fn plan(
     }
     let (parts, origin) = match guess {
         Some(parts) => (parts, Origin::SourceGuessed),
-        None => (exact_parts(engine, item, count).await?, Origin::SourceExact),
+        None => match exact_parts(engine, item, count).await? {
+            Some(parts) => (parts, Origin::SourceExact),
+            None => return Ok(not_kept(PARTS_UNTRUSTED.into())),
+        },
     };
     let total: u64 = parts.iter().map(|p| p.length).sum();
     if total != item.size || parts.len() as u32 != count {
@@ -214,6 +222,33 @@ pub(super) async fn plan(
         return Ok(not_kept(format!("{why}; ferry cut its own parts")));
     }
     Ok(Layout { parts, origin })
+}
+
+/// The lengths of the parts the source object was uploaded in (one: a
+/// single PUT), asked with HEADs, whether or not a destination would take
+/// them; None when the store cannot tell them, or when the source's ETag is
+/// not an MD5 of its bytes (SSE-KMS). For proving a copy without a ledger
+/// record (`copy/adopt.rs`).
+pub(crate) async fn source_boundaries(
+    engine: &Engine,
+    item: &WorkItem,
+) -> Result<Option<Vec<u64>>, CopyError> {
+    let Some(count) = source_part_count(&item.source_etag) else {
+        let head = head_whole(engine, item).await?;
+        return Ok(encrypted_etag(&head).is_none().then(|| vec![item.size]));
+    };
+    let head1 = head_first_part(engine, item).await?;
+    if encrypted_etag(&head1).is_some()
+        || (count > 1 && head1.parts_count().is_none() && length_of(&head1) == item.size)
+    {
+        return Ok(None);
+    }
+    let Some(parts) = exact_parts(engine, item, count).await? else {
+        return Ok(None);
+    };
+    let lengths: Vec<u64> = parts.iter().map(|p| p.length).collect();
+    let fits = lengths.len() == count as usize && lengths.iter().sum::<u64>() == item.size;
+    Ok(fits.then_some(lengths))
 }
 
 /// Why a multipart source's ETag says nothing of its bytes: encrypted with
@@ -230,35 +265,64 @@ fn encrypted_etag(head: &HeadObjectOutput) -> Option<String> {
     }
 }
 
-/// Every part's length, from HEAD ?partNumber=i.
+/// Every part's length, from HEAD ?partNumber=i; None when the store's
+/// part answers are not to be trusted.
 async fn exact_parts(
     engine: &Engine,
     item: &WorkItem,
     count: u32,
-) -> Result<Vec<PartPlan>, CopyError> {
-    let lengths: Vec<u64> = stream::iter(1..=count)
-        .map(|n| async move { head_part(engine, item, n).await.map(|h| length_of(&h)) })
+) -> Result<Option<Vec<PartPlan>>, CopyError> {
+    let lengths: Vec<Option<u64>> = stream::iter(1..=count)
+        .map(|n| async move {
+            head_part(engine, item, n).await.map(|h| match h {
+                PartHead::Part(h) => Some(length_of(&h)),
+                PartHead::Untrusted(_) => None,
+            })
+        })
         .buffered(PART_HEADS_IN_FLIGHT)
         .try_collect()
         .await?;
-    Ok(layout_of(&lengths))
+    let lengths: Option<Vec<u64>> = lengths.into_iter().collect();
+    Ok(lengths.map(|l| layout_of(&l)))
 }
 
 fn length_of(head: &HeadObjectOutput) -> u64 {
     head.content_length().unwrap_or(0).max(0) as u64
 }
 
-/// HEAD ?partNumber=n, If-Match the listed ETag.
+/// What the source answered of one part.
+pub(super) enum PartHead {
+    Part(HeadObjectOutput),
+    /// The part was refused If-Match (412) while the whole object still has
+    /// the listed ETag: the store gives a part an ETag of its own (moto
+    /// does), so its part answers are not trusted. The whole object's answer.
+    Untrusted(HeadObjectOutput),
+}
+
+/// HEAD ?partNumber=1 of a multipart source, If-Match the listed ETag; the
+/// whole object's answer when the part's is not to be trusted.
+pub(super) async fn head_first_part(
+    engine: &Engine,
+    item: &WorkItem,
+) -> Result<HeadObjectOutput, CopyError> {
+    match head_part(engine, item, 1).await? {
+        PartHead::Part(head) | PartHead::Untrusted(head) => Ok(head),
+    }
+}
+
+/// HEAD ?partNumber=n, If-Match the listed ETag. A 412 is not taken on the
+/// part's word: a HEAD of the whole object, If-Match too, says whether the
+/// object changed since it was listed.
 pub(super) async fn head_part(
     engine: &Engine,
     item: &WorkItem,
     number: u32,
-) -> Result<HeadObjectOutput, CopyError> {
+) -> Result<PartHead, CopyError> {
     let what = format!(
         "HeadObject {}/{} part {number}",
         item.source_bucket, item.key
     );
-    engine
+    let answer = engine
         .source
         .head_object()
         .bucket(&item.source_bucket)
@@ -267,7 +331,36 @@ pub(super) async fn head_part(
         .part_number(number as i32)
         .send()
         .await
-        .map_err(|e| StoreError::from_sdk(Side::Source, &what, e).into())
+        .map_err(|e| StoreError::from_sdk(Side::Source, &what, e));
+    match answer {
+        Ok(head) => Ok(PartHead::Part(head)),
+        Err(e) if e.kind == FailureKind::SourceChanged => {
+            // A 412 here too: the object did change.
+            let whole = head_whole(engine, item).await?;
+            tracing::info!(bucket = %item.source_bucket, key = %item.key, part = number, reason = PARTS_UNTRUSTED,
+                "the source refused a part's If-Match, but the object is unchanged");
+            Ok(PartHead::Untrusted(whole))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// HEAD of the whole source object, of the listed version (If-Match).
+pub(crate) async fn head_whole(
+    engine: &Engine,
+    item: &WorkItem,
+) -> Result<HeadObjectOutput, CopyError> {
+    let what = format!("HeadObject {}/{}", item.source_bucket, item.key);
+    let head = engine
+        .source
+        .head_object()
+        .bucket(&item.source_bucket)
+        .key(&item.key)
+        .if_match(quoted(&item.source_etag))
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+    Ok(head)
 }
 
 #[cfg(test)]

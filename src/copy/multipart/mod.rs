@@ -13,10 +13,12 @@ mod send;
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 
+use crate::copy::abort::abort_lost_uploads;
 use crate::copy::metadata::Metadata;
+use crate::copy::retry::with_retries;
 use crate::copy::single::quoted;
 use crate::copy::{etag_is_md5, CopyError, Engine};
-use crate::ledger::{self, CopyRecord, UploadRecord, WorkItem};
+use crate::ledger::{self, CopyRecord, UploadIntent, UploadRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 use layout::{Layout, Origin};
 use resume::{abort, previous_upload, reconcile, Reconciled};
@@ -107,7 +109,9 @@ async fn finish_or_relayout(
 }
 
 /// CreateMultipartUpload (with the source's tags), with the id written to
-/// the ledger before any part.
+/// the ledger before any part. Before the first request, the intent: the
+/// key's uploads at that moment, so that an upload made by a request whose
+/// answer was lost can be told from another writer's (`abort_lost_uploads`).
 async fn start_upload(
     engine: &Engine,
     item: &WorkItem,
@@ -120,23 +124,65 @@ async fn start_upload(
         .writer
         .call(move |c| ledger::record_copying(c, id))
         .await?;
+    let known_before =
+        crate::cleanup::incomplete_uploads_under(&engine.destination, &item.dest_bucket, &item.key)
+            .await?
+            .into_iter()
+            .filter(|u| u.key == item.key)
+            .map(|u| u.upload_id)
+            .collect();
+    let intent = UploadIntent {
+        object_id: id,
+        dest_bucket: item.dest_bucket.clone(),
+        key: item.key.clone(),
+        known_before,
+        attempts: 0,
+        // Kept by the ledger's clock when recorded and when each request goes.
+        window: (String::new(), None),
+    };
+    engine
+        .writer
+        .call(move |c| ledger::record_upload_intent(c, &intent))
+        .await?;
     let what = format!("CreateMultipartUpload {}/{}", item.dest_bucket, item.key);
-    let request = engine
-        .destination
-        .create_multipart_upload()
-        .bucket(&item.dest_bucket)
-        .key(&item.key)
-        .customer_key(engine.customer_key.as_ref());
     let mut metadata = Metadata::from_head(head);
     metadata.tags = tags.map(str::to_owned);
-    let created = metadata
-        .onto_create(request)
-        .send()
-        .await
-        .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
+    let create = || async {
+        // Counted before it is sent: a request cut off may still make an upload.
+        engine
+            .writer
+            .call(move |c| ledger::count_upload_attempt(c, id))
+            .await?;
+        let request = engine
+            .destination
+            .create_multipart_upload()
+            .bucket(&item.dest_bucket)
+            .key(&item.key)
+            .customer_key(engine.customer_key.as_ref());
+        Ok(metadata
+            .onto_create(request)
+            .customize()
+            .config_override(crate::store::no_sdk_retries())
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?)
+    };
+    let created = match with_retries(&engine.budget, &what, create).await {
+        Ok(created) => created,
+        Err(CopyError::Store(e)) => {
+            if let Err(settling) = abort_lost_uploads(engine, item.object_id, None).await {
+                // The intent stays: the next attempt settles it.
+                tracing::warn!(key = %item.key, error = %settling, "could not look for uploads whose answer was lost");
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e),
+    };
+    let upload_id = created.upload_id().unwrap_or_default().to_owned();
+    abort_lost_uploads(engine, item.object_id, Some(&upload_id)).await?;
     let upload = UploadRecord {
         object_id: item.object_id,
-        upload_id: created.upload_id().unwrap_or_default().to_owned(),
+        upload_id,
         dest_bucket: item.dest_bucket.clone(),
         key: item.key.clone(),
         source_etag: item.source_etag.clone(),
@@ -221,17 +267,7 @@ async fn head_source(engine: &Engine, item: &WorkItem) -> Result<HeadObjectOutpu
 
 async fn head_source_once(engine: &Engine, item: &WorkItem) -> Result<HeadObjectOutput, CopyError> {
     if layout::source_part_count(&item.source_etag).is_some() {
-        return layout::head_part(engine, item, 1).await;
+        return layout::head_first_part(engine, item).await;
     }
-    let what = format!("HeadObject {}/{}", item.source_bucket, item.key);
-    let head = engine
-        .source
-        .head_object()
-        .bucket(&item.source_bucket)
-        .key(&item.key)
-        .if_match(quoted(&item.source_etag))
-        .send()
-        .await
-        .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
-    Ok(head)
+    layout::head_whole(engine, item).await
 }

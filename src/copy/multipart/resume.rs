@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::layout::Layout;
-use super::send::{head_destination, read_back, PartDone};
+use super::send::{head_destination, read_back_verdict, PartDone};
 use crate::copy::abort::upload_gone;
 use crate::copy::{copy_record, CopyError, Engine};
 use crate::hashing::{bare_etag, multipart_etag};
@@ -34,9 +34,9 @@ pub(super) async fn previous_upload(
             Ok(None)
         }
         None => {
-            if item.was_copying {
-                abort_unrecorded_uploads(engine, item).await?;
-            }
+            // An attempt cut off between CreateMultipartUpload and recording
+            // its id: abort the upload only if it is provably ferry's.
+            crate::copy::abort::abort_lost_uploads(engine, item.object_id, None).await?;
             Ok(None)
         }
     }
@@ -145,6 +145,9 @@ pub(super) async fn list_parts(
 /// holds the object with the size and ETag those parts make (any ETag with
 /// SSE-C), the earlier CompleteMultipartUpload succeeded; the read-back
 /// proves it, and with `whole_md5` its MD5 must be the source's ETag too.
+/// An object that reads back otherwise is not these parts completed: the
+/// upload vanished uncompleted (a lifecycle rule, say), and the object is
+/// copied again from scratch.
 pub(super) async fn completed_unrecorded(
     engine: &Engine,
     item: &WorkItem,
@@ -160,8 +163,16 @@ pub(super) async fn completed_unrecorded(
     if size != item.size as i64 || !engine.etag_agrees(&expected, &etag) {
         return Ok(None);
     }
+    // With SSE-C any ETag agrees: only the bytes tell whether this object
+    // is these parts completed, or an earlier copy of the same size.
+    let (whole, parts_ok) =
+        read_back_verdict(engine, item, &layout.parts, &parts, whole_md5).await?;
+    if let Err(why) = parts_ok {
+        tracing::info!(key = %item.key, why = %why,
+            "the upload vanished uncompleted: the object at the destination is not its parts; copying it again");
+        return Ok(None);
+    }
     tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
-    let whole = read_back(engine, item, &layout.parts, &parts, whole_md5).await?;
     if whole_md5 && whole.md5_hex() != item.source_etag {
         // Completed by an attempt that had not proved it (an older ferry):
         // ferry's own object, written over by a new upload now.
@@ -171,30 +182,6 @@ pub(super) async fn completed_unrecorded(
     }
     // The destination's own ETag: the one `verify` will read back.
     Ok(Some(copy_record(item, etag, &whole, Some(layout))))
-}
-
-/// An attempt that was cut off between CreateMultipartUpload and writing its
-/// id may have left an upload the ledger never heard of: abort every upload
-/// of this key at the destination (the key is ferry's to write).
-pub(super) async fn abort_unrecorded_uploads(
-    engine: &Engine,
-    item: &WorkItem,
-) -> Result<(), CopyError> {
-    let listed =
-        crate::cleanup::incomplete_uploads_under(&engine.destination, &item.dest_bucket, &item.key)
-            .await?;
-    for u in listed.iter().filter(|u| u.key == item.key) {
-        tracing::info!(key = %item.key, upload_id = %u.upload_id, "aborting an upload left by a cut-off attempt");
-        crate::copy::abort::abort_upload(
-            &engine.destination,
-            &engine.writer,
-            &u.bucket,
-            &u.key,
-            &u.upload_id,
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// Aborts one of ferry's uploads; one the store would not abort is kept in

@@ -93,13 +93,16 @@ pub(super) async fn send_parts_and_complete(
     // of the whole. It is proved before Complete makes the object visible.
     // The whole-object digests are computed as the parts pass, in part
     // order, holding each part's bytes until the parts before it are
-    // hashed: so only when several parts fit the byte budget. Larger parts
-    // stream through, taking a small window of the budget, and are never
-    // held whole; such an object is read back once completed for its
-    // whole-object digests. The exception is `whole_md5`: its parts are
-    // always hashed in order, a part larger than the budget then taking all
-    // of it, one at a time.
-    let holdable = whole_md5 || layout.part_size() <= engine.transfer.max_bytes_in_flight / 4;
+    // hashed: so only when several of the object's largest part fit the
+    // byte budget. Its parts need not be equal (a source's own layout), so
+    // the largest decides, not part 1: one part that cannot be held breaks
+    // the chain for all. Then every part streams through, taking a small
+    // window of the budget, and is never held whole; such an object is read
+    // back once completed for its whole-object digests. The exception is
+    // `whole_md5`: its parts are always hashed in order, a part larger than
+    // the budget then taking all of it, one at a time.
+    let largest = plan.iter().map(|p| p.length).max().unwrap_or(0);
+    let holdable = whole_md5 || largest <= engine.transfer.max_bytes_in_flight / 4;
     let mut kept = kept;
     let hasher = if !holdable {
         None
@@ -364,6 +367,21 @@ pub(super) async fn read_back(
     md5: bool,
 ) -> Result<Digests, CopyError> {
     let what = format!("GetObject {}/{} (read back)", item.dest_bucket, item.key);
+    let (whole, parts_ok) = read_back_verdict(engine, item, layout, parts, md5).await?;
+    parts_ok.map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
+    Ok(whole)
+}
+
+/// As [`read_back`], with the parts' verdict apart: why a part differs from
+/// what was recorded, if one does. Only a read that cannot be done is an error.
+pub(super) async fn read_back_verdict(
+    engine: &Engine,
+    item: &WorkItem,
+    layout: &[PartPlan],
+    parts: &[PartDone],
+    md5: bool,
+) -> Result<(Digests, Result<(), String>), CopyError> {
+    let what = format!("GetObject {}/{} (read back)", item.dest_bucket, item.key);
     let check_of: HashMap<u32, &PartCheck> = parts.iter().map(|p| (p.number, &p.check)).collect();
     let expected: Vec<ExpectedPart> = layout
         .iter()
@@ -386,8 +404,7 @@ pub(super) async fn read_back(
         )
     })
     .await?;
-    parts_ok.map_err(|m| StoreError::new(Side::Destination, FailureKind::Corrupt, &what, m))?;
-    Ok(whole)
+    Ok((whole, parts_ok))
 }
 
 pub(super) async fn send_part_once(

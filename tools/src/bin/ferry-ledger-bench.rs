@@ -235,7 +235,7 @@ async fn main() -> Result<()> {
             StoreKeys::from_pages(pages(), Side::Destination),
             LedgerKeys::new(&conns, ("onix", "hub-onix", "")),
         ),
-        true,
+        (true, None),
         &mut problems,
     )
     .await?;
