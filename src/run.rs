@@ -527,7 +527,8 @@ impl Runner {
             match listed {
                 Ok(listed) => {
                     tracing::info!(bucket = %pair.source, prefix = %pair.prefix, objects = listed.seen,
-                        gone_at_source = listed.newly_missing, "listed");
+                        gone_at_source = listed.newly_missing, ranges = listed.ranges,
+                        largest_range = listed.largest_range, splits = listed.splits, "listed");
                     listing.seen += listed.seen;
                     listing.newly_missing += listed.newly_missing as u64;
                     listing.complete &= listed.complete;

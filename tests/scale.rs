@@ -55,16 +55,26 @@ async fn copying_begins_before_the_listing_of_a_large_bucket_ends() {
         "no object was copied while the bucket's listing was still going on"
     );
     let first_copy = started.elapsed();
-    // Three pages: the default (`list_ranges = 8`) lists it in ranges.
+    // Three pages: the default (`list_ranges = 8`) lists it in ranges,
+    // found by probing where the keys lie.
     assert!(
         proxy.injected.listings_of(&onix).1 >= 1,
-        "a bucket of three pages was not split"
+        "a bucket of three pages was not probed"
     );
     let out = run.wait_with_output().await.unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{logs}");
+    // Numbered keys in one folder, all under `feeds/0`: a split by folders
+    // or first characters leaves them in one range.
+    let largest = logs
+        .lines()
+        .filter(|l| l.contains(&onix) && l.contains(" listed"))
+        .find_map(|l| l.split("largest_range=").nth(1))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no listing line for {onix}: {logs}"));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        largest <= 2_100 / 2,
+        "one range held {largest} of 2,100 keys"
     );
     let whole_run = started.elapsed();
     eprintln!("first copy seen after {first_copy:?}; the run took {whole_run:?}");
@@ -110,44 +120,58 @@ async fn a_run_killed_in_the_middle_of_a_parallel_listing_resumes_every_range() 
 
     let mut first = fx.spawn_ferry(&["run", "--once"]);
     let started = Instant::now();
-    // Stop it once every range has committed a page and none has finished.
+    // Stop it once three ranges have committed a page and not finished.
     let begun = "SELECT COUNT(*) FROM list_ranges r JOIN buckets b ON b.id = r.bucket_id
          WHERE b.source = '{onix}' AND r.cursor IS NOT NULL AND r.done = 0";
     let begun = begun.replace("{onix}", &onix);
-    while fx.count(&begun) < 4 {
+    while fx.count(&begun) < 3 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the ranges never all began"
+            "the ranges never began"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.kill().await.unwrap();
-    let cursors: Vec<(String, String)> = {
+    let ranges: Vec<(String, Option<String>, bool)> = {
         let db = fx.ledger();
         let mut stmt = db
-            .prepare("SELECT first_after, cursor FROM list_ranges ORDER BY first_after")
+            .prepare("SELECT first_after, cursor, done FROM list_ranges ORDER BY first_after")
             .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
     };
-    assert_eq!(cursors.len(), 4, "{cursors:?}");
+    assert!(ranges.len() >= 3, "{ranges:?}");
     let listed_before = fx.count("SELECT COUNT(*) FROM objects");
     assert!(
         listed_before < 5_600,
         "the listing had ended: {listed_before}"
     );
 
-    // The next run resumes the four ranges where they stopped: it does not
-    // split the bucket again, and asks for no committed page again: one
-    // page a range is left, where a listing from the start would take two.
-    let (pages, splits) = proxy.injected.listings_of(&onix);
+    // The next run resumes the ranges where they stopped: it does not probe
+    // the bucket again, each begun range goes on after its cursor, and no
+    // begun or finished range is listed again from its start.
+    let (_, probes) = proxy.injected.listings_of(&onix);
+    let before = proxy.injected.page_starts_of(&onix).len();
     let run = fx.ferry(&["run", "--once"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let (pages_after, splits_after) = proxy.injected.listings_of(&onix);
-    assert_eq!(splits_after, splits, "the bucket was split again");
-    assert_eq!(pages_after - pages, 4, "pages listed to finish");
+    let (_, probes_after) = proxy.injected.listings_of(&onix);
+    assert_eq!(probes_after, probes, "the bucket was probed again");
+    let starts = proxy.injected.page_starts_of(&onix)[before..].to_vec();
+    for (first_after, cursor, done) in &ranges {
+        let Some(cursor) = cursor else { continue };
+        let start = Some(first_after.clone()).filter(|f| !f.is_empty());
+        assert!(
+            !starts.contains(&start),
+            "the range after {first_after:?} was listed again from its start: {starts:?}"
+        );
+        assert_eq!(
+            starts.contains(&Some(cursor.clone())),
+            !done,
+            "the range after {first_after:?} (cursor {cursor}, done {done}): {starts:?}"
+        );
+    }
     assert_eq!(fx.count("SELECT COUNT(*) FROM list_ranges"), 0);
     assert_eq!(
         fx.count("SELECT COUNT(*) FROM buckets WHERE list_cursor IS NOT NULL"),

@@ -41,93 +41,6 @@ pub fn keys_known(conn: &Connection, bucket_id: i64, cap: u64) -> rusqlite::Resu
     )
 }
 
-/// One key range of a bucket's listing: keys k with `first_after < k <= last`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListRange {
-    pub first_after: String,
-    /// None: to the end of the bucket.
-    pub last: Option<String>,
-    /// The last key committed; the range resumes after it.
-    pub cursor: Option<String>,
-    pub done: bool,
-}
-
-impl ListRange {
-    /// Whether `key` falls in the range.
-    pub fn holds(&self, key: &str) -> bool {
-        key > self.first_after.as_str() && self.last.as_deref().is_none_or(|l| key <= l)
-    }
-
-    /// The key to list after: the cursor, or the range's start.
-    pub fn resume_after(&self) -> Option<&str> {
-        self.cursor
-            .as_deref()
-            .or(Some(self.first_after.as_str()).filter(|s| !s.is_empty()))
-    }
-}
-
-/// The ranges of the bucket's listing under way, in key order: those of an
-/// interrupted listing, or, for a fresh one, new ranges split at `bounds`
-/// (the inclusive last key of each range but the last).
-pub fn list_ranges(
-    conn: &mut Connection,
-    bucket_id: i64,
-    bounds: &[String],
-) -> rusqlite::Result<Vec<ListRange>> {
-    let tx = conn.transaction()?;
-    let existing: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM list_ranges WHERE bucket_id = ?1",
-        [bucket_id],
-        |r| r.get(0),
-    )?;
-    if existing == 0 {
-        let mut firsts = vec![String::new()];
-        firsts.extend(bounds.iter().cloned());
-        let mut lasts: Vec<Option<String>> = bounds.iter().cloned().map(Some).collect();
-        lasts.push(None);
-        for (first_after, last) in firsts.iter().zip(&lasts) {
-            tx.execute(
-                "INSERT INTO list_ranges (bucket_id, first_after, last) VALUES (?1, ?2, ?3)",
-                params![bucket_id, first_after, last],
-            )?;
-        }
-    }
-    let ranges = {
-        let mut stmt = tx.prepare(
-            "SELECT first_after, last, cursor, done FROM list_ranges WHERE bucket_id = ?1 ORDER BY first_after",
-        )?;
-        let rows = stmt.query_map([bucket_id], |r| {
-            Ok(ListRange {
-                first_after: r.get(0)?,
-                last: r.get(1)?,
-                cursor: r.get(2)?,
-                done: r.get(3)?,
-            })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    tx.commit()?;
-    Ok(ranges)
-}
-
-/// Whether the bucket has a listing under way (its ranges are recorded).
-pub fn listing_under_way(conn: &Connection, bucket_id: i64) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM list_ranges WHERE bucket_id = ?1)",
-        [bucket_id],
-        |r| r.get(0),
-    )
-}
-
-/// A range reached its end.
-pub fn finish_range(conn: &Connection, bucket_id: i64, first_after: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE list_ranges SET done = 1 WHERE bucket_id = ?1 AND first_after = ?2",
-        params![bucket_id, first_after],
-    )?;
-    Ok(())
-}
-
 /// Records one listing page and the cursor after it in one transaction, so a
 /// listing resumes exactly after the last page that was committed.
 ///
@@ -182,8 +95,10 @@ fn upsert(
             tag_count = CASE WHEN objects.size = excluded.size AND objects.source_etag = excluded.source_etag
                          THEN objects.tag_count END,
             size = excluded.size,
-            source_etag = excluded.source_etag",
+            source_etag = excluded.source_etag
+         WHERE NOT ({unchanged})",
         values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", "),
+        unchanged = unchanged("excluded.state", "excluded.size", "excluded.source_etag"),
         gone = State::sql_list(State::GONE),
         filtered = State::Filtered,
         listed = State::Listed,
@@ -208,6 +123,7 @@ fn upsert(
         })
         .collect();
     let sizes: Vec<i64> = rows.iter().map(|o| o.size as i64).collect();
+    seen_unchanged(tx, (bucket_id, pass_id), rows, &states, &sizes)?;
     let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 9);
     for ((o, (state, reason)), size) in rows.iter().zip(&states).zip(&sizes) {
         values.extend_from_slice(&[
@@ -222,6 +138,53 @@ fn upsert(
             &pass_id,
         ]);
     }
+    statement.execute(values.as_slice())?;
+    Ok(())
+}
+
+/// The SQL condition under which a listed row leaves a recorded one as it
+/// is, but for when it was seen: same size and ETag, and no state to move
+/// (not filtered now or before, not gone).
+fn unchanged(state: &str, size: &str, etag: &str) -> String {
+    format!(
+        "{state} != '{filtered}' AND objects.state NOT IN ({gone}, '{filtered}')
+         AND objects.size = {size} AND objects.source_etag = {etag}",
+        filtered = State::Filtered,
+        gone = State::sql_list(State::GONE),
+    )
+}
+
+/// Marks the rows that a listing found unchanged as seen. Only columns no
+/// index holds are written, so a re-listing of unchanged keys touches no
+/// index and fires no trigger; the upsert after it skips these rows.
+fn seen_unchanged(
+    tx: &rusqlite::Transaction<'_>,
+    (bucket_id, pass_id): (i64, i64),
+    rows: &[ListedObject],
+    states: &[(&str, Option<String>)],
+    sizes: &[i64],
+) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare_cached(&format!(
+        "UPDATE objects SET seen_pass = ?, missing_passes = 0,
+            last_modified = v.column4, storage_class = v.column5
+         FROM (VALUES {values}) AS v
+         WHERE objects.bucket_id = ? AND objects.key = v.column1 AND {unchanged}",
+        values = vec!["(?, ?, ?, ?, ?, ?)"; rows.len()].join(", "),
+        unchanged = unchanged("v.column6", "v.column2", "v.column3"),
+    ))?;
+    // Parameters in the order they appear: the pass, the rows, the bucket.
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&pass_id];
+    for ((o, (state, _)), size) in rows.iter().zip(states).zip(sizes) {
+        values.extend_from_slice(&[
+            &o.key,
+            size,
+            &o.etag,
+            &o.last_modified,
+            &o.storage_class,
+            state,
+        ]);
+    }
+    values.push(&bucket_id);
     statement.execute(values.as_slice())?;
     Ok(())
 }

@@ -301,6 +301,9 @@ pub async fn list_from_inventory(
                 seen,
                 newly_missing: 0,
                 complete: false,
+                splits: 0,
+                ranges: 0,
+                largest_range: 0,
             }));
         }
         let local = download_checked(client, &at.bucket, file, &writer_dir(writer)).await?;
@@ -352,6 +355,9 @@ pub async fn list_from_inventory(
         seen,
         newly_missing: 0,
         complete: true,
+        splits: 0,
+        ranges: 0,
+        largest_range: 0,
     }))
 }
 

@@ -7,11 +7,14 @@
 //! keys can come from an S3 Inventory instead (`inventory.rs`).
 
 pub mod inventory;
+pub mod ranges;
 pub mod tag_count;
+
+use std::sync::Arc;
 
 use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;
-use futures::stream::{self, StreamExt};
+use futures::stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BucketPair, Shard};
@@ -19,6 +22,7 @@ use crate::filter::Filter;
 use crate::hashing::bare_etag;
 use crate::ledger::{self, ListedObject, Writer};
 use crate::store::{FailureKind, Side, StoreError};
+pub use ranges::RangePlan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
@@ -36,6 +40,11 @@ pub struct Listed {
     pub newly_missing: usize,
     /// False when a stop signal cut it short.
     pub complete: bool,
+    /// Ranges split while the listing ran.
+    pub splits: usize,
+    /// Ranges listed, and the most keys one of them held: how even the split was.
+    pub ranges: usize,
+    pub largest_range: u64,
 }
 
 /// One page of a listing, in key order, before any shard filter.
@@ -46,7 +55,7 @@ pub struct Page {
 
 /// Where listing pages come from: the source store in ferry; a generator in
 /// the ledger benchmark, which measures this path at millions of keys.
-pub trait PageSource {
+pub trait PageSource: Send {
     /// What is listed, for the logs.
     fn name(&self) -> &str;
 
@@ -55,6 +64,19 @@ pub trait PageSource {
         &mut self,
         after: Option<&str>,
     ) -> impl std::future::Future<Output = Result<Page, StoreError>> + Send;
+
+    /// The first key after `after` (from the start when `None`), asked on its
+    /// own: how the range splitter probes where keys lie. A store asks for
+    /// one key; a source with nothing cheaper reads the page.
+    fn first_key_after(
+        &mut self,
+        after: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<Option<String>, StoreError>> + Send {
+        async move {
+            let page = self.page(after).await?;
+            Ok(page.objects.into_iter().next().map(|o| o.key))
+        }
+    }
 }
 
 /// A bucket under a prefix, 1,000 keys a page. Pages follow the store's
@@ -76,16 +98,7 @@ impl PageSource for BucketPages<'_> {
     }
 
     async fn page(&mut self, after: Option<&str>) -> Result<Page, StoreError> {
-        let mut request = self
-            .client
-            .list_objects_v2()
-            .bucket(self.bucket)
-            // Keys may hold characters XML cannot carry; ask for them encoded.
-            .encoding_type(EncodingType::Url)
-            .max_keys(1000);
-        if !self.prefix.is_empty() {
-            request = request.prefix(self.prefix);
-        }
+        let mut request = self.listing(1000);
         match (&self.token, after) {
             (Some(token), _) => request = request.continuation_token(token),
             (None, Some(after)) => request = request.start_after(after),
@@ -107,27 +120,60 @@ impl PageSource for BucketPages<'_> {
                 "the store said the listing goes on (IsTruncated) but gave no NextContinuationToken",
             ));
         }
-        // Keys are encoded only when the answer says so.
-        let encoded = page.encoding_type() == Some(&EncodingType::Url);
         Ok(Page {
-            objects: page
-                .contents()
-                .iter()
-                .map(|o| ListedObject {
-                    key: match o.key().unwrap_or_default() {
-                        k if encoded => decode_key(k),
-                        k => k.to_owned(),
-                    },
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
-                    last_modified: o.last_modified().map(|t| t.to_string()),
-                    storage_class: o.storage_class().map(|s| s.as_str().to_owned()),
-                    filtered: None,
-                })
-                .collect(),
+            objects: listed_objects(&page),
             truncated,
         })
     }
+
+    async fn first_key_after(&mut self, after: Option<&str>) -> Result<Option<String>, StoreError> {
+        let what = format!("ListObjectsV2 {} (one key)", self.bucket);
+        let page = self
+            .listing(1)
+            .set_start_after(after.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
+        Ok(listed_objects(&page).into_iter().next().map(|o| o.key))
+    }
+}
+
+impl BucketPages<'_> {
+    /// A ListObjectsV2 of the bucket under the prefix, `max_keys` a page.
+    fn listing(
+        &self,
+        max_keys: i32,
+    ) -> aws_sdk_s3::operation::list_objects_v2::builders::ListObjectsV2FluentBuilder {
+        self.client
+            .list_objects_v2()
+            .bucket(self.bucket)
+            // Keys may hold characters XML cannot carry; ask for them encoded.
+            .encoding_type(EncodingType::Url)
+            .max_keys(max_keys)
+            .set_prefix(Some(self.prefix.to_owned()).filter(|p| !p.is_empty()))
+    }
+}
+
+/// The objects of a ListObjectsV2 answer, keys decoded when the answer says
+/// they are encoded.
+fn listed_objects(
+    page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+) -> Vec<ListedObject> {
+    let encoded = page.encoding_type() == Some(&EncodingType::Url);
+    page.contents()
+        .iter()
+        .map(|o| ListedObject {
+            key: match o.key().unwrap_or_default() {
+                k if encoded => decode_key(k),
+                k => k.to_owned(),
+            },
+            size: o.size().unwrap_or(0).max(0) as u64,
+            etag: bare_etag(o.e_tag().unwrap_or_default()).to_owned(),
+            last_modified: o.last_modified().map(|t| t.to_string()),
+            storage_class: o.storage_class().map(|s| s.as_str().to_owned()),
+            filtered: None,
+        })
+        .collect()
 }
 
 /// Lists `bucket` under `prefix` into the ledger. Returns how many keys were
@@ -168,52 +214,64 @@ pub async fn list_bucket(
         prefix: &pair.prefix,
         token: None,
     };
-    let bounds = if ranges > 1 && !under_way && more_than_a_page(writer, bucket_id, pages()).await?
-    {
-        split_points(client, &pair.source, &pair.prefix, ranges).await?
+    let plan = if ranges > 1 && !under_way {
+        plan_ranges(writer, bucket_id, pages, &pair.prefix, ranges).await?
     } else {
-        Vec::new()
+        RangePlan::default()
     };
     let scope = (shard, &pair.filter);
-    list_into_ledger(pages, writer, (bucket_id, pass_id), scope, bounds, stop).await
+    let plan = (plan, ranges);
+    list_into_ledger(pages, writer, (bucket_id, pass_id), scope, plan, stop).await
 }
 
-/// Whether a bucket holds more than one page of keys, and so is worth
-/// listing in ranges: as the ledger knows it, or, when the ledger knows none
-/// of its keys, as its first page says (one request). A small bucket is
-/// listed in one range and costs no delimiter listings.
-async fn more_than_a_page(
+/// Where a fresh listing of a bucket starts its `n` ranges. A bucket the
+/// ledger knows is cut where its known keys fall in equal counts; a new
+/// one is probed (`ranges.rs`). A bucket of one page is listed in one
+/// range, as the ledger knows it or as its first page says.
+pub async fn plan_ranges<P: PageSource>(
     writer: &Writer,
     bucket_id: i64,
-    mut first: impl PageSource,
-) -> Result<bool, ListError> {
+    pages: impl Fn() -> P,
+    prefix: &str,
+    n: usize,
+) -> Result<RangePlan, ListError> {
     const PAGE: u64 = 1000;
     let known = writer
         .call(move |c| ledger::keys_known(c, bucket_id, PAGE + 1))
         .await?;
-    if known > 0 {
-        return Ok(known > PAGE);
+    if known > PAGE {
+        let (bounds, upper) = writer
+            .call(move |c| ledger::key_quantiles(c, bucket_id, n))
+            .await?;
+        return Ok(RangePlan { bounds, upper });
     }
-    Ok(first.page(None).await?.truncated)
+    if known > 0 || !pages().page(None).await?.truncated {
+        return Ok(RangePlan::default());
+    }
+    Ok(ranges::probe_plan(pages, prefix, n).await?)
 }
 
 /// Records every page of a listing in the ledger, one transaction per page
 /// with the cursor after it, so an interrupted listing resumes after its
 /// last committed page and memory holds one page per range. Keys of other
 /// shards are not recorded; keys that `filter` leaves out are, as
-/// `filtered`. `bounds` splits a fresh listing into ranges (the last key of
-/// each but the last range); `pages` makes one page source per range.
+/// `filtered`. A fresh listing starts with the plan's ranges; an
+/// interrupted one with the ranges it had. At most `parallel` ranges are
+/// listed at once; a lister whose range ends takes half of what is left of
+/// the busiest one (the split is in the ledger before either lists past
+/// it). `pages` makes one page source per range.
 pub async fn list_into_ledger<P: PageSource>(
     pages: impl Fn() -> P,
     writer: &Writer,
     (bucket_id, pass_id): (i64, i64),
     scope: (Option<Shard>, &Filter),
-    bounds: Vec<String>,
+    (plan, parallel): (RangePlan, usize),
     stop: &CancellationToken,
 ) -> Result<Listed, ListError> {
     let pass_id = writer
         .call(move |c| ledger::listing_pass(c, bucket_id, pass_id))
         .await?;
+    let bounds = plan.bounds;
     let ranges = writer
         .call(move |c| ledger::list_ranges(c, bucket_id, &bounds))
         .await?;
@@ -221,15 +279,67 @@ pub async fn list_into_ledger<P: PageSource>(
     if ranges.iter().any(|r| r.cursor.is_some()) {
         tracing::info!(bucket = %name, ranges = ranges.len(), "resuming an interrupted listing");
     }
-    let at_once = ranges.len().max(1);
-    let mut listings = stream::iter(ranges.into_iter().filter(|r| !r.done))
-        .map(|range| list_range(pages(), writer, (bucket_id, pass_id), range, scope, stop))
-        .buffer_unordered(at_once);
-    let (mut seen, mut complete) = (0, true);
-    while let Some(range) = listings.next().await {
-        let (range_seen, range_complete) = range?;
-        seen += range_seen;
-        complete &= range_complete;
+    let mut waiting: std::collections::VecDeque<Shared> = ranges
+        .into_iter()
+        .filter(|r| !r.done)
+        .map(Live::shared)
+        .collect();
+    let progress = tokio::sync::Notify::new();
+    let mut running: Vec<Shared> = Vec::new();
+    let mut listings = futures::stream::FuturesUnordered::new();
+    let (mut seen, mut complete, mut splits) = (0, true, 0);
+    let (mut listed_ranges, mut largest_range) = (0, 0);
+    let ids = (bucket_id, pass_id);
+    loop {
+        while listings.len() < parallel.max(1) {
+            let next = match waiting.pop_front() {
+                Some(range) => range,
+                None if complete && !stop.is_cancelled() => {
+                    // A lister keeps about as many pages as there are
+                    // listers: by then the rest has been split again.
+                    let keep = (
+                        plan.upper.as_deref(),
+                        parallel.saturating_sub(1).max(1) as f64,
+                    );
+                    let Some((range, recorded)) = split_busiest(&running, keep, writer, bucket_id)
+                    else {
+                        break;
+                    };
+                    recorded.await?;
+                    splits += 1;
+                    range
+                }
+                None => break,
+            };
+            running.push(Arc::clone(&next));
+            listed_ranges += 1;
+            listings.push(list_range(
+                pages(),
+                writer,
+                ids,
+                next,
+                scope,
+                stop,
+                &progress,
+            ));
+        }
+        if listings.is_empty() {
+            break;
+        }
+        tokio::select! {
+            ended = listings.next() => {
+                let (range_seen, range_complete) = ended.expect("a listing is running")?;
+                seen += range_seen;
+                largest_range = largest_range.max(range_seen);
+                complete &= range_complete;
+                running.retain(|r| !r.lock().expect("range lock").finished);
+            }
+            // A page listed: a range may now be worth splitting.
+            _ = progress.notified(), if listings.len() < parallel => {}
+        }
+    }
+    if splits > 0 {
+        tracing::debug!(bucket = %name, splits, "ranges split while listing");
     }
     if !complete {
         // The cursors stay: the next run resumes every range.
@@ -237,6 +347,9 @@ pub async fn list_into_ledger<P: PageSource>(
             seen,
             newly_missing: 0,
             complete: false,
+            splits,
+            ranges: listed_ranges,
+            largest_range,
         });
     }
     let newly_missing = writer
@@ -246,7 +359,96 @@ pub async fn list_into_ledger<P: PageSource>(
         seen,
         newly_missing,
         complete: true,
+        splits,
+        ranges: listed_ranges,
+        largest_range,
     })
+}
+
+/// A range as its lister and the splitter see it.
+struct Live {
+    range: ledger::ListRange,
+    /// The first and the last key this run's lister has seen, the first
+    /// of its last page, and its pages.
+    first_seen: Option<String>,
+    page_first: Option<String>,
+    last_seen: Option<String>,
+    pages: u32,
+    /// The lister has reached the range's end: it is split no more.
+    finished: bool,
+}
+
+type Shared = Arc<std::sync::Mutex<Live>>;
+
+impl Live {
+    fn shared(range: ledger::ListRange) -> Shared {
+        Arc::new(std::sync::Mutex::new(Live {
+            range,
+            first_seen: None,
+            page_first: None,
+            last_seen: None,
+            pages: 0,
+            finished: false,
+        }))
+    }
+
+    /// Pages still to list, guessed from the last page's keys (on their own
+    /// scale, `ranges::Scale`), or, when the range's end is far off that
+    /// scale, from how far all its pages have come towards the end.
+    fn pages_left(&self, upper: Option<&str>) -> Option<f64> {
+        if self.finished || self.pages == 0 {
+            return None;
+        }
+        let end = self.range.last.as_deref().or(upper)?;
+        let (page_first, last) = (self.page_first.as_deref()?, self.last_seen.as_deref()?);
+        if let Some(pages) = ranges::pages_to(page_first, last, end) {
+            return Some(pages);
+        }
+        let done = ranges::progress(self.first_seen.as_deref()?, last, end)?;
+        Some(f64::from(self.pages) * (1.0 - done) / done.max(1e-9))
+    }
+}
+
+/// A range worth splitting has this many pages left, or more.
+const PAGES_LEFT_TO_SPLIT: f64 = 2.0;
+
+/// Splits the running range with the most pages left, ahead of its
+/// lister's last key: the range ends there, and a new one holds the rest.
+/// The lister keeps `keep` pages (read from its last page's keys), so
+/// that the rest can be split again while it lists them; a range thought
+/// to hold fewer is cut in half. Its lister sees the new end from its next
+/// page on; the ledger's write of the split is queued before any later
+/// write of that lister.
+fn split_busiest<'w>(
+    running: &[Shared],
+    (upper, keep): (Option<&str>, f64),
+    writer: &'w Writer,
+    bucket_id: i64,
+) -> Option<(
+    Shared,
+    impl std::future::Future<Output = Result<(), ledger::LedgerError>> + 'w,
+)> {
+    let (left, busiest) = running
+        .iter()
+        .filter_map(|r| Some((r.lock().ok()?.pages_left(upper)?, r)))
+        .filter(|(left, _)| *left >= PAGES_LEFT_TO_SPLIT)
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    let mut live = busiest.lock().ok()?;
+    let end = live.range.last.clone().or(upper.map(str::to_owned))?;
+    let (page_first, last_seen) = (live.page_first.as_deref()?, live.last_seen.as_deref()?);
+    let at = ranges::key_beyond(page_first, last_seen, keep.min(left / 2.0))
+        .filter(|k| k.as_str() < end.as_str())
+        .or_else(|| ranges::key_between(last_seen, &end, 0.5))?;
+    let last = live.range.last.replace(at.clone());
+    let (first_after, split_at) = (live.range.first_after.clone(), at.clone());
+    let recorded = writer.call(move |c| ledger::split_range(c, bucket_id, &first_after, &split_at));
+    let rest = ledger::ListRange {
+        first_after: at,
+        last,
+        cursor: None,
+        done: false,
+    };
+    Some((Live::shared(rest), recorded))
 }
 
 /// The keys of this ferry's shard, each marked with the filter rule that
@@ -266,16 +468,26 @@ pub(crate) fn in_scope(
 }
 
 /// Lists one key range to its end (or to a stop): (keys seen, whether the
-/// range is done).
+/// range is done). Each page is cut to the range's end as it stands when
+/// the page comes back, under the range's lock: a split moves the end.
 async fn list_range(
     mut pages: impl PageSource,
     writer: &Writer,
     (bucket_id, pass_id): (i64, i64),
-    range: ledger::ListRange,
+    live: Shared,
     (shard, filter): (Option<Shard>, &Filter),
     stop: &CancellationToken,
+    progress: &tokio::sync::Notify,
 ) -> Result<(u64, bool), ListError> {
-    let mut after = range.resume_after().map(str::to_owned);
+    let lock = || live.lock().expect("range lock");
+    let (first_after, mut after) = {
+        let live = lock();
+        let range = &live.range;
+        (
+            range.first_after.clone(),
+            range.resume_after().map(str::to_owned),
+        )
+    };
     let mut seen = 0u64;
     // The previous page's write runs while the next page is fetched.
     let mut writing = None;
@@ -288,33 +500,52 @@ async fn list_range(
             write.await?;
         }
         let page = page?;
+        let first = page.objects.first().map(|o| o.key.clone());
         let Some(last) = page.objects.last().map(|o| o.key.clone()) else {
             // An empty page ends the listing only when the store says it is
             // the last: S3 may answer empty pages that are not.
             if page.truncated {
                 continue;
             }
+            lock().finished = true;
             break true;
         };
-        let past_end = range.last.as_deref().is_some_and(|end| last.as_str() > end);
+        let mut live = lock();
+        let past_end = live
+            .range
+            .last
+            .as_deref()
+            .is_some_and(|end| last.as_str() > end);
         // Keys past the range's end belong to the next range, which lists
         // them itself; the cursor moves past every key of ours, any shard's.
         let ours: Vec<ListedObject> = page
             .objects
             .into_iter()
-            .filter(|o| range.holds(&o.key))
+            .filter(|o| live.range.holds(&o.key))
             .collect();
         if let Some(cursor) = ours.last().map(|o| o.key.clone()) {
             let objects = in_scope(ours, (shard, filter));
             seen += objects.len() as u64;
-            let first_after = range.first_after.clone();
+            let first_after = first_after.clone();
             writing = Some(writer.call(move |c| {
                 ledger::record_range_page(c, (bucket_id, &first_after), pass_id, &objects, &cursor)
             }));
-            tracing::debug!(bucket = pages.name(), seen, "listing page queued");
         }
+        // The density is read from keys, not from the range's start: a
+        // range may begin with a stretch that holds none.
+        if live.first_seen.is_none() {
+            live.first_seen.clone_from(&first);
+        }
+        live.page_first = first;
+        live.last_seen = Some(last.clone());
+        live.pages += 1;
+        live.finished = !page.truncated || past_end;
+        let finished = live.finished;
+        drop(live);
+        progress.notify_one();
+        tracing::debug!(bucket = pages.name(), seen, "listing page queued");
         after = Some(last);
-        if !page.truncated || past_end {
+        if finished {
             break true;
         }
     };
@@ -322,76 +553,13 @@ async fn list_range(
         write.await?;
     }
     if done {
-        let first_after = range.first_after.clone();
+        // Finished ranges are split no more: their end stays as it is.
+        let last = lock().range.last.clone();
         writer
-            .call(move |c| ledger::finish_range(c, bucket_id, &first_after))
+            .call(move |c| ledger::finish_range(c, bucket_id, (&first_after, last.as_deref())))
             .await?;
     }
     Ok((seen, done))
-}
-
-/// Where to split a bucket's listing into `n` ranges: boundaries taken from
-/// its "folders" (delimiter listings of the first two levels under
-/// `prefix`, or under the one folder that holds every key), spread evenly
-/// over them; for a flat bucket, first characters.
-/// Each boundary is the last key of a range, inclusive.
-pub async fn split_points(
-    client: &Client,
-    bucket: &str,
-    prefix: &str,
-    n: usize,
-) -> Result<Vec<String>, StoreError> {
-    let folders = |under: String| async move {
-        let what = format!("ListObjectsV2 {bucket} (delimiter)");
-        let page = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(&under)
-            .delimiter("/")
-            .encoding_type(EncodingType::Url)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
-        let encoded = page.encoding_type() == Some(&EncodingType::Url);
-        Ok::<_, StoreError>(
-            page.common_prefixes()
-                .iter()
-                .filter_map(|p| p.prefix())
-                .map(|p| if encoded { decode_key(p) } else { p.to_owned() })
-                .collect::<Vec<_>>(),
-        )
-    };
-    // Keys that all sit under one folder (`feeds/…`) are split below it.
-    let mut base = prefix.to_owned();
-    let mut top = folders(base.clone()).await?;
-    for _ in 0..3 {
-        match top.as_slice() {
-            [only] => {
-                base = only.clone();
-                top = folders(base.clone()).await?;
-            }
-            _ => break,
-        }
-    }
-    let mut candidates = top.clone();
-    if top.len() < n * 4 && top.len() <= 16 {
-        let below = futures::future::try_join_all(top.into_iter().map(folders)).await?;
-        candidates.extend(below.into_iter().flatten());
-    }
-    if candidates.len() < n {
-        candidates = ('0'..='9')
-            .chain('A'..='Z')
-            .chain('a'..='z')
-            .map(|c| format!("{base}{c}"))
-            .collect();
-    }
-    candidates.sort();
-    candidates.dedup();
-    let mut bounds: Vec<String> = (1..n)
-        .map(|i| candidates[i * candidates.len() / n].clone())
-        .collect();
-    bounds.dedup();
-    Ok(bounds)
 }
 
 /// Decodes a key listed with `EncodingType=url`. AWS writes a space as `+`
@@ -404,7 +572,10 @@ pub fn decode_key(encoded: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod decoding {
     use super::decode_key;
 
     #[test]

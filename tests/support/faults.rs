@@ -121,9 +121,8 @@ pub struct Injected {
     pub requests: AtomicU64,
     /// PUT, POST and DELETE requests: every S3 call that changes a store.
     pub writes: AtomicU64,
-    /// Every ListObjectsV2 request: the bucket, and whether it asked with a
-    /// delimiter (the split of a listing into ranges asks for folders).
-    pub listings: std::sync::Mutex<Vec<(String, bool)>>,
+    /// Every ListObjectsV2 request, in order.
+    pub listings: std::sync::Mutex<Vec<Listing>>,
     /// When the first and the last request arrived.
     pub window: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>,
     pub slow_down: AtomicU64,
@@ -165,13 +164,36 @@ pub struct Injected {
     pub refused_puts: AtomicU64,
 }
 
+/// One ListObjectsV2 request.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub bucket: String,
+    /// One key asked for: the range splitter probing where keys lie.
+    pub probe: bool,
+    /// The key it asked to start after, if any.
+    pub start_after: Option<String>,
+    /// It went on from an earlier page's continuation token.
+    pub continued: bool,
+}
+
 impl Injected {
-    /// ListObjectsV2 requests for `bucket`: (plain pages, with a delimiter).
+    /// ListObjectsV2 requests for `bucket`: (pages, probes).
     pub fn listings_of(&self, bucket: &str) -> (usize, usize) {
         let listings = self.listings.lock().unwrap();
-        let of = listings.iter().filter(|(b, _)| b == bucket);
-        let delimited = of.clone().filter(|(_, d)| *d).count();
-        (of.count() - delimited, delimited)
+        let of = listings.iter().filter(|l| l.bucket == bucket);
+        let probes = of.clone().filter(|l| l.probe).count();
+        (of.count() - probes, probes)
+    }
+
+    /// Where each page listing of `bucket` that did not go on from a token
+    /// started: after a key (a range's start, or a cursor), or at the top.
+    pub fn page_starts_of(&self, bucket: &str) -> Vec<Option<String>> {
+        let listings = self.listings.lock().unwrap();
+        listings
+            .iter()
+            .filter(|l| l.bucket == bucket && !l.probe && !l.continued)
+            .map(|l| l.start_after.clone())
+            .collect()
     }
 
     pub fn flips(&self) -> u64 {
@@ -597,8 +619,22 @@ async fn handle(
     }
     if is_listing {
         let bucket = parts.uri.path().trim_matches('/').to_owned();
-        let delimiter = query.contains("delimiter=");
-        counts.listings.lock().unwrap().push((bucket, delimiter));
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix(name))
+                .map(|v| {
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+        };
+        counts.listings.lock().unwrap().push(Listing {
+            bucket,
+            probe: param("max-keys=").as_deref() == Some("1"),
+            start_after: param("start-after="),
+            continued: param("continuation-token=").is_some(),
+        });
     }
     if let Some(delay) = plays.list_delay.filter(|_| is_listing) {
         tokio::time::sleep(delay).await;

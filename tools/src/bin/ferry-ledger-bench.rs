@@ -38,6 +38,78 @@ struct Args {
     /// How long each page takes to come back, as from a store far away.
     #[arg(long, default_value_t = 0)]
     page_delay_ms: u64,
+    /// The keys' shape (all but `deep` are generated into memory first).
+    #[arg(long, value_enum, default_value_t = Shape::Deep)]
+    shape: Shape,
+}
+
+/// Key shapes found in real buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Shape {
+    /// `feeds/000123/onix-0001230000.xml`: 10,000 keys a folder.
+    Deep,
+    /// `audio/0001234.mp3`: numbered keys in one folder.
+    Numbered,
+    /// `onix/9783161484100.xml`: ISBN-13s, in a few publishers' blocks.
+    Isbn,
+    /// `media/<32 hex digits>.mp3`: hashed names.
+    Hex,
+    /// `deliveries/2024-03-15/delivery-0001234.zip`: one folder a day.
+    Dated,
+    /// All five at once, a fifth of the keys each.
+    Mixed,
+}
+
+/// `n` keys of a shape, sorted as a store lists them.
+fn shaped_keys(shape: Shape, n: u64) -> Vec<String> {
+    let one = |shape: Shape, i: u64| -> String {
+        match shape {
+            Shape::Deep => key_of(i),
+            Shape::Numbered => format!("audio/{i:07}.mp3"),
+            Shape::Isbn => {
+                let block = ["316", "349", "140", "006"][(i % 4) as usize];
+                let body = format!("978{block}{:06}", i / 4);
+                let check = body
+                    .bytes()
+                    .enumerate()
+                    .map(|(j, d)| u64::from(d - b'0') * if j % 2 == 0 { 1 } else { 3 })
+                    .sum::<u64>();
+                format!("onix/{body}{}.xml", (10 - check % 10) % 10)
+            }
+            Shape::Hex => format!(
+                "media/{:032x}.mp3",
+                u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+            ),
+            Shape::Dated => {
+                let day = i * 2_000 / n.max(1);
+                let (year, rest) = (2019 + day / 336, day % 336);
+                format!(
+                    "deliveries/{year}-{:02}-{:02}/delivery-{i:07}.zip",
+                    1 + rest / 28,
+                    1 + rest % 28
+                )
+            }
+            Shape::Mixed => unreachable!("mixed is made of the others"),
+        }
+    };
+    let mut keys: Vec<String> = match shape {
+        Shape::Mixed => {
+            let shapes = [
+                Shape::Deep,
+                Shape::Numbered,
+                Shape::Isbn,
+                Shape::Hex,
+                Shape::Dated,
+            ];
+            (0..n)
+                .map(|i| one(shapes[(i % 5) as usize], i / 5))
+                .collect()
+        }
+        _ => (0..n).map(|i| one(shape, i)).collect(),
+    };
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// Keys per synthetic "folder": `feeds/000123/` holds keys 1,230,000 on.
@@ -64,10 +136,23 @@ fn first_after(after: Option<&str>) -> u64 {
         .map_or(0, |i| i + 1)
 }
 
-/// Keys in listing (byte) order, 1,000 a page, as S3 returns them.
+/// Keys in listing (byte) order, 1,000 a page, as S3 returns them: the
+/// deep shape made on the fly (for tens of millions), others from memory.
 struct Synthetic {
     total: u64,
+    shaped: Option<std::sync::Arc<Vec<String>>>,
     delay: std::time::Duration,
+}
+
+fn listed(key: String, i: u64) -> ListedObject {
+    ListedObject {
+        key,
+        size: 2_000 + (i * 7919) % 300_000,
+        etag: format!("{:032x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        last_modified: Some("2026-11-01T12:00:00Z".into()),
+        storage_class: Some("STANDARD".into()),
+        filtered: None,
+    }
 }
 
 impl PageSource for Synthetic {
@@ -79,20 +164,20 @@ impl PageSource for Synthetic {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
+        if let Some(keys) = &self.shaped {
+            let next = keys.partition_point(|k| after.is_some_and(|a| k.as_str() <= a));
+            let end = (next + 1000).min(keys.len());
+            return Ok(Page {
+                objects: (next..end)
+                    .map(|i| listed(keys[i].clone(), i as u64))
+                    .collect(),
+                truncated: end < keys.len(),
+            });
+        }
         let next = first_after(after).min(self.total);
         let end = (next + 1000).min(self.total);
-        let objects = (next..end)
-            .map(|i| ListedObject {
-                key: key_of(i),
-                size: 2_000 + (i * 7919) % 300_000,
-                etag: format!("{:032x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-                last_modified: Some("2026-11-01T12:00:00Z".into()),
-                storage_class: Some("STANDARD".into()),
-                filtered: None,
-            })
-            .collect();
         Ok(Page {
-            objects,
+            objects: (next..end).map(|i| listed(key_of(i), i)).collect(),
             truncated: end < self.total,
         })
     }
@@ -144,13 +229,12 @@ async fn main() -> Result<()> {
     let stop = CancellationToken::new();
 
     println!(
-        "\n### Ledger: {} synthetic keys, {} range(s), {} ms a page\n",
-        args.keys, args.ranges, args.page_delay_ms
+        "\n### Ledger: {} synthetic keys ({:?}), {} range(s), {} ms a page\n",
+        args.keys, args.shape, args.ranges, args.page_delay_ms
     );
-    let folders = args.keys.div_ceil(PER_FOLDER);
-    let bounds: Vec<String> = (1..args.ranges as u64)
-        .map(|i| format!("feeds/{:06}/", i * folders / args.ranges as u64))
-        .collect();
+    let shaped = (args.shape != Shape::Deep)
+        .then(|| std::sync::Arc::new(shaped_keys(args.shape, args.keys)));
+    let keys = shaped.as_ref().map_or(args.keys, |k| k.len() as u64);
     println!("| step | time s | keys/s | peak RSS MiB |");
     println!("|---|---:|---:|---:|");
     for (step, pass) in [
@@ -162,23 +246,31 @@ async fn main() -> Result<()> {
         // The copy pool's view: how soon the queue holds a key to copy.
         let first_ready = (pass == 1).then(|| first_key_ready(&path, bucket_id, started));
         let pages = || Synthetic {
-            total: args.keys,
+            total: keys,
+            shaped: shaped.clone(),
             delay: std::time::Duration::from_millis(args.page_delay_ms),
+        };
+        // As ferry plans a fresh listing: probes the first time, the
+        // ledger's keys the second.
+        let plan = match args.ranges {
+            1 => list::RangePlan::default(),
+            n => list::plan_ranges(&writer, bucket_id, pages, "", n).await?,
         };
         let listed = list::list_into_ledger(
             pages,
             &writer,
             (bucket_id, pass_id),
             (None, &Filter::default()),
-            bounds.clone(),
+            (plan, args.ranges),
             &stop,
         )
         .await?;
         let took = started.elapsed().as_secs_f64();
-        assert_eq!(listed.seen, args.keys, "pass {pass}: keys lost on the way");
+        assert_eq!(listed.seen, keys, "pass {pass}: keys lost on the way");
         println!(
-            "| {step} | {took:.1} | {:.0} | {:.0} |",
-            args.keys as f64 / took,
+            "| {step}, {} splits | {took:.1} | {:.0} | {:.0} |",
+            listed.splits,
+            keys as f64 / took,
             peak_rss_mib()
         );
         if let Some(ready) = first_ready {
@@ -195,18 +287,18 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let rows = ferry::report::status::read(&path)?;
     let status = started.elapsed().as_secs_f64();
-    assert_eq!(rows.iter().map(|r| r.listed).sum::<u64>(), args.keys);
+    assert_eq!(rows.iter().map(|r| r.listed).sum::<u64>(), keys);
     println!("| `status` | {status:.3} | – | {:.0} |", peak_rss_mib());
 
     let conn = ledger::open_reader(&path)?;
     for (what, after) in [
         ("next batch, from the start", 0),
-        ("next batch, half-way", args.keys as i64 / 2),
+        ("next batch, half-way", keys as i64 / 2),
     ] {
         let started = Instant::now();
         let batch = ledger::pending_batch(&conn, &[bucket_id], after, 512)?;
         let took = started.elapsed().as_secs_f64();
-        assert_eq!(batch.len(), 512.min(args.keys as usize));
+        assert_eq!(batch.len(), 512.min(keys as usize));
         println!(
             "| {what} (512 objects) | {took:.4} | – | {:.0} |",
             peak_rss_mib()
@@ -222,7 +314,8 @@ async fn main() -> Result<()> {
         inventory: None,
     };
     let pages = || Synthetic {
-        total: args.keys,
+        total: keys,
+        shaped: shaped.clone(),
         delay: std::time::Duration::ZERO,
     };
     let conns = [ledger::open_reader(&path)?];
@@ -240,12 +333,12 @@ async fn main() -> Result<()> {
     )
     .await?;
     let took = started.elapsed().as_secs_f64();
-    assert_eq!(counts.listed, args.keys, "report: keys lost on the way");
+    assert_eq!(counts.listed, keys, "report: keys lost on the way");
     assert!(problems.is_empty(), "report: {} problems", problems.len());
     println!(
         "| `report` ({} keys a side and in the ledger) | {took:.1} | {:.0} | {:.0} |",
-        args.keys,
-        args.keys as f64 / took,
+        keys,
+        keys as f64 / took,
         peak_rss_mib()
     );
 
@@ -253,7 +346,7 @@ async fn main() -> Result<()> {
     println!(
         "\nledger file: {:.0} MiB ({:.0} bytes a key)",
         size as f64 / (1 << 20) as f64,
-        size as f64 / args.keys as f64
+        size as f64 / keys as f64
     );
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&temp);
