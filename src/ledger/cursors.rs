@@ -104,26 +104,8 @@ fn upsert(
         listed = State::Listed,
         copied = State::Copied,
     ))?;
-    let states: Vec<(&str, Option<String>)> = rows
-        .iter()
-        .map(|o| {
-            if let Some(rule) = &o.filtered {
-                (State::Filtered.name(), Some(rule.clone()))
-            } else if is_archived(o.storage_class.as_deref()) {
-                (
-                    State::Skipped.name(),
-                    Some(format!(
-                        "archived in {}: restore it at the source, then run again",
-                        o.storage_class.as_deref().unwrap_or("?")
-                    )),
-                )
-            } else {
-                (State::Listed.name(), None)
-            }
-        })
-        .collect();
+    let states: Vec<(&str, Option<String>)> = rows.iter().map(listed_state).collect();
     let sizes: Vec<i64> = rows.iter().map(|o| o.size as i64).collect();
-    seen_unchanged(tx, (bucket_id, pass_id), rows, &states, &sizes)?;
     let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 9);
     for ((o, (state, reason)), size) in rows.iter().zip(&states).zip(&sizes) {
         values.extend_from_slice(&[
@@ -142,6 +124,23 @@ fn upsert(
     Ok(())
 }
 
+/// The state a listed object is recorded in when new, and why.
+fn listed_state(o: &ListedObject) -> (&'static str, Option<String>) {
+    if let Some(rule) = &o.filtered {
+        (State::Filtered.name(), Some(rule.clone()))
+    } else if is_archived(o.storage_class.as_deref()) {
+        (
+            State::Skipped.name(),
+            Some(format!(
+                "archived in {}: restore it at the source, then run again",
+                o.storage_class.as_deref().unwrap_or("?")
+            )),
+        )
+    } else {
+        (State::Listed.name(), None)
+    }
+}
+
 /// The SQL condition under which a listed row leaves a recorded one as it
 /// is, but for when it was seen: same size and ETag, and no state to move
 /// (not filtered now or before, not gone).
@@ -154,27 +153,28 @@ fn unchanged(state: &str, size: &str, etag: &str) -> String {
     )
 }
 
-/// Marks the rows that a listing found unchanged as seen. Only columns no
-/// index holds are written, so a re-listing of unchanged keys touches no
-/// index and fires no trigger; the upsert after it skips these rows.
+/// Marks the rows that a listing found unchanged as seen, and returns
+/// their keys. Only columns no index holds are written, so a re-listing of
+/// unchanged keys touches no index and fires no trigger.
 fn seen_unchanged(
     tx: &rusqlite::Transaction<'_>,
     (bucket_id, pass_id): (i64, i64),
     rows: &[ListedObject],
-    states: &[(&str, Option<String>)],
-    sizes: &[i64],
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<std::collections::HashSet<String>> {
     let mut statement = tx.prepare_cached(&format!(
         "UPDATE objects SET seen_pass = ?, missing_passes = 0,
             last_modified = v.column4, storage_class = v.column5
          FROM (VALUES {values}) AS v
-         WHERE objects.bucket_id = ? AND objects.key = v.column1 AND {unchanged}",
+         WHERE objects.bucket_id = ? AND objects.key = v.column1 AND {unchanged}
+         RETURNING objects.key",
         values = vec!["(?, ?, ?, ?, ?, ?)"; rows.len()].join(", "),
         unchanged = unchanged("v.column6", "v.column2", "v.column3"),
     ))?;
+    let states: Vec<&str> = rows.iter().map(|o| listed_state(o).0).collect();
+    let sizes: Vec<i64> = rows.iter().map(|o| o.size as i64).collect();
     // Parameters in the order they appear: the pass, the rows, the bucket.
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![&pass_id];
-    for ((o, (state, _)), size) in rows.iter().zip(states).zip(sizes) {
+    for ((o, state), size) in rows.iter().zip(&states).zip(&sizes) {
         values.extend_from_slice(&[
             &o.key,
             size,
@@ -185,8 +185,10 @@ fn seen_unchanged(
         ]);
     }
     values.push(&bucket_id);
-    statement.execute(values.as_slice())?;
-    Ok(())
+    let seen = statement
+        .query_map(values.as_slice(), |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(seen)
 }
 
 /// As [`record_listing_page`], for the range of the bucket's listing that
@@ -202,7 +204,13 @@ pub fn record_range_page(
     // Many rows a statement: SQLite's per-statement work (a savepoint, its
     // journal of each page touched, cursors) is paid once for them all.
     // That is a third of the ingest time at a row a statement.
-    let mut chunks = objects.chunks_exact(ROWS_PER_UPSERT);
+    // Unchanged keys first, with no index write; the rest are upserted.
+    let mut rest = Vec::new();
+    for chunk in objects.chunks(ROWS_PER_UPSERT) {
+        let seen = seen_unchanged(&tx, (bucket_id, pass_id), chunk)?;
+        rest.extend(chunk.iter().filter(|o| !seen.contains(&o.key)).cloned());
+    }
+    let mut chunks = rest.chunks_exact(ROWS_PER_UPSERT);
     for chunk in chunks.by_ref() {
         upsert(&tx, bucket_id, pass_id, chunk)?;
     }

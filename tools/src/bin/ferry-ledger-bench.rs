@@ -119,21 +119,21 @@ fn key_of(i: u64) -> String {
     format!("feeds/{:06}/onix-{i:010}.xml", i / PER_FOLDER)
 }
 
-/// The index of the first key after `after`: a key, or a folder boundary.
-fn first_after(after: Option<&str>) -> u64 {
+/// The index of the first of `total` keys after `after`, any string (the
+/// range splitter asks after points between keys): keys are made in order,
+/// so a binary search finds it.
+fn first_after(after: Option<&str>, total: u64) -> u64 {
     let Some(after) = after else { return 0 };
-    if let Some(folder) = after
-        .strip_prefix("feeds/")
-        .and_then(|f| f.strip_suffix('/'))
-    {
-        return folder.parse::<u64>().map_or(0, |f| f * PER_FOLDER);
+    let (mut low, mut high) = (0, total);
+    while low < high {
+        let mid = (low + high) / 2;
+        if key_of(mid).as_str() <= after {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
     }
-    after
-        .rsplit("onix-")
-        .next()
-        .and_then(|t| t.strip_suffix(".xml"))
-        .and_then(|n| n.parse::<u64>().ok())
-        .map_or(0, |i| i + 1)
+    low
 }
 
 /// Keys in listing (byte) order, 1,000 a page, as S3 returns them: the
@@ -174,7 +174,7 @@ impl PageSource for Synthetic {
                 truncated: end < keys.len(),
             });
         }
-        let next = first_after(after).min(self.total);
+        let next = first_after(after, self.total);
         let end = (next + 1000).min(self.total);
         Ok(Page {
             objects: (next..end).map(|i| listed(key_of(i), i)).collect(),
