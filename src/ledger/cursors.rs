@@ -247,7 +247,17 @@ pub fn listing_pass(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite
 /// Marks a bucket's listing complete; the next pass starts from the top.
 /// Keys the listing did not see are missing at the source one more pass.
 /// Returns how many keys were newly found missing.
+/// One transaction: cut off between its statements, the listing would look
+/// finished with its ranges still there, and the next pass would call every
+/// key of the bucket missing without listing one.
 pub fn finish_listing(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<usize> {
+    let tx = conn.unchecked_transaction()?;
+    let newly_missing = finish_listing_in(&tx, bucket_id, pass_id)?;
+    tx.commit()?;
+    Ok(newly_missing)
+}
+
+fn finish_listing_in(conn: &Connection, bucket_id: i64, pass_id: i64) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE buckets SET list_cursor = NULL, listed_pass = ?2, listing_pass = NULL,
             listed_as_of = (SELECT started_at FROM passes WHERE id = ?2) WHERE id = ?1",

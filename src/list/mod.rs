@@ -128,15 +128,36 @@ impl PageSource for BucketPages<'_> {
 
     async fn first_key_after(&mut self, after: Option<&str>) -> Result<Option<String>, StoreError> {
         let what = format!("ListObjectsV2 {} (one key)", self.bucket);
-        let page = self
-            .listing(1)
-            .set_start_after(after.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
-        Ok(listed_objects(&page).into_iter().next().map(|o| o.key))
+        let mut token = None;
+        // An empty answer that says the listing goes on is no answer: S3
+        // may give those; the token asks again from where it stopped.
+        for _ in 0..EMPTY_PAGES_FOLLOWED {
+            let page = self
+                .listing(1)
+                .set_start_after(after.map(str::to_owned))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
+            if let Some(first) = listed_objects(&page).into_iter().next() {
+                return Ok(Some(first.key));
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if !page.is_truncated().unwrap_or(false) || token.is_none() {
+                return Ok(None);
+            }
+        }
+        Err(StoreError::new(
+            self.side,
+            FailureKind::Other,
+            what,
+            "the store answered empty pages that it said go on, again and again",
+        ))
     }
 }
+
+/// Empty pages that say the listing goes on that a probe follows.
+const EMPTY_PAGES_FOLLOWED: usize = 10;
 
 impl BucketPages<'_> {
     /// A ListObjectsV2 of the bucket under the prefix, `max_keys` a page.
