@@ -106,10 +106,23 @@ fn upsert(
     ))?;
     let states: Vec<(&str, Option<String>)> = rows.iter().map(listed_state).collect();
     let sizes: Vec<i64> = rows.iter().map(|o| o.size as i64).collect();
+    let values = row_values((&bucket_id, &pass_id), rows, &states, &sizes);
+    statement.execute(values.as_slice())?;
+    Ok(())
+}
+
+/// The nine values of each listed row, as both statements bind them:
+/// bucket, key, size, ETag, last modified, storage class, state, why, pass.
+fn row_values<'a>(
+    (bucket_id, pass_id): (&'a i64, &'a i64),
+    rows: &'a [ListedObject],
+    states: &'a [(&'static str, Option<String>)],
+    sizes: &'a [i64],
+) -> Vec<&'a dyn rusqlite::ToSql> {
     let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 9);
-    for ((o, (state, reason)), size) in rows.iter().zip(&states).zip(&sizes) {
+    for ((o, (state, reason)), size) in rows.iter().zip(states).zip(sizes) {
         values.extend_from_slice(&[
-            &bucket_id,
+            bucket_id,
             &o.key,
             size,
             &o.etag,
@@ -117,11 +130,10 @@ fn upsert(
             &o.storage_class,
             state,
             reason,
-            &pass_id,
+            pass_id,
         ]);
     }
-    statement.execute(values.as_slice())?;
-    Ok(())
+    values
 }
 
 /// The state a listed object is recorded in when new, and why.
@@ -162,29 +174,17 @@ fn seen_unchanged(
     rows: &[ListedObject],
 ) -> rusqlite::Result<std::collections::HashSet<String>> {
     let mut statement = tx.prepare_cached(&format!(
-        "UPDATE objects SET seen_pass = ?, missing_passes = 0,
-            last_modified = v.column4, storage_class = v.column5
+        "UPDATE objects SET seen_pass = v.column9, missing_passes = 0,
+            last_modified = v.column5, storage_class = v.column6
          FROM (VALUES {values}) AS v
-         WHERE objects.bucket_id = ? AND objects.key = v.column1 AND {unchanged}
+         WHERE objects.bucket_id = v.column1 AND objects.key = v.column2 AND {unchanged}
          RETURNING objects.key",
-        values = vec!["(?, ?, ?, ?, ?, ?)"; rows.len()].join(", "),
-        unchanged = unchanged("v.column6", "v.column2", "v.column3"),
+        values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", "),
+        unchanged = unchanged("v.column7", "v.column3", "v.column4"),
     ))?;
-    let states: Vec<&str> = rows.iter().map(|o| listed_state(o).0).collect();
+    let states: Vec<(&str, Option<String>)> = rows.iter().map(listed_state).collect();
     let sizes: Vec<i64> = rows.iter().map(|o| o.size as i64).collect();
-    // Parameters in the order they appear: the pass, the rows, the bucket.
-    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&pass_id];
-    for ((o, state), size) in rows.iter().zip(&states).zip(&sizes) {
-        values.extend_from_slice(&[
-            &o.key,
-            size,
-            &o.etag,
-            &o.last_modified,
-            &o.storage_class,
-            state,
-        ]);
-    }
-    values.push(&bucket_id);
+    let values = row_values((&bucket_id, &pass_id), rows, &states, &sizes);
     let seen = statement
         .query_map(values.as_slice(), |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;

@@ -207,11 +207,9 @@ async fn a_range_whose_split_is_not_recorded_is_not_marked_done() {
         .call(move |c| ledger::list_ranges(c, bucket_id, &bounds))
         .await
         .unwrap();
+    let finish_at_g = || writer.call(move |c| ledger::finish_range(c, bucket_id, ("", Some("g"))));
     // The lister thinks its range ends at "g"; the ledger still says "m".
-    writer
-        .call(move |c| ledger::finish_range(c, bucket_id, ("", Some("g"))))
-        .await
-        .unwrap();
+    finish_at_g().await.unwrap();
     assert_eq!(
         count(&dir, "SELECT COUNT(*) FROM list_ranges WHERE done = 1"),
         0
@@ -220,10 +218,7 @@ async fn a_range_whose_split_is_not_recorded_is_not_marked_done() {
         .call(move |c| ledger::split_range(c, bucket_id, "", "g"))
         .await
         .unwrap();
-    writer
-        .call(move |c| ledger::finish_range(c, bucket_id, ("", Some("g"))))
-        .await
-        .unwrap();
+    finish_at_g().await.unwrap();
     assert_eq!(
         count(&dir, "SELECT COUNT(*) FROM list_ranges WHERE done = 1"),
         1
