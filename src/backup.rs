@@ -636,14 +636,7 @@ async fn restore_one(
     {
         let mut out = std::io::BufWriter::new(gz.as_file());
         while let Some(chunk) = got.body.next().await {
-            let chunk = chunk.map_err(|e| {
-                StoreError::new(
-                    Side::Destination,
-                    crate::store::FailureKind::Unreachable,
-                    &what,
-                    format!("body cut off: {e}"),
-                )
-            })?;
+            let chunk = chunk.map_err(|e| StoreError::cut_off(Side::Destination, &what, e))?;
             out.write_all(&chunk).map_err(|source| BackupError::File {
                 what: "cannot write",
                 path: gz.path().to_owned(),

@@ -240,6 +240,16 @@ impl StoreError {
         }
     }
 
+    /// A body whose stream broke off before its end: worth a retry.
+    pub fn cut_off(side: Side, action: impl Into<String>, err: impl fmt::Display) -> Self {
+        StoreError::new(
+            side,
+            FailureKind::Unreachable,
+            action,
+            format!("body cut off: {err}"),
+        )
+    }
+
     /// Classifies an SDK error. `action` says what was attempted, e.g.
     /// "GetObject audio/book.mp3"; no credentials ever reach the message.
     pub fn from_sdk<E, R>(side: Side, action: impl Into<String>, err: SdkError<E, R>) -> Self

@@ -84,14 +84,7 @@ impl Engine {
         );
         let mut on_own_parts = EtagOnParts::new(own.iter().map(|p| p.length).collect(), true);
         while let Some(chunk) = got.body.next().await {
-            let chunk = chunk.map_err(|e| {
-                StoreError::new(
-                    Side::Destination,
-                    FailureKind::Unreachable,
-                    &what,
-                    format!("body cut off: {e}"),
-                )
-            })?;
+            let chunk = chunk.map_err(|e| StoreError::cut_off(Side::Destination, &what, e))?;
             on_source_parts.update(&chunk);
             on_own_parts.update(&chunk);
         }

@@ -131,14 +131,7 @@ pub async fn md5_with_key(
     }
     let mut hasher = Hasher::new(true, false);
     while let Some(chunk) = got.body.next().await {
-        let chunk = chunk.map_err(|e| {
-            StoreError::new(
-                Side::Destination,
-                FailureKind::Unreachable,
-                &what,
-                format!("body cut off: {e}"),
-            )
-        })?;
+        let chunk = chunk.map_err(|e| StoreError::cut_off(Side::Destination, &what, e))?;
         hasher.update(&chunk);
     }
     let md5 = hasher.finish().md5_hex();

@@ -52,14 +52,7 @@ async fn attempt(
         .body
         .collect()
         .await
-        .map_err(|e| {
-            StoreError::new(
-                Side::Source,
-                FailureKind::Unreachable,
-                &what,
-                format!("body cut off: {e}"),
-            )
-        })?
+        .map_err(|e| StoreError::cut_off(Side::Source, &what, e))?
         .into_bytes();
     if body.len() as u64 != item.size {
         return Err(StoreError::new(
