@@ -6,6 +6,7 @@
 //! a link of about a gigabit. The bench puts the source behind it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,16 @@ impl Wire {
 pub struct Wan {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    counts: Arc<Counts>,
+}
+
+/// What crossed the link towards the server: connections opened (each a
+/// round trip to set up) and requests, counted by the blank line that ends
+/// their headers. Right for a source, whose requests carry no body.
+#[derive(Default)]
+pub struct Counts {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
 }
 
 impl Wan {
@@ -58,9 +69,13 @@ impl Wan {
             })
         };
         let (up, down) = (wire(), wire());
+        let counts = Arc::new(Counts::default());
+        let counted = counts.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (up, down) = (up.clone(), down.clone());
+                counted.connections.fetch_add(1, Ordering::Relaxed);
+                let counted = counted.clone();
                 tokio::spawn(async move {
                     // The TCP handshake costs a round trip.
                     tokio::time::sleep(round_trip).await;
@@ -72,13 +87,21 @@ impl Wan {
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
                     tokio::join!(
-                        carry(client_read, server_write, one_way, up),
-                        carry(server_read, client_write, one_way, down),
+                        carry(client_read, server_write, one_way, up, Some(&counted)),
+                        carry(server_read, client_write, one_way, down, None),
                     );
                 });
             }
         });
-        Ok(Wan { addr, task })
+        Ok(Wan { addr, task, counts })
+    }
+
+    /// Connections and requests so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.connections.load(Ordering::Relaxed),
+            self.counts.requests.load(Ordering::Relaxed),
+        )
     }
 
     pub fn url(&self) -> String {
@@ -100,15 +123,32 @@ async fn carry(
     mut to: OwnedWriteHalf,
     one_way: Duration,
     wire: Arc<Wire>,
+    counts: Option<&Counts>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Bytes)>(64);
     let reader = async move {
         let mut buf = vec![0u8; 64 * 1024];
+        // How much of the "\r\n\r\n" that ends a request's headers the bytes so far end with.
+        let mut matched = 0;
         loop {
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if let Some(counts) = counts {
+                for &b in &buf[..n] {
+                    matched = match (matched, b) {
+                        (0 | 2, b'\r') => matched + 1,
+                        (1 | 3, b'\n') => matched + 1,
+                        (_, b'\r') => 1,
+                        _ => 0,
+                    };
+                    if matched == 4 {
+                        counts.requests.fetch_add(1, Ordering::Relaxed);
+                        matched = 0;
+                    }
+                }
+            }
             let arrives = wire.send(n) + one_way;
             if tx
                 .send((arrives, Bytes::copy_from_slice(&buf[..n])))
@@ -178,5 +218,36 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// Requests are counted by the end of their headers, however the bytes
+    /// are cut into reads.
+    #[tokio::test]
+    async fn requests_are_counted_across_reads() {
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let drained = tokio::spawn(async move {
+            let (mut s, _) = server.accept().await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            all.len()
+        });
+        let wan = Wan::start(
+            &format!("http://{server_addr}"),
+            Duration::ZERO,
+            1_000_000_000,
+        )
+        .await
+        .unwrap();
+        let mut s = TcpStream::connect(wan.addr).await.unwrap();
+        let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        for piece in two.chunks(3) {
+            s.write_all(piece).await.unwrap();
+            s.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        s.shutdown().await.unwrap();
+        assert_eq!(drained.await.unwrap(), two.len());
+        assert_eq!(wan.counts(), (1, 2));
     }
 }

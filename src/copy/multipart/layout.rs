@@ -152,11 +152,12 @@ fn unsendable(parts: &[PartPlan]) -> Option<String> {
 }
 
 /// The layout to copy `item` with. `head1` is the source's answer to HEAD
-/// ?partNumber=1 for a multipart source, a plain HEAD otherwise.
+/// ?partNumber=1 for a multipart source, a plain HEAD otherwise; `last`, its
+/// answer for the last part when that was asked beside part 1 (asked here if not).
 pub(super) async fn plan(
     engine: &Engine,
     item: &WorkItem,
-    head1: &HeadObjectOutput,
+    (head1, last): (&HeadObjectOutput, Option<&PartHead>),
     part_size: u64,
     exact: bool,
 ) -> Result<Layout, CopyError> {
@@ -195,11 +196,19 @@ pub(super) async fn plan(
     // a byte is read.
     if let Some(parts) = &guess {
         if count > 1 {
-            let last = parts[parts.len() - 1];
-            let PartHead::Part(head) = head_part(engine, item, count).await? else {
+            let expected = parts[parts.len() - 1].length;
+            let asked;
+            let answer = match last {
+                Some(answer) => answer,
+                None => {
+                    asked = head_part(engine, item, count).await?;
+                    &asked
+                }
+            };
+            let PartHead::Part(head) = answer else {
                 return Ok(not_kept(PARTS_UNTRUSTED.into()));
             };
-            if length_of(&head) != last.length {
+            if length_of(head) != expected {
                 guess = None;
             }
         }
@@ -307,6 +316,16 @@ pub(super) async fn head_first_part(
 ) -> Result<HeadObjectOutput, CopyError> {
     match head_part(engine, item, 1).await? {
         PartHead::Part(head) | PartHead::Untrusted(head) => Ok(head),
+    }
+}
+
+/// HEAD of the last part of a source uploaded in several parts, asked beside
+/// part 1 so that learning a layout costs one round trip to the source, not
+/// two. None for other objects, and when it failed: `plan` then asks again.
+pub(super) async fn head_last_part(engine: &Engine, item: &WorkItem) -> Option<PartHead> {
+    match source_part_count(&item.source_etag) {
+        Some(count) if count > 1 => head_part(engine, item, count).await.ok(),
+        _ => None,
     }
 }
 

@@ -20,43 +20,47 @@ use crate::copy::single::quoted;
 use crate::copy::{etag_is_md5, CopyError, Engine};
 use crate::ledger::{self, CopyRecord, UploadIntent, UploadRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
-use layout::{Layout, Origin};
+use layout::{Layout, Origin, PartHead};
 use resume::{abort, previous_upload, reconcile, Reconciled};
 use send::{send_parts_and_complete, PartDone};
 
 pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
     // If-Match: a source that changed since it was listed fails here, before
-    // any upload is started or resumed.
-    let head = head_source(engine, item).await?;
-    let tags = tags_of(engine, item, &head).await?;
-    let record = copy_with_head(engine, item, &head, tags.as_deref()).await?;
+    // any upload is started or resumed. The questions that do not depend on
+    // each other go side by side: each is a round trip to a source that may
+    // be an ocean away. A HEAD of part 1 does not count a multipart object's
+    // tags, so they are always asked for.
+    let multipart_source = layout::source_part_count(&item.source_etag).is_some();
+    let (head, last, tags) = tokio::join!(
+        head_source(engine, item),
+        layout::head_last_part(engine, item),
+        async {
+            match multipart_source {
+                true => Some(crate::copy::tags::of_source(engine, item, None).await),
+                false => None,
+            }
+        }
+    );
+    let head = head?;
+    let tags = match tags {
+        Some(asked) => asked?,
+        None => crate::copy::tags::of_source(engine, item, head.tag_count()).await?,
+    };
+    let record = copy_with_head(engine, item, (&head, last.as_ref()), tags.as_deref()).await?;
     if let Some(sent) = &tags {
         crate::copy::tags::confirm(engine, item, sent).await?;
     }
     Ok(record)
 }
 
-/// The source's tags. A HEAD of part 1 need not count them: a multipart
-/// object's tags are always asked for.
-async fn tags_of(
-    engine: &Engine,
-    item: &WorkItem,
-    head: &HeadObjectOutput,
-) -> Result<Option<String>, CopyError> {
-    let count = head
-        .tag_count()
-        .filter(|_| layout::source_part_count(&item.source_etag).is_none());
-    crate::copy::tags::of_source(engine, item, count).await
-}
-
 async fn copy_with_head(
     engine: &Engine,
     item: &WorkItem,
-    head: &HeadObjectOutput,
+    (head, last): (&HeadObjectOutput, Option<&PartHead>),
     tags: Option<&str>,
 ) -> Result<CopyRecord, CopyError> {
     if let Some(previous) = previous_upload(engine, item).await? {
-        let layout = layout::plan(engine, item, head, previous.part_size, false).await?;
+        let layout = layout::plan(engine, item, (head, last), previous.part_size, false).await?;
         match reconcile(
             engine,
             item,
@@ -73,7 +77,7 @@ async fn copy_with_head(
             Reconciled::Gone => {}
         }
     }
-    let layout = layout::plan(engine, item, head, engine.transfer.part_size, false).await?;
+    let layout = layout::plan(engine, item, (head, last), engine.transfer.part_size, false).await?;
     let upload = start_upload(engine, item, head, &layout, tags).await?;
     finish_or_relayout(engine, item, &upload, layout, Vec::new(), head, tags).await
 }
@@ -94,7 +98,7 @@ async fn finish_or_relayout(
         Err(CopyError::Store(e))
             if e.kind == FailureKind::SourceCorrupt && layout.origin == Origin::SourceGuessed =>
         {
-            let exact = layout::plan(engine, item, head, layout.part_size(), true).await?;
+            let exact = layout::plan(engine, item, (head, None), layout.part_size(), true).await?;
             if exact.parts == layout.parts {
                 return Err(e.into());
             }

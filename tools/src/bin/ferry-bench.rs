@@ -388,6 +388,8 @@ struct Measured {
     wall: Duration,
     /// User plus system CPU seconds.
     cpu: f64,
+    /// Connections and requests to the source behind the simulated WAN.
+    source_asked: Option<(u64, u64)>,
     /// ferry only: from the start of its pass to its first copied object.
     first_copy: Option<Duration>,
     rss_kib: u64,
@@ -722,6 +724,9 @@ struct Row {
     rss_mib: Option<f64>,
     /// The ceiling row it is a % of.
     ceiling: Option<Duration>,
+    /// Behind the simulated WAN: the tool's connections and requests to
+    /// the source, the median of its runs.
+    source: Option<(u64, u64)>,
     note: String,
 }
 
@@ -754,13 +759,13 @@ fn render(
     let gib = expected.bytes as f64 / (1u64 << 30) as f64;
     out.push_str("| tool | flags | wall s | MiB/s | objects/s | CPU s per GiB | peak RSS MiB | % of its ceiling |");
     out.push_str(if link.is_some() {
-        " % of the link |"
+        " % of the link | source requests per object (connections) |"
     } else {
         ""
     });
     out.push_str(" time ÷ ferry's | copy |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|");
-    out.push_str(if link.is_some() { "---:|" } else { "" });
+    out.push_str(if link.is_some() { "---:|---:|" } else { "" });
     out.push_str("---:|---|\n");
     for r in rows {
         let secs = r.wall.as_secs_f64().max(1e-9);
@@ -781,6 +786,13 @@ fn render(
         ));
         if let Some(l) = link {
             out.push_str(&format!(" {:.0} % |", mib_per_sec / l.mib_per_sec * 100.0));
+            let objects = expected.objects.len() as f64;
+            out.push_str(&match r.source {
+                Some((connections, requests)) => {
+                    format!(" {:.2} ({connections}) |", requests as f64 / objects)
+                }
+                None => " – |".into(),
+            });
         }
         out.push_str(&format!(
             " {} | {} |\n",
@@ -899,6 +911,7 @@ async fn main() -> Result<()> {
                 cpu: None,
                 rss_mib: None,
                 ceiling: None,
+                source: None,
                 note: "–".into(),
             });
         }
@@ -907,6 +920,7 @@ async fn main() -> Result<()> {
             for run in 0..runs {
                 empty_bucket(&destination, &dst).await?;
                 let _ = std::fs::remove_file(dir.join("ledger.sqlite"));
+                let counted_before = wan.as_ref().map(|w| w.counts());
                 let Timed {
                     wall,
                     cpu,
@@ -914,6 +928,10 @@ async fn main() -> Result<()> {
                     exit,
                     tail,
                 } = run_timed(&v)?;
+                let source_asked = wan.as_ref().zip(counted_before).map(|(w, (c0, r0))| {
+                    let (c, r) = w.counts();
+                    (c - c0, r - r0)
+                });
                 let wrong = check_copy(&destination, &dst, &expected).await?;
                 eprintln!(
                     "bench: {name:?} {} {} run {}: {:.2}s, {} MiB, exit {exit}{}",
@@ -934,6 +952,7 @@ async fn main() -> Result<()> {
                 measured.push(Measured {
                     wall,
                     cpu,
+                    source_asked,
                     first_copy,
                     rss_kib,
                     wrong,
@@ -956,6 +975,17 @@ async fn main() -> Result<()> {
                 }),
                 ceiling: Some(ceilings[if v.reads_back { 3 } else { 2 }]),
                 rss_mib: Some(median(measured.iter().map(|m| m.rss_kib).collect()) as f64 / 1024.0),
+                source: wan.as_ref().map(|_| {
+                    let asked = |f: fn(&(u64, u64)) -> u64| {
+                        median(
+                            measured
+                                .iter()
+                                .filter_map(|m| m.source_asked.as_ref().map(f))
+                                .collect(),
+                        )
+                    };
+                    (asked(|a| a.0), asked(|a| a.1))
+                }),
                 note: if bad.is_empty() {
                     let firsts: Vec<Duration> =
                         measured.iter().filter_map(|m| m.first_copy).collect();
