@@ -283,6 +283,8 @@ pub async fn probe_plan<P: PageSource>(
         not_shared = not_shared.max(shared + 1);
     }
     let mut upper = format!("{}{TOP}", &first[..cuts[shared]]);
+    // The greatest key the probes found: the keys' own scale runs to it.
+    let mut last_found = first.clone();
     for _ in 0..ZOOM_ROUNDS {
         let mut points: Vec<String> = (1..=PROBES_A_ROUND)
             .filter_map(|j| key_between(&first, &upper, j as f64 / (PROBES_A_ROUND + 1) as f64))
@@ -290,20 +292,71 @@ pub async fn probe_plan<P: PageSource>(
         points.sort();
         points.dedup();
         let found = probe_all(&pages, &points).await?;
+        if let Some(key) = found.iter().flatten().max() {
+            last_found = last_found.max(key.clone());
+        }
         match found.iter().position(Option::is_none) {
             Some(j) => upper = points[j].clone(),
             None => break,
         }
     }
+    // Base-96 steps cannot tell where dated or numbered keys end (most
+    // steps fall between two years): zoom again on the keys' own scale,
+    // from the last key found so far.
+    let scale = Scale::of(&first, &last_found);
+    for _ in 0..ZOOM_ROUNDS {
+        let (Some(lo), Some(hi)) = (scale.number(&last_found), scale.number(&upper)) else {
+            break;
+        };
+        let mut points: Vec<String> = (1..=PROBES_A_ROUND as u64)
+            .filter_map(|j| {
+                scale.key(lo + (hi.saturating_sub(lo)) / (PROBES_A_ROUND as u64 + 1) * j)
+            })
+            .filter(|p| p.as_str() > last_found.as_str() && p.as_str() < upper.as_str())
+            .collect();
+        points.sort();
+        points.dedup();
+        if points.is_empty() {
+            break;
+        }
+        let found = probe_all(&pages, &points).await?;
+        if let Some(key) = found.iter().flatten().max() {
+            last_found = last_found.max(key.clone());
+        }
+        if let Some(j) = found.iter().position(Option::is_none) {
+            upper = points[j].clone();
+        }
+    }
+    Ok(RangePlan {
+        bounds: even_cuts(&first, &last_found, &upper, n),
+        upper: Some(upper),
+    })
+}
+
+/// The last keys of `n` ranges of about equal width from `first` to where
+/// keys end: on the scale of the keys themselves (`Scale`) from `first` to
+/// the last key a probe found, so that dated and numbered keys are cut as
+/// numbers are (years, not base-96 steps of which most fall between two
+/// years); in base-96 steps to `upper` where they share no such scale.
+fn even_cuts(first: &str, last_found: &str, upper: &str, n: usize) -> Vec<String> {
+    let scale = Scale::of(first, last_found);
+    let on_scale = scale
+        .number(first)
+        .zip(scale.number(last_found))
+        .filter(|(x, y)| y > x);
     let mut bounds: Vec<String> = (1..n)
-        .filter_map(|i| key_between(&first, &upper, i as f64 / n as f64))
+        .filter_map(|i| {
+            let frac = i as f64 / n as f64;
+            match on_scale {
+                Some((x, y)) => scale.key(x + ((y - x) as f64 * frac) as u64),
+                None => key_between(first, upper, frac),
+            }
+        })
+        .filter(|b| b.as_str() > first && b.as_str() < upper)
         .collect();
     bounds.sort();
     bounds.dedup();
-    Ok(RangePlan {
-        bounds,
-        upper: Some(upper),
-    })
+    bounds
 }
 
 #[cfg(test)]

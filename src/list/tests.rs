@@ -24,6 +24,21 @@ fn isbn_keys(n: usize) -> Vec<String> {
     keys
 }
 
+/// Date-stamped deliveries over six years, many a day.
+fn dated_keys(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let day = i * 2_016 / n;
+            let (year, rest) = (2019 + day / 336, day % 336);
+            format!(
+                "deliveries/{year}-{:02}-{:02}/delivery-{i:07}.zip",
+                1 + rest / 28,
+                1 + rest % 28
+            )
+        })
+        .collect()
+}
+
 /// Pages of sorted keys, each after a short wait, as a store far away
 /// would give them; counts its pages and can cut the listing off.
 #[derive(Clone)]
@@ -229,5 +244,37 @@ async fn a_range_whose_split_is_not_recorded_is_not_marked_done() {
             "SELECT COUNT(*) FROM list_ranges WHERE first_after = 'g' AND last = 'm' AND done = 0"
         ),
         1
+    );
+}
+
+#[tokio::test]
+async fn date_stamped_keys_are_cut_where_the_years_lie_not_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, bucket_id, _) = ledger_with_bucket(&dir).await;
+    let keys = dated_keys(60_000);
+    let source = Keys {
+        keys: Arc::new(keys.clone()),
+        pages: Arc::default(),
+        stop_after: None,
+    };
+    let plan = plan_ranges(&writer, bucket_id, || source.clone(), "", 8)
+        .await
+        .unwrap();
+    // Keys in each range (first_after, last], the last range open.
+    let mut held = Vec::new();
+    let mut before = 0;
+    for bound in &plan.bounds {
+        let upto = keys.partition_point(|k| k <= bound);
+        held.push(upto - before);
+        before = upto;
+    }
+    held.push(keys.len() - before);
+    // Base-96 steps from 2019 to 2024 put every cut but one between "2019"
+    // and "2020": one range held five years of six.
+    let largest = *held.iter().max().unwrap();
+    assert!(largest <= keys.len() / 3, "{held:?} {plan:?}");
+    assert!(
+        held.iter().filter(|&&h| h > 0).count() >= 4,
+        "{held:?} {plan:?}"
     );
 }
