@@ -228,6 +228,30 @@ pub fn progress(start: &str, at: &str, end: &str) -> Option<f64> {
     (e > s).then(|| ((a - s) / (e - s)).clamp(0.0, 1.0))
 }
 
+/// Probes `points` for where the keys end: the greatest key found raises
+/// `last_found`, the first point with no key after it becomes `upper`.
+/// False when nothing narrowed (no point, or a key after every point).
+async fn narrow_end<P: PageSource>(
+    pages: &impl Fn() -> P,
+    mut points: Vec<String>,
+    (last_found, upper): (&mut String, &mut String),
+) -> Result<bool, StoreError> {
+    points.retain(|p| p < upper);
+    points.sort();
+    points.dedup();
+    let found = probe_all(pages, &points).await?;
+    if let Some(key) = found.iter().flatten().max() {
+        *last_found = last_found.clone().max(key.clone());
+    }
+    match found.iter().position(Option::is_none) {
+        Some(j) => {
+            *upper = points[j].clone();
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// The first key after each point, asked side by side.
 async fn probe_all<P: PageSource>(
     pages: &impl Fn() -> P,
@@ -243,8 +267,9 @@ async fn probe_all<P: PageSource>(
 /// Splits a bucket under `prefix` into `n` ranges by probing: the first key;
 /// the prefix all keys share (a point past a candidate prefix with no key
 /// after it says every key has it); then where the keys end, narrowed
-/// round by round; then `n` ranges evenly between the first key and there.
-/// About five round trips, whatever the bucket's size.
+/// round by round, in base-96 steps and then on the keys' own scale; then
+/// `n` ranges evenly between the first key and there (`even_cuts`).
+/// About seven round trips, whatever the bucket's size.
 pub async fn probe_plan<P: PageSource>(
     pages: impl Fn() -> P,
     prefix: &str,
@@ -286,18 +311,11 @@ pub async fn probe_plan<P: PageSource>(
     // The greatest key the probes found: the keys' own scale runs to it.
     let mut last_found = first.clone();
     for _ in 0..ZOOM_ROUNDS {
-        let mut points: Vec<String> = (1..=PROBES_A_ROUND)
+        let points = (1..=PROBES_A_ROUND)
             .filter_map(|j| key_between(&first, &upper, j as f64 / (PROBES_A_ROUND + 1) as f64))
             .collect();
-        points.sort();
-        points.dedup();
-        let found = probe_all(&pages, &points).await?;
-        if let Some(key) = found.iter().flatten().max() {
-            last_found = last_found.max(key.clone());
-        }
-        match found.iter().position(Option::is_none) {
-            Some(j) => upper = points[j].clone(),
-            None => break,
+        if !narrow_end(&pages, points, (&mut last_found, &mut upper)).await? {
+            break;
         }
     }
     // Base-96 steps cannot tell where dated or numbered keys end (most
@@ -308,23 +326,13 @@ pub async fn probe_plan<P: PageSource>(
         let (Some(lo), Some(hi)) = (scale.number(&last_found), scale.number(&upper)) else {
             break;
         };
-        let mut points: Vec<String> = (1..=PROBES_A_ROUND as u64)
-            .filter_map(|j| {
-                scale.key(lo + (hi.saturating_sub(lo)) / (PROBES_A_ROUND as u64 + 1) * j)
-            })
-            .filter(|p| p.as_str() > last_found.as_str() && p.as_str() < upper.as_str())
+        let step = hi.saturating_sub(lo) / (PROBES_A_ROUND as u64 + 1);
+        let points = (1..=PROBES_A_ROUND as u64)
+            .filter_map(|j| scale.key(lo + step * j))
+            .filter(|p| p.as_str() > last_found.as_str())
             .collect();
-        points.sort();
-        points.dedup();
-        if points.is_empty() {
+        if !narrow_end(&pages, points, (&mut last_found, &mut upper)).await? {
             break;
-        }
-        let found = probe_all(&pages, &points).await?;
-        if let Some(key) = found.iter().flatten().max() {
-            last_found = last_found.max(key.clone());
-        }
-        if let Some(j) = found.iter().position(Option::is_none) {
-            upper = points[j].clone();
         }
     }
     Ok(RangePlan {
