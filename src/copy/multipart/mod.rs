@@ -35,9 +35,10 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
         head_source(engine, item),
         layout::head_last_part(engine, item),
         async {
-            match multipart_source {
-                true => Some(crate::copy::tags::of_source(engine, item, None).await),
-                false => None,
+            if multipart_source {
+                Some(crate::copy::tags::of_source(engine, item, None).await)
+            } else {
+                None
             }
         }
     );
