@@ -40,10 +40,11 @@ impl fmt::Display for Side {
 
 /// Builds a client for one store.
 ///
-/// For any store that is not AWS itself (an endpoint is set), request checksums
-/// and response validation are "when required": the SDK's default CRC32 and
-/// aws-chunked bodies are refused by Ceph (Hetzner) and other S3-compatible
-/// stores. ferry computes and checks MD5 and SHA-256 itself in any case.
+/// For any store that is not AWS itself (an endpoint is set), request
+/// checksums are "when required": the SDK's default CRC32 and aws-chunked
+/// bodies are refused by Ceph (Hetzner) and other S3-compatible stores.
+/// ferry computes and checks MD5, SHA-256 and the source's stored checksum
+/// itself in any case, so response validation is "when required" everywhere.
 pub async fn client(side: Side, store: &StoreConfig, transfer: &TransferConfig) -> Client {
     client_with(side, store, transfer, None).await
 }
@@ -92,14 +93,27 @@ pub async fn client_with(
     if let Some(budget) = budget {
         builder = builder.interceptor(ThrottleWatch(budget));
     }
+    // ferry asks for and checks the source's stored checksum itself
+    // (`ask_stored_checksum`), once per byte: the SDK must not hash every
+    // GET from AWS a second time.
+    builder = builder.response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     if let Some(endpoint) = &store.endpoint {
         builder = builder
             .endpoint_url(endpoint)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
     }
     tracing::debug!(%side, region = %store.region, endpoint = ?store.endpoint, "client ready");
     Client::from_conf(builder.build())
+}
+
+/// Asks the source for the checksum it stored with the object
+/// (`x-amz-checksum-mode: ENABLED`) as a plain header: the SDK's own
+/// `checksum_mode` would also have it hash the body a second time, and
+/// ferry computes that checksum itself, once, as the bytes pass.
+pub fn ask_stored_checksum(request: &mut aws_smithy_runtime_api::http::Request) {
+    request
+        .headers_mut()
+        .insert("x-amz-checksum-mode", "ENABLED");
 }
 
 /// Tries per request, in whichever layer retries it.

@@ -124,6 +124,9 @@ impl Engine {
             part_size: None,
             part_count: 0,
             etag_note: Some(ADOPTED_NOTE.to_owned()),
+            // Its bytes made the source's ETag on the source's boundaries.
+            proved_by_etag: true,
+            source_checksum: None,
         };
         let verification = Verification {
             object_id: item.object_id,

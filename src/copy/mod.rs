@@ -14,7 +14,9 @@ mod held;
 pub mod metadata;
 pub mod multipart;
 mod pool;
+pub(crate) mod proof;
 pub(crate) use pool::Totals;
+pub(crate) use proof::{check_source, check_stored, etag_is_md5, Proved};
 pub mod readback;
 mod retry;
 mod single;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CustomerKey, OnConflict, TransferConfig};
 use crate::hashing;
+use crate::hashing::stored::Stored;
 use crate::ledger::{
     self, CopyRecord, LedgerError, PassSummary, State, VerifyItem, WorkItem, Writer,
 };
@@ -408,42 +411,13 @@ fn refused_every_time(last: StoreError, refusals: u32) -> StoreError {
     )
 }
 
-/// Whether a source ETag is the MD5 of the object's bytes: a single-part
-/// upload, stored unencrypted or with SSE-S3 (SSE-KMS and SSE-C ETags are not).
-pub(crate) fn etag_is_md5(
-    etag: &str,
-    sse: Option<&aws_sdk_s3::types::ServerSideEncryption>,
-) -> bool {
-    use aws_sdk_s3::types::ServerSideEncryption as Sse;
-    etag.len() == 32
-        && etag.bytes().all(|b| b.is_ascii_hexdigit())
-        && matches!(sse, None | Some(Sse::Aes256))
-}
-
-/// The bytes read must be the source's: compare what was computed with what
-/// the source's ETag says they are.
-pub(crate) fn check_source(item: &WorkItem, computed_etag: &str) -> Result<(), CopyError> {
-    if computed_etag == item.source_etag {
-        return Ok(());
-    }
-    Err(StoreError::new(
-        Side::Source,
-        FailureKind::SourceCorrupt,
-        format!("GetObject {}/{}", item.source_bucket, item.key),
-        format!(
-            "the bytes read hash to {computed_etag}, but the source's ETag is {}",
-            item.source_etag
-        ),
-    )
-    .into())
-}
-
 /// What the ledger keeps of a finished copy; `layout` is None for one PUT.
 pub(crate) fn copy_record(
     item: &WorkItem,
     dest_etag: String,
     whole: &hashing::Digests,
     layout: Option<&layout::Layout>,
+    proved: &Proved,
 ) -> CopyRecord {
     CopyRecord {
         object_id: item.object_id,
@@ -455,5 +429,7 @@ pub(crate) fn copy_record(
         part_size: layout.map(layout::Layout::part_size),
         part_count: layout.map_or(1, |l| l.parts.len() as u32),
         etag_note: layout.and_then(layout::Layout::etag_note),
+        proved_by_etag: proved.etag,
+        source_checksum: proved.checksum.as_ref().map(Stored::to_text),
     }
 }

@@ -1,4 +1,4 @@
-//! Objects below the multipart threshold: one GET, one PUT with Content-MD5.
+//! Objects below the multipart threshold: one GET, one PUT with Content-MD5; the bytes proved against the source's ETag and stored checksum first.
 //! It must not hold more than the budget admitted; the object is below the threshold.
 //!
 //! The body is held in memory, which is bounded: the object is smaller than
@@ -8,8 +8,11 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use super::guard::WriteGuard;
 use super::metadata::Metadata;
+use super::proof::stored_of_get;
 use super::retry::with_retries;
-use super::{check_etag, copy_record, CopyError, Engine};
+use super::{check_etag, check_source, check_stored, copy_record, etag_is_md5};
+use super::{CopyError, Engine, Proved};
+use crate::hashing::stored::ChecksumHasher;
 use crate::hashing::Digests;
 use crate::ledger::{self, CopyRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
@@ -40,9 +43,11 @@ async fn attempt(
         .if_match(quoted(&item.source_etag))
         .customize()
         .config_override(crate::store::no_sdk_retries())
+        .mutate_request(crate::store::ask_stored_checksum)
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
+    let stored = stored_of_get(&got);
     let mut metadata = Metadata::from_get(&got);
     // GetObject counts the tags (x-amz-tagging-count) whenever there are any.
     metadata.tags =
@@ -65,8 +70,18 @@ async fn attempt(
     }
     let digests = Digests::of(&body);
     let md5 = digests.md5_hex();
-    if super::etag_is_md5(&item.source_etag, got_sse.as_ref()) {
-        super::check_source(item, &md5)?;
+    let mut proved = Proved::default();
+    if etag_is_md5(&item.source_etag, got_sse.as_ref()) {
+        check_source(item, &md5)?;
+        proved.etag = true;
+    }
+    if let Some(stored) = stored {
+        let mut hasher = ChecksumHasher::new(stored.algorithm);
+        hasher.update(&body);
+        let of_bytes = stored.of_parts(&[(hasher.finish(), item.size)]);
+        if check_stored(item, &stored, of_bytes)? {
+            proved.checksum = Some(stored);
+        }
     }
     // Intent before action: a PUT whose answer is lost lands all the same,
     // and these bytes at the key are then known as ferry's (`may_write`).
@@ -122,7 +137,7 @@ async fn attempt(
     if let Some(sent) = &metadata.tags {
         super::tags::confirm(engine, item, sent).await?;
     }
-    Ok(copy_record(item, etag, &digests, None))
+    Ok(copy_record(item, etag, &digests, None, &proved))
 }
 
 /// If-Match takes the ETag in quotes, as S3 sends it.

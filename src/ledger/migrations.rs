@@ -23,6 +23,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v13_listed_as_of.sql"),
     include_str!("v14_adopted.sql"),
     include_str!("v15_restores.sql"),
+    include_str!("v16_stored_checksums.sql"),
 ];
 
 /// The version this ferry writes.

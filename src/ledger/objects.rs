@@ -37,6 +37,23 @@ pub struct CopyRecord {
     pub part_count: u32,
     /// Why the destination ETag differs from the source's, when it must.
     pub etag_note: Option<String>,
+    /// Whether the source's ETag proved the bytes read (their MD5, or the
+    /// MD5 of their parts' MD5s).
+    pub proved_by_etag: bool,
+    /// The source's stored checksum the bytes read were proved against.
+    pub source_checksum: Option<String>,
+}
+
+impl CopyRecord {
+    /// `copies.proof`: what proved the bytes read were the source's.
+    pub fn proof(&self) -> &'static str {
+        match (self.proved_by_etag, self.source_checksum.is_some()) {
+            (true, true) => "etag+checksum",
+            (true, false) => "etag",
+            (false, true) => "checksum",
+            (false, false) => "none",
+        }
+    }
 }
 
 /// A copied object to read back, with what its copy recorded.
@@ -210,8 +227,8 @@ pub fn record_adopted(
 
 fn copied_in(tx: &Transaction, c: &CopyRecord) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT OR REPLACE INTO copies (object_id, source_etag, dest_etag, etag_matches, size, sha256, md5, part_size, part_count, etag_note, copied_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+        "INSERT OR REPLACE INTO copies (object_id, source_etag, dest_etag, etag_matches, size, sha256, md5, part_size, part_count, etag_note, source_checksum, proof, copied_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
         params![
             c.object_id,
             c.source_etag,
@@ -222,7 +239,9 @@ fn copied_in(tx: &Transaction, c: &CopyRecord) -> rusqlite::Result<()> {
             c.md5,
             c.part_size.map(|s| s as i64),
             c.part_count,
-            c.etag_note
+            c.etag_note,
+            c.source_checksum,
+            c.proof()
         ],
     )?;
     tx.execute("DELETE FROM uploads WHERE object_id = ?1", [c.object_id])?;

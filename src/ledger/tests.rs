@@ -38,6 +38,8 @@ fn copy_of(id: i64, etag: &str) -> CopyRecord {
         part_size: None,
         part_count: 1,
         etag_note: None,
+        proved_by_etag: true,
+        source_checksum: None,
     }
 }
 
@@ -240,6 +242,7 @@ fn uploads_and_parts_are_recorded_and_cleared_on_completion() {
                 sha256: format!("s{n}"),
                 sha256_state: Some(format!("{}:00:", n * 10)),
                 md5_state: None,
+                checksum: None,
             },
         )
         .unwrap();

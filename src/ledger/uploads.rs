@@ -34,6 +34,8 @@ pub struct PartRecord {
     pub sha256_state: Option<String>,
     /// The whole object's MD5 state there, when the source's ETag is that MD5.
     pub md5_state: Option<String>,
+    /// The part's own checksum (base64) in the algorithm the source stored.
+    pub checksum: Option<String>,
 }
 
 pub fn upload_of(conn: &Connection, object_id: i64) -> rusqlite::Result<Option<UploadRecord>> {
@@ -138,8 +140,8 @@ fn etag_of_parts(md5s: &[&str]) -> String {
 /// Completion after acknowledgement: called only once the store took the part.
 pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT OR REPLACE INTO parts (object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state, md5_state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR REPLACE INTO parts (object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state, md5_state, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             p.object_id,
             p.upload_id,
@@ -150,7 +152,8 @@ pub fn record_part(conn: &Connection, p: &PartRecord) -> rusqlite::Result<()> {
             p.md5,
             p.sha256,
             p.sha256_state,
-            p.md5_state
+            p.md5_state,
+            p.checksum
         ],
     )?;
     Ok(())
@@ -163,7 +166,7 @@ pub fn parts_of(
     upload_id: &str,
 ) -> rusqlite::Result<Vec<PartRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state, md5_state
+        "SELECT object_id, upload_id, part_number, offset, length, etag, md5, sha256, sha256_state, md5_state, checksum
          FROM parts WHERE object_id = ?1 AND upload_id = ?2 ORDER BY part_number",
     )?;
     let rows = stmt.query_map(params![object_id, upload_id], |r| {
@@ -178,6 +181,7 @@ pub fn parts_of(
             sha256: r.get(7)?,
             sha256_state: r.get(8)?,
             md5_state: r.get(9)?,
+            checksum: r.get(10)?,
         })
     })?;
     rows.collect()

@@ -7,11 +7,12 @@
 use std::collections::HashMap;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use ferry::copy::metadata::Metadata;
+use ferry::hashing::stored::{Algorithm, ChecksumHasher as StoredHasher};
 use ferry::hashing::{bare_etag, Hasher};
 use ferry::store::{chain, Side, StoreError};
 
@@ -37,6 +38,10 @@ pub struct DemoObject {
     pub expires: Option<&'static str>,
     pub user: Vec<(&'static str, String)>,
     pub seed: u64,
+    /// The checksum the source stores with it, as a client that chose one
+    /// asks: the algorithm, and for a multipart upload whether it is of the
+    /// whole object (FULL_OBJECT) or of the parts (COMPOSITE).
+    pub checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
 }
 
 impl DemoObject {
@@ -56,6 +61,7 @@ impl DemoObject {
             expires: None,
             user: Vec::new(),
             seed,
+            checksum: None,
         }
     }
 }
@@ -378,12 +384,20 @@ impl DemoObject {
 pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
     let what = format!("upload {}/{}", o.bucket, o.key);
     let metadata = o.metadata();
+    let algorithm = o.checksum.as_ref().map(|c| c.0.clone());
     if !o.multipart {
+        let bytes = content(o.seed, 0, o.size as usize);
+        let sums = Sums::of(algorithm.as_ref(), &bytes);
         let request = client
             .put_object()
             .bucket(&o.bucket)
             .key(&o.key)
-            .body(ByteStream::from(content(o.seed, 0, o.size as usize)));
+            .set_checksum_crc32(sums.crc32)
+            .set_checksum_crc32_c(sums.crc32c)
+            .set_checksum_crc64_nvme(sums.crc64nvme)
+            .set_checksum_sha1(sums.sha1)
+            .set_checksum_sha256(sums.sha256)
+            .body(ByteStream::from(bytes));
         metadata
             .onto_put(request)
             .send()
@@ -394,7 +408,9 @@ pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
     let request = client
         .create_multipart_upload()
         .bucket(&o.bucket)
-        .key(&o.key);
+        .key(&o.key)
+        .set_checksum_algorithm(algorithm.clone())
+        .set_checksum_type(o.checksum.as_ref().map(|c| c.1.clone()));
     let created = metadata
         .onto_create(request)
         .send()
@@ -402,30 +418,61 @@ pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
         .map_err(sdk_err(Side::Source, what.clone()))?;
     let upload_id = created.upload_id().unwrap_or_default();
     let mut parts = Vec::new();
+    let mut whole = algorithm
+        .as_ref()
+        .map(|a| StoredHasher::new(stored_algorithm(a)));
     for (i, (offset, len)) in o.chunks().into_iter().enumerate() {
         let number = i as i32 + 1;
+        let bytes = content(o.seed, offset, len as usize);
+        if let Some(h) = &mut whole {
+            h.update(&bytes);
+        }
+        let sums = Sums::of(algorithm.as_ref(), &bytes);
         let part = client
             .upload_part()
             .bucket(&o.bucket)
             .key(&o.key)
             .upload_id(upload_id)
             .part_number(number)
-            .body(ByteStream::from(content(o.seed, offset, len as usize)))
+            .set_checksum_crc32(sums.crc32)
+            .set_checksum_crc32_c(sums.crc32c)
+            .set_checksum_crc64_nvme(sums.crc64nvme)
+            .set_checksum_sha1(sums.sha1)
+            .set_checksum_sha256(sums.sha256)
+            .body(ByteStream::from(bytes))
             .send()
             .await
             .map_err(sdk_err(Side::Source, what.clone()))?;
+        // A part's checksum goes back with Complete, as S3 requires.
         parts.push(
             CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(part.e_tag().map(Into::into))
+                .set_checksum_crc32(part.checksum_crc32().map(Into::into))
+                .set_checksum_crc32_c(part.checksum_crc32_c().map(Into::into))
+                .set_checksum_crc64_nvme(part.checksum_crc64_nvme().map(Into::into))
+                .set_checksum_sha1(part.checksum_sha1().map(Into::into))
+                .set_checksum_sha256(part.checksum_sha256().map(Into::into))
                 .build(),
         );
     }
-    client
+    let mut complete = client
         .complete_multipart_upload()
         .bucket(&o.bucket)
         .key(&o.key)
-        .upload_id(upload_id)
+        .upload_id(upload_id);
+    if let (Some((algorithm, ChecksumType::FullObject)), Some(whole)) = (&o.checksum, whole) {
+        // A full-object checksum is given whole at Complete (Garage needs it).
+        let value = Some(ferry::hashing::stored::value_text(&whole.finish(), None));
+        complete = complete.checksum_type(ChecksumType::FullObject);
+        complete = match algorithm {
+            ChecksumAlgorithm::Crc32 => complete.set_checksum_crc32(value),
+            ChecksumAlgorithm::Crc32C => complete.set_checksum_crc32_c(value),
+            ChecksumAlgorithm::Crc64Nvme => complete.set_checksum_crc64_nvme(value),
+            _ => complete,
+        };
+    }
+    complete
         .multipart_upload(
             CompletedMultipartUpload::builder()
                 .set_parts(Some(parts))
@@ -435,6 +482,61 @@ pub async fn put(client: &Client, o: &DemoObject) -> Result<(), DemoError> {
         .await
         .map_err(sdk_err(Side::Source, what))?;
     Ok(())
+}
+
+/// A checksum sent with the bytes, computed here and given as a header:
+/// the SDK's own would travel as an aws-chunked trailer, which Garage refuses.
+#[derive(Default)]
+struct Sums {
+    crc32: Option<String>,
+    crc32c: Option<String>,
+    crc64nvme: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+}
+
+impl Sums {
+    fn of(algorithm: Option<&ChecksumAlgorithm>, bytes: &[u8]) -> Sums {
+        let Some(a) = algorithm else {
+            return Sums::default();
+        };
+        let mut h = StoredHasher::new(stored_algorithm(a));
+        h.update(bytes);
+        let value = Some(ferry::hashing::stored::value_text(&h.finish(), None));
+        match stored_algorithm(a) {
+            Algorithm::Crc32 => Sums {
+                crc32: value,
+                ..Sums::default()
+            },
+            Algorithm::Crc32c => Sums {
+                crc32c: value,
+                ..Sums::default()
+            },
+            Algorithm::Crc64Nvme => Sums {
+                crc64nvme: value,
+                ..Sums::default()
+            },
+            Algorithm::Sha1 => Sums {
+                sha1: value,
+                ..Sums::default()
+            },
+            Algorithm::Sha256 => Sums {
+                sha256: value,
+                ..Sums::default()
+            },
+        }
+    }
+}
+
+/// The SDK's name for an algorithm, as ferry's.
+fn stored_algorithm(a: &ChecksumAlgorithm) -> Algorithm {
+    match a {
+        ChecksumAlgorithm::Crc32 => Algorithm::Crc32,
+        ChecksumAlgorithm::Crc32C => Algorithm::Crc32c,
+        ChecksumAlgorithm::Crc64Nvme => Algorithm::Crc64Nvme,
+        ChecksumAlgorithm::Sha1 => Algorithm::Sha1,
+        _ => Algorithm::Sha256,
+    }
 }
 
 /// Creates every bucket pair, then puts the whole data set at the source.

@@ -364,7 +364,8 @@ pub(super) async fn head_part(
     }
 }
 
-/// HEAD of the whole source object, of the listed version (If-Match).
+/// HEAD of the whole source object, of the listed version (If-Match), with
+/// the checksum it stored.
 pub(crate) async fn head_whole(
     engine: &Engine,
     item: &WorkItem,
@@ -376,6 +377,8 @@ pub(crate) async fn head_whole(
         .bucket(&item.source_bucket)
         .key(&item.key)
         .if_match(quoted(&item.source_etag))
+        .customize()
+        .mutate_request(crate::store::ask_stored_checksum)
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;

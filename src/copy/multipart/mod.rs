@@ -15,9 +15,11 @@ use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 
 use crate::copy::abort::abort_lost_uploads;
 use crate::copy::metadata::Metadata;
+use crate::copy::proof::stored_of_head;
 use crate::copy::retry::with_retries;
 use crate::copy::single::quoted;
 use crate::copy::{etag_is_md5, CopyError, Engine};
+use crate::hashing::stored::Stored;
 use crate::ledger::{self, CopyRecord, UploadIntent, UploadRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 use layout::{Layout, Origin, PartHead};
@@ -29,14 +31,23 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
     // any upload is started or resumed. The questions that do not depend on
     // each other go side by side: each is a round trip to a source that may
     // be an ocean away. A HEAD of part 1 does not count a multipart object's
-    // tags, so they are always asked for.
+    // tags, so they are always asked for; nor does it say for sure whether
+    // the checksum it may carry is the part's or the object's, so the
+    // whole object is asked for that.
     let multipart_source = layout::source_part_count(&item.source_etag).is_some();
-    let (head, last, tags) = tokio::join!(
+    let (head, last, tags, whole) = tokio::join!(
         head_source(engine, item),
         layout::head_last_part(engine, item),
         async {
             if multipart_source {
                 Some(crate::copy::tags::of_source(engine, item, None).await)
+            } else {
+                None
+            }
+        },
+        async {
+            if multipart_source {
+                Some(layout::head_whole(engine, item).await)
             } else {
                 None
             }
@@ -47,40 +58,62 @@ pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord,
         Some(asked) => asked?,
         None => crate::copy::tags::of_source(engine, item, head.tag_count()).await?,
     };
-    let record = copy_with_head(engine, item, (&head, last.as_ref()), tags.as_deref()).await?;
+    let stored = match whole {
+        Some(whole) => stored_of_head(&whole?),
+        None => stored_of_head(&head),
+    };
+    let source = Source {
+        head: &head,
+        last: last.as_ref(),
+        tags: tags.as_deref(),
+        stored: stored.as_ref(),
+    };
+    let record = copy_with_head(engine, item, &source).await?;
     if let Some(sent) = &tags {
         crate::copy::tags::confirm(engine, item, sent).await?;
     }
     Ok(record)
 }
 
+/// What the source answered before a byte is read.
+struct Source<'a> {
+    /// Its HEAD: of part 1 for a multipart source, else of the object.
+    head: &'a HeadObjectOutput,
+    /// Its HEAD of the last part, when asked beside part 1.
+    last: Option<&'a PartHead>,
+    tags: Option<&'a str>,
+    /// The checksum it stored with the object.
+    stored: Option<&'a Stored>,
+}
+
+impl Source<'_> {
+    /// What proves the bytes read on `layout`: the whole MD5 (see
+    /// [`whole_md5`]) and the stored checksum.
+    fn proofs(&self, item: &WorkItem, layout: &Layout) -> (bool, Option<&Stored>) {
+        (whole_md5(item, self.head, layout), self.stored)
+    }
+}
+
 async fn copy_with_head(
     engine: &Engine,
     item: &WorkItem,
-    (head, last): (&HeadObjectOutput, Option<&PartHead>),
-    tags: Option<&str>,
+    source: &Source<'_>,
 ) -> Result<CopyRecord, CopyError> {
+    let heads = (source.head, source.last);
     if let Some(previous) = previous_upload(engine, item).await? {
-        let layout = layout::plan(engine, item, (head, last), previous.part_size, false).await?;
-        match reconcile(
-            engine,
-            item,
-            &previous,
-            &layout,
-            whole_md5(item, head, &layout),
-        )
-        .await?
-        {
+        let layout = layout::plan(engine, item, heads, previous.part_size, false).await?;
+        let proofs = source.proofs(item, &layout);
+        match reconcile(engine, item, &previous, &layout, proofs).await? {
             Reconciled::Completed(record) => return Ok(record),
             Reconciled::Resume(kept) => {
-                return finish_or_relayout(engine, item, &previous, layout, kept, head, tags).await
+                return finish_or_relayout(engine, item, &previous, layout, kept, source).await
             }
             Reconciled::Gone => {}
         }
     }
-    let layout = layout::plan(engine, item, (head, last), engine.transfer.part_size, false).await?;
-    let upload = start_upload(engine, item, head, &layout, tags).await?;
-    finish_or_relayout(engine, item, &upload, layout, Vec::new(), head, tags).await
+    let layout = layout::plan(engine, item, heads, engine.transfer.part_size, false).await?;
+    let upload = start_upload(engine, item, source.head, &layout, source.tags).await?;
+    finish_or_relayout(engine, item, &upload, layout, Vec::new(), source).await
 }
 
 /// A layout guessed from part 1 whose parts' MD5s do not make the source
@@ -92,22 +125,22 @@ async fn finish_or_relayout(
     upload: &UploadRecord,
     layout: Layout,
     kept: Vec<PartDone>,
-    head: &HeadObjectOutput,
-    tags: Option<&str>,
+    source: &Source<'_>,
 ) -> Result<CopyRecord, CopyError> {
-    match finish(engine, item, upload, &layout, kept, head).await {
+    match finish(engine, item, upload, &layout, kept, source).await {
         Err(CopyError::Store(e))
             if e.kind == FailureKind::SourceCorrupt && layout.origin == Origin::SourceGuessed =>
         {
-            let exact = layout::plan(engine, item, (head, None), layout.part_size(), true).await?;
+            let heads = (source.head, None);
+            let exact = layout::plan(engine, item, heads, layout.part_size(), true).await?;
             if exact.parts == layout.parts {
                 return Err(e.into());
             }
             // `finish` aborted the upload: SourceCorrupt is not retryable.
             tracing::info!(key = %item.key, parts = exact.parts.len(),
                 "the source's parts are not equal; copying again with its exact boundaries");
-            let upload = start_upload(engine, item, head, &exact, tags).await?;
-            finish(engine, item, &upload, &exact, Vec::new(), head).await
+            let upload = start_upload(engine, item, source.head, &exact, source.tags).await?;
+            finish(engine, item, &upload, &exact, Vec::new(), source).await
         }
         other => other,
     }
@@ -218,10 +251,10 @@ async fn finish(
     upload: &UploadRecord,
     layout: &Layout,
     kept: Vec<PartDone>,
-    head: &HeadObjectOutput,
+    source: &Source<'_>,
 ) -> Result<CopyRecord, CopyError> {
-    let whole_md5 = whole_md5(item, head, layout);
-    match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept, whole_md5).await {
+    let proofs = source.proofs(item, layout);
+    match send_parts_and_complete(engine, item, &upload.upload_id, layout, kept, proofs).await {
         Err(CopyError::Store(e)) if !e.kind.is_retryable() => {
             abort(engine, upload).await?;
             Err(e.into())

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 
 use super::layout::Layout;
-use super::send::{head_destination, read_back_verdict, PartDone};
+use super::send::{head_destination, prove_at_source, read_back_verdict, PartDone};
 use crate::copy::abort::upload_gone;
 use crate::copy::{copy_record, CopyError, Engine};
+use crate::hashing::stored::Stored;
 use crate::hashing::{bare_etag, multipart_etag};
 use crate::ledger::{self, CopyRecord, PartRecord, UploadRecord, WorkItem};
 use crate::store::{Side, StoreError};
@@ -59,7 +60,7 @@ pub(super) async fn reconcile(
     item: &WorkItem,
     upload: &UploadRecord,
     layout: &Layout,
-    whole_md5: bool,
+    proofs: (bool, Option<&Stored>),
 ) -> Result<Reconciled, CopyError> {
     let (id, upload_id) = (item.object_id, upload.upload_id.clone());
     let recorded = engine
@@ -88,7 +89,7 @@ pub(super) async fn reconcile(
         Err(e) if upload_gone(&e) => {
             if recorded.len() == layout.parts.len() && recorded.iter().all(in_layout) {
                 if let Some(record) =
-                    completed_unrecorded(engine, item, layout, &recorded, whole_md5).await?
+                    completed_unrecorded(engine, item, layout, &recorded, proofs).await?
                 {
                     return Ok(Reconciled::Completed(record));
                 }
@@ -153,7 +154,7 @@ pub(super) async fn completed_unrecorded(
     item: &WorkItem,
     layout: &Layout,
     recorded: &[PartRecord],
-    whole_md5: bool,
+    (whole_md5, stored): (bool, Option<&Stored>),
 ) -> Result<Option<CopyRecord>, CopyError> {
     let parts: Vec<PartDone> = recorded.iter().map(PartDone::from_record).collect();
     let expected = multipart_etag(&parts.iter().map(|p| p.md5).collect::<Vec<_>>());
@@ -173,15 +174,18 @@ pub(super) async fn completed_unrecorded(
         return Ok(None);
     }
     tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
-    if whole_md5 && whole.md5_hex() != item.source_etag {
-        // Completed by an attempt that had not proved it (an older ferry):
-        // ferry's own object, written over by a new upload now.
-        tracing::warn!(key = %item.key, md5 = %whole.md5_hex(), source_etag = %item.source_etag,
-            "the object completed before the last stop does not hash to the source's ETag; copying it again");
-        return Ok(None);
-    }
+    let proved = match prove_at_source(item, layout, &parts, Some(&whole), (whole_md5, stored)) {
+        Ok(proved) => proved,
+        Err(e) => {
+            // Completed by an attempt that had not proved it (an older
+            // ferry): ferry's own object, written over by a new upload now.
+            tracing::warn!(key = %item.key, error = %e,
+                "the object completed before the last stop is not the source's bytes; copying it again");
+            return Ok(None);
+        }
+    };
     // The destination's own ETag: the one `verify` will read back.
-    Ok(Some(copy_record(item, etag, &whole, Some(layout))))
+    Ok(Some(copy_record(item, etag, &whole, Some(layout), &proved)))
 }
 
 /// Aborts one of ferry's uploads; one the store would not abort is kept in

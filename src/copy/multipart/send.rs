@@ -16,14 +16,16 @@ use super::layout::{Layout, PartPlan};
 use crate::copy::abort::upload_gone;
 use crate::copy::retry::with_retries;
 use crate::copy::single::quoted;
-use crate::copy::{check_etag, check_source, copy_record, CopyError, Engine};
+use crate::copy::{check_etag, check_source, check_stored, copy_record, CopyError, Engine, Proved};
+use crate::hashing::stored::{Algorithm, Stored};
 use crate::hashing::{
     bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, Md5Chain, OrderedHasher,
-    PartCheck, Sha256Chain,
+    PartCheck, Sha256Chain, Tapped,
 };
 use crate::ledger::{self, CopyRecord, PartRecord, WorkItem};
 use crate::limits::budget::Ticket;
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
+use base64::Engine as _;
 
 /// The bytes of the budget a part that streams through takes: about what
 /// the HTTP client buffers between the GET and the PUT.
@@ -36,6 +38,8 @@ pub(super) struct PartDone {
     pub(super) check: PartCheck,
     /// The whole object's MD5 state at the part's end, when it was hashed.
     pub(super) md5_state: Option<String>,
+    /// The part's own checksum in the algorithm the source stored.
+    pub(super) checksum: Option<Vec<u8>>,
 }
 
 impl PartDone {
@@ -50,6 +54,10 @@ impl PartDone {
             md5,
             check: PartCheck::from_columns(&p.sha256, p.sha256_state.as_deref()),
             md5_state: p.md5_state.clone(),
+            checksum: p
+                .checksum
+                .as_deref()
+                .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok()),
         }
     }
 }
@@ -86,7 +94,7 @@ pub(super) async fn send_parts_and_complete(
     upload_id: &str,
     layout: &Layout,
     kept: Vec<PartDone>,
-    whole_md5: bool,
+    (whole_md5, stored): (bool, Option<&Stored>),
 ) -> Result<CopyRecord, CopyError> {
     let plan = &layout.parts;
     // `whole_md5`: a single-part source sent in parts, whose ETag is the MD5
@@ -101,9 +109,17 @@ pub(super) async fn send_parts_and_complete(
     // back once completed for its whole-object digests. The exception is
     // `whole_md5`: its parts are always hashed in order, a part larger than
     // the budget then taking all of it, one at a time.
+    // So are the parts of an object whose stored checksum is a SHA-256 of
+    // the whole: only the whole object's SHA-256 can prove it.
+    let in_order = whole_md5 || stored.is_some_and(|s| whole_sha256_proves(s, plan.len()));
     let largest = plan.iter().map(|p| p.length).max().unwrap_or(0);
-    let holdable = whole_md5 || largest <= engine.transfer.max_bytes_in_flight / 4;
+    let holdable = in_order || largest <= engine.transfer.max_bytes_in_flight / 4;
     let mut kept = kept;
+    if stored.is_some() {
+        // A part kept without its own checksum (an older ferry's) cannot
+        // help prove the object against the source's: it is sent again.
+        kept.retain(|p| p.checksum.is_some());
+    }
     let hasher = if !holdable {
         None
     } else if kept.is_empty() {
@@ -118,9 +134,9 @@ pub(super) async fn send_parts_and_complete(
             }
             // Parts kept without their states (a ledger of an older ferry)
             // cannot give the whole MD5: every part is sent again.
-            None if whole_md5 => {
+            None if in_order => {
                 kept.clear();
-                Some(OrderedHasher::new(true))
+                Some(OrderedHasher::new(whole_md5))
             }
             // Else they are proved by reading the copy back.
             None => None,
@@ -161,7 +177,7 @@ pub(super) async fn send_parts_and_complete(
             upload_id,
             part,
             ticket,
-            hasher.clone(),
+            (hasher.clone(), stored.map(|s| s.algorithm)),
         ));
     }
     while let Some(finished) = running.next().await {
@@ -172,10 +188,6 @@ pub(super) async fn send_parts_and_complete(
     drop(running);
     done.sort_by_key(|p| p.number);
 
-    // Before anything becomes visible: do the bytes read hash to what the
-    // source says they are? Its ETag is the MD5 of the parts' MD5s for a
-    // multipart source copied with its own boundaries, the plain MD5 for an
-    // unencrypted single-part one. Any other source ETag proves nothing.
     let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
     let sent_etag = multipart_etag(&md5s);
     let whole = hasher.map(|h| {
@@ -184,17 +196,7 @@ pub(super) async fn send_parts_and_complete(
             .expect("all parts finished")
             .finish()
     });
-    let proved_at_source = if layout.keeps_source_etag() {
-        check_source(item, &sent_etag)?;
-        true
-    } else if whole_md5 {
-        // Always hashed in order (above); no digest fails the check, never passes it.
-        let md5 = whole.as_ref().map(Digests::md5_hex).unwrap_or_default();
-        check_source(item, &md5)?;
-        true
-    } else {
-        false
-    };
+    let proved = prove_at_source(item, layout, &done, whole.as_ref(), (whole_md5, stored))?;
 
     let what = format!("CompleteMultipartUpload {}/{}", item.dest_bucket, item.key);
     let parts = done
@@ -235,6 +237,7 @@ pub(super) async fn send_parts_and_complete(
     };
     // Bytes no source ETag could prove are proved by reading the copy back,
     // even when the read-back after each copy is switched off.
+    let proved_at_source = proved.etag || proved.checksum.is_some();
     let whole = match whole {
         Some(whole) if proved_at_source || engine.transfer.verify_after_copy => whole,
         _ => read_back(engine, item, plan, &done, false).await?,
@@ -243,7 +246,55 @@ pub(super) async fn send_parts_and_complete(
         tracing::info!(key = %item.key, source_etag = %item.source_etag, dest_etag = %etag, why = %why,
             "the destination ETag differs from the source's");
     }
-    Ok(copy_record(item, etag, &whole, Some(layout)))
+    Ok(copy_record(item, etag, &whole, Some(layout), &proved))
+}
+
+/// Before anything becomes visible: do the bytes read hash to what the
+/// source says they are? Its ETag is the MD5 of the parts' MD5s for a
+/// multipart source copied with its own boundaries, the plain MD5 for an
+/// unencrypted single-part one (`whole_md5`); any other source ETag proves
+/// nothing. Its stored checksum, when it has one, is made from the parts'
+/// own checksums, or for a SHA-256 of the whole from `whole`. A difference
+/// is an error; what could not be computed proves nothing and fails nothing.
+pub(super) fn prove_at_source(
+    item: &WorkItem,
+    layout: &Layout,
+    done: &[PartDone],
+    whole: Option<&Digests>,
+    (whole_md5, stored): (bool, Option<&Stored>),
+) -> Result<Proved, CopyError> {
+    let mut proved = Proved::default();
+    if layout.keeps_source_etag() {
+        let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
+        check_source(item, &multipart_etag(&md5s))?;
+        proved.etag = true;
+    } else if whole_md5 {
+        // Always hashed in order; no digest fails the check, never passes it.
+        check_source(item, &whole.map(Digests::md5_hex).unwrap_or_default())?;
+        proved.etag = true;
+    }
+    let Some(stored) = stored else {
+        return Ok(proved);
+    };
+    let computed = if whole_sha256_proves(stored, done.len()) {
+        whole.and_then(|w| w.sha256).map(|d| d.to_vec())
+    } else {
+        let length_of = |n: u32| layout.parts.get(n as usize - 1).map_or(0, |p| p.length);
+        done.iter()
+            .map(|p| Some((p.checksum.clone()?, length_of(p.number))))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|parts| stored.of_parts(&parts))
+    };
+    if check_stored(item, stored, computed)? {
+        proved.checksum = Some(stored.clone());
+    }
+    Ok(proved)
+}
+
+/// A SHA-256 of the whole object, sent in more than one part: the parts'
+/// own checksums cannot make it, the whole object's digest does.
+fn whole_sha256_proves(stored: &Stored, parts: usize) -> bool {
+    stored.parts.is_none() && stored.algorithm == Algorithm::Sha256 && parts > 1
 }
 
 /// What the destination holds under the item's key: its size and bare ETag.
@@ -302,7 +353,7 @@ pub(super) async fn send_part(
     upload_id: &str,
     part: PartPlan,
     ticket: Ticket,
-    hasher: Option<Arc<OrderedHasher>>,
+    (hasher, checksum): (Option<Arc<OrderedHasher>>, Option<Algorithm>),
 ) -> Result<PartDone, CopyError> {
     let what = format!(
         "part {} of {}/{}",
@@ -310,10 +361,15 @@ pub(super) async fn send_part(
     );
     let in_order = hasher.is_some();
     let _in_flight = crate::metrics::InFlight::part();
-    let (digests, chunks, etag) = with_retries(&engine.budget, &what, || {
-        send_part_once(engine, item, upload_id, part, in_order)
+    let (tapped, etag) = with_retries(&engine.budget, &what, || {
+        send_part_once(engine, item, upload_id, part, (in_order, checksum))
     })
     .await?;
+    let Tapped {
+        digests,
+        chunks,
+        checksum,
+    } = tapped;
     // A part hashed in order is proved by the object's SHA-256 state at its
     // end; one that streamed alone, by its own SHA-256.
     let states = match &hasher {
@@ -340,6 +396,9 @@ pub(super) async fn send_part(
         sha256: digests.sha256_hex(),
         sha256_state,
         md5_state: md5_state.clone(),
+        checksum: checksum
+            .as_deref()
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
     };
     // Completion after acknowledgement: recorded only once the store took it.
     engine
@@ -353,6 +412,7 @@ pub(super) async fn send_part(
         md5,
         check,
         md5_state,
+        checksum,
     })
 }
 
@@ -412,8 +472,8 @@ pub(super) async fn send_part_once(
     item: &WorkItem,
     upload_id: &str,
     part: PartPlan,
-    in_order: bool,
-) -> Result<(Digests, Vec<bytes::Bytes>, String), CopyError> {
+    (in_order, checksum): (bool, Option<Algorithm>),
+) -> Result<(Tapped, String), CopyError> {
     let source_body = if part.length == 0 {
         ByteStream::new(SdkBody::empty())
     } else {
@@ -448,7 +508,7 @@ pub(super) async fn send_part_once(
         }
         got.body
     };
-    let (body, tap) = HashingBody::new(source_body, part.length, !in_order, in_order);
+    let (body, tap) = HashingBody::new(source_body, part.length, (!in_order, in_order), checksum);
     let what = format!(
         "UploadPart {} of {}/{}",
         part.number, item.dest_bucket, item.key
@@ -468,7 +528,8 @@ pub(super) async fn send_part_once(
         .send()
         .await
         .map_err(|e| StoreError::from_sdk(Side::Destination, &what, e))?;
-    let (digests, chunks) = std::mem::take(&mut *tap.lock().expect("tap lock")).finish();
+    let tapped = std::mem::take(&mut *tap.lock().expect("tap lock")).finish();
+    let digests = &tapped.digests;
     if digests.len != part.length {
         return Err(StoreError::new(
             Side::Source,
@@ -479,5 +540,5 @@ pub(super) async fn send_part_once(
         .into());
     }
     let etag = check_etag(engine, &what, &digests.md5_hex(), put.e_tag())?;
-    Ok((digests, chunks, etag))
+    Ok((tapped, etag))
 }

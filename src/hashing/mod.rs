@@ -1,4 +1,4 @@
-//! Checksums computed on the bytes as they pass (MD5, SHA-256, S3 ETags).
+//! Checksums computed on the bytes as they pass (MD5, SHA-256, S3 ETags, and the source's stored checksum in `stored.rs`).
 //! It must not read anything a second time, nor know where the bytes go.
 //!
 //! Each byte is hashed at most once per algorithm on its way to the
@@ -8,6 +8,8 @@
 //! ([`Sha256Chain`], [`Md5Chain`]) is what proves a part in place: it lets a
 //! resumed upload carry on hashing without reading its earlier parts again,
 //! and the read-back check each part.
+
+pub mod stored;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -279,11 +281,24 @@ pub struct Tap {
     /// whole-object hash must see them later, in part order.
     kept: Vec<Bytes>,
     keep: bool,
+    /// The part's own checksum in the algorithm the source stored, if any.
+    checksum: Option<stored::ChecksumHasher>,
+}
+
+/// What a [`Tap`] saw, once the body has passed.
+pub struct Tapped {
+    pub digests: Digests,
+    pub chunks: Vec<Bytes>,
+    pub checksum: Option<Vec<u8>>,
 }
 
 impl Tap {
-    pub fn finish(self) -> (Digests, Vec<Bytes>) {
-        (self.hasher.finish(), self.kept)
+    pub fn finish(self) -> Tapped {
+        Tapped {
+            digests: self.hasher.finish(),
+            chunks: self.kept,
+            checksum: self.checksum.map(stored::ChecksumHasher::finish),
+        }
     }
 }
 
@@ -298,17 +313,19 @@ pub struct HashingBody {
 impl HashingBody {
     /// MD5 always (the part's ETag); SHA-256 of the part alone when
     /// `part_sha256`; the chunks kept for an ordered whole-object hash when
-    /// `keep_chunks`.
+    /// `keep_chunks`; the part's checksum in the source's stored
+    /// algorithm when `checksum` names one.
     pub fn new(
         inner: ByteStream,
         len: u64,
-        part_sha256: bool,
-        keep_chunks: bool,
+        (part_sha256, keep_chunks): (bool, bool),
+        checksum: Option<stored::Algorithm>,
     ) -> (HashingBody, Arc<Mutex<Tap>>) {
         let tap = Arc::new(Mutex::new(Tap {
             hasher: Hasher::new(true, part_sha256),
             kept: Vec::new(),
             keep: keep_chunks,
+            checksum: checksum.map(stored::ChecksumHasher::new),
         }));
         (
             HashingBody {
@@ -333,6 +350,9 @@ impl http_body::Body for HashingBody {
             Poll::Ready(Some(Ok(chunk))) => {
                 let mut tap = self.tap.lock().expect("tap lock");
                 tap.hasher.update(&chunk);
+                if let Some(c) = &mut tap.checksum {
+                    c.update(&chunk);
+                }
                 if tap.keep {
                     tap.kept.push(chunk.clone());
                 }
