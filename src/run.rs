@@ -203,6 +203,9 @@ pub struct VerifyReport {
     pub audit: Option<ledger::Audit>,
     /// Stopped before it read back all it had to.
     pub cut_off: bool,
+    /// Every copy by what proved its bytes were read as the source holds
+    /// them (`ledger::proof_totals`).
+    pub proofs: Vec<(String, u64)>,
 }
 
 impl VerifyReport {
@@ -240,6 +243,17 @@ impl VerifyReport {
                 "stopped before every copy was read back\n"
             });
         }
+        if !self.proofs.is_empty() {
+            let named: Vec<String> = self
+                .proofs
+                .iter()
+                .map(|(proof, n)| format!("{n} {}", proof_words(proof)))
+                .collect();
+            out.push_str(&format!(
+                "the bytes copied were proved the source's: {}\n",
+                named.join(", ")
+            ));
+        }
         for (bucket, key, reason) in &self.mismatched {
             out.push_str(&format!("mismatched: {bucket}/{key}: {reason}\n"));
         }
@@ -250,6 +264,17 @@ impl VerifyReport {
             ));
         }
         out
+    }
+}
+
+/// `copies.proof` as a person reads it.
+fn proof_words(proof: &str) -> &str {
+    match proof {
+        "etag" => "by their ETag",
+        "checksum" => "by the checksum the source stored",
+        "etag+checksum" => "by both",
+        "none" => "by nothing but this read-back (no MD5 ETag, no stored checksum)",
+        _ => "before ferry recorded proofs",
     }
 }
 
@@ -756,6 +781,8 @@ impl Runner {
         let mismatched = writer
             .call(|c| ledger::objects_in_state(c, State::Mismatched, FAILED_SHOWN))
             .await?;
+        let ids = self.bucket_ids.clone();
+        let proofs = writer.call(move |c| ledger::proof_totals(c, &ids)).await?;
         let requeued = if options.recopy {
             writer.call(|c| ledger::requeue_mismatched(c)).await?
         } else {
@@ -768,6 +795,7 @@ impl Runner {
             took: started.elapsed(),
             audit,
             cut_off,
+            proofs,
         })
     }
 

@@ -150,7 +150,32 @@ async fn every_stored_checksum_is_proved_on_the_bytes_and_recorded() {
             );
         }
     }
-    assert_eq!(fx.ferry(&["verify", "--all"]).code, 0);
+    // What a person reads: 14 objects proved by their ETag and their
+    // stored checksum, the one without a checksum by its ETag alone.
+    let verify = fx.ferry(&["verify", "--all"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(
+        verify
+            .stdout
+            .contains("proved the source's: 1 by their ETag, 14 by both"),
+        "{verify:?}"
+    );
+    let report = fx.ferry(&["report", "--format", "csv"]);
+    let (header, rows) = support::csv_table(&report.stdout, "proofs");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == none.bucket)
+        .expect("the audio bucket's row");
+    let column = |name: &str| &row[header.iter().position(|h| h == name).unwrap()];
+    assert_eq!(
+        (
+            column("by ETag"),
+            column("by both"),
+            column("read back only")
+        ),
+        ("1", "14", "0"),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,4 +233,15 @@ async fn a_bit_flipped_on_the_way_from_a_source_whose_etag_proves_nothing_is_cau
         assert_eq!(proof, "checksum", "{}", o.key);
         assert_eq!(recorded, stored_at_source(&fx, o).await, "{}", o.key);
     }
+    let report = fx.ferry(&["report", "--format", "csv"]);
+    let (header, rows) = support::csv_table(&report.stdout, "proofs");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == single.bucket)
+        .expect("the audio bucket's row");
+    let stored = header
+        .iter()
+        .position(|h| h == "by stored checksum")
+        .unwrap();
+    assert_eq!(&row[stored], "2", "{report:?}");
 }

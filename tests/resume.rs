@@ -7,6 +7,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
 use ferry::store::Side;
 use ferry_tools::demo::{self, DemoObject};
 use support::proxy::Proxy;
@@ -98,6 +99,11 @@ async fn kill_9_at_random_moments_loses_nothing_and_resends_little() {
     let mut set: Vec<DemoObject> = (0..3)
         .map(|i| large(&audio, i, 100 * MIB + i * 1_234_567))
         .collect();
+    // Two of them carry a stored checksum, which a resumed upload must
+    // still prove them against from the parts it kept: their own CRCs are
+    // in the ledger, not read again.
+    set[0].checksum = Some((ChecksumAlgorithm::Crc32C, ChecksumType::Composite));
+    set[1].checksum = Some((ChecksumAlgorithm::Crc64Nvme, ChecksumType::FullObject));
     set.extend((0..200).map(|i| small(&onix, i)));
     fx.fill(&set).await;
     let payload: u64 = set.iter().map(|o| o.size).sum();
@@ -133,6 +139,14 @@ async fn kill_9_at_random_moments_loses_nothing_and_resends_little() {
         "only {kills_mid_upload} kills hit a multipart upload"
     );
     assert_all_copied_byte_equal(&fx, &set).await;
+    for o in &set[..2] {
+        let proof: String = fx.ledger().query_row(
+            "SELECT c.proof FROM copies c JOIN objects o ON o.id = c.object_id WHERE o.key = ?1",
+            [&o.key],
+            |r| r.get(0),
+        ).unwrap();
+        assert_eq!(proof, "etag+checksum", "{}", o.key);
+    }
     let sent = proxy.sent();
     let resent = sent.saturating_sub(payload);
     // Request headers and listing calls are a few KiB per request.

@@ -166,3 +166,32 @@ pub fn adopted_count(
         |r| r.get::<_, i64>(0).map(|n| n as u64),
     )
 }
+
+/// The pair's copies by what proved their bytes were the source's
+/// (`copies.proof`: `etag`, `checksum`, `etag+checksum`, `none`), and
+/// those recorded before ferry kept it (`not recorded`).
+pub fn proof_counts(
+    conn: &Connection,
+    (source, destination, prefix): (&str, &str, &str),
+) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(c.proof, 'not recorded'), COUNT(*) FROM copies c CROSS JOIN objects o ON o.id = c.object_id
+         JOIN buckets b ON b.id = o.bucket_id
+         WHERE b.source = ?1 AND b.destination = ?2 AND b.prefix = ?3 GROUP BY 1",
+    )?;
+    let rows = stmt.query_map(params![source, destination, prefix], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    rows.collect()
+}
+
+/// As [`proof_counts`], over the copies of `bucket_ids` together.
+pub fn proof_totals(conn: &Connection, bucket_ids: &[i64]) -> rusqlite::Result<Vec<(String, u64)>> {
+    let ids = serde_json::to_string(bucket_ids).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(c.proof, 'not recorded'), COUNT(*) FROM copies c CROSS JOIN objects o ON o.id = c.object_id
+         WHERE o.bucket_id IN (SELECT value FROM json_each(?1)) GROUP BY 1 ORDER BY 1",
+    )?;
+    let rows = stmt.query_map([ids], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
+}

@@ -92,7 +92,20 @@ pub struct BucketCounts {
     /// Of the copies, those ferry adopted: found at the destination without
     /// a ledger record (a lost or restored ledger) and proved the source's.
     pub adopted: u64,
+    /// The copies by what proved the bytes read were the source's
+    /// (`ledger::proof_counts`).
+    pub proofs: BTreeMap<String, u64>,
 }
+
+/// The proofs a copy can have, as `copies.proof` names them, and the
+/// report's column for each.
+const PROOFS: [(&str, &str); 5] = [
+    ("etag", "by ETag"),
+    ("checksum", "by stored checksum"),
+    ("etag+checksum", "by both"),
+    ("none", "read back only"),
+    ("not recorded", "not recorded"),
+];
 
 #[derive(Debug, Default)]
 pub struct Reconciliation {
@@ -162,7 +175,26 @@ impl Reconciliation {
                 p.reason.as_str().into(),
             ]);
         }
-        vec![buckets, problems]
+        vec![buckets, self.proofs_table(), problems]
+    }
+
+    /// What proved each bucket's copies were read as the source holds
+    /// them: its ETag, its stored checksum, both, or nothing but reading the
+    /// copy back (an SSE-KMS object without a stored checksum).
+    fn proofs_table(&self) -> Table {
+        let mut header = vec!["bucket"];
+        header.extend(PROOFS.iter().map(|(_, column)| *column));
+        let mut proofs = Table::new("proofs", header);
+        for b in &self.buckets {
+            let mut row: Vec<Cell> = vec![b.source.as_str().into()];
+            row.extend(
+                PROOFS
+                    .iter()
+                    .map(|(name, _)| Cell::Count(b.proofs.get(*name).copied().unwrap_or(0))),
+            );
+            proofs.push(row);
+        }
+        proofs
     }
 }
 
@@ -192,8 +224,12 @@ pub async fn reconcile(
         let scope = scope_of(&conns, names, config.shard)?;
         let rows = LedgerKeys::new(&conns, names);
         let mut adopted = 0;
+        let mut proofs = BTreeMap::new();
         for conn in &conns {
             adopted += ledger::adopted_count(conn, names).map_err(LedgerError::from)?;
+            for (proof, n) in ledger::proof_counts(conn, names).map_err(LedgerError::from)? {
+                *proofs.entry(proof).or_default() += n;
+            }
         }
         let mut counts = reconcile_pair(
             pair,
@@ -203,6 +239,7 @@ pub async fn reconcile(
         )
         .await?;
         counts.adopted = adopted;
+        counts.proofs = proofs;
         result.buckets.push(counts);
     }
     Ok(result)
