@@ -30,10 +30,11 @@ pub enum Check {
     EdgeSpace,
     DoubleSlash,
     ContentType,
+    NoSourceProof,
 }
 
 impl Check {
-    pub const ALL: [Check; 9] = [
+    pub const ALL: [Check; 10] = [
         Check::NfcCollision,
         Check::CaseCollision,
         Check::DuplicateContent,
@@ -43,6 +44,7 @@ impl Check {
         Check::EdgeSpace,
         Check::DoubleSlash,
         Check::ContentType,
+        Check::NoSourceProof,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +58,7 @@ impl Check {
             Check::EdgeSpace => "leading_or_trailing_space",
             Check::DoubleSlash => "double_slash",
             Check::ContentType => "content_type_mismatch",
+            Check::NoSourceProof => "no_source_proof",
         }
     }
 
@@ -78,6 +81,9 @@ impl Check {
                 "// in the key: an empty folder name, which tools that map keys to paths lose"
             }
             Check::ContentType => "a Content-Type that contradicts the extension",
+            Check::NoSourceProof => {
+                "SSE-KMS with no stored checksum (written before 2025): its ETag is no MD5, so only reading the copy back proves it"
+            }
         }
     }
 }
@@ -415,9 +421,34 @@ pub fn content_type_sample(
     Ok((sample, population))
 }
 
-/// HEADs each sampled object at the source and reports the Content-Types
+/// HEADs each sampled object at the source (with its stored checksum) and
+/// reports the objects that neither their ETag nor a stored checksum can
+/// prove (SSE-KMS, written before 2025), and the Content-Types
 /// that contradict the extension. An object that cannot be asked (gone since
 /// the listing) is counted in the note, never called a mismatch.
+/// What a sampled object's HEAD says.
+struct Sampled {
+    content_type: String,
+    has_tags: bool,
+    /// Neither its ETag (SSE-KMS) nor a stored checksum can prove its bytes.
+    unproved: bool,
+}
+
+impl Sampled {
+    fn of(h: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> Sampled {
+        use aws_sdk_s3::types::ServerSideEncryption as Sse;
+        let kms = matches!(
+            h.server_side_encryption(),
+            Some(Sse::AwsKms | Sse::AwsKmsDsse)
+        );
+        Sampled {
+            content_type: h.content_type().unwrap_or_default().to_owned(),
+            has_tags: h.tag_count().unwrap_or(0) > 0,
+            unproved: kms && crate::copy::proof::stored_of_head(h).is_none(),
+        }
+    }
+}
+
 pub async fn check_content_types(
     source: &aws_sdk_s3::Client,
     samples: Vec<(BucketPair, Vec<String>, u64)>,
@@ -428,18 +459,22 @@ pub async fn check_content_types(
     let mut population = 0u64;
     let mut unanswered = 0u64;
     let mut tagged = 0u64;
+    let mut no_proof = 0u64;
     for (pair, keys, of) in samples {
         population += of;
-        let answers: Vec<(String, Option<(String, bool)>)> = stream::iter(keys)
+        let answers: Vec<(String, Option<Sampled>)> = stream::iter(keys)
             .map(|key| {
                 let bucket = pair.source.clone();
                 async move {
-                    let head = source.head_object().bucket(&bucket).key(&key).send().await;
-                    let answer = head.ok().map(|h| {
-                        let content_type = h.content_type().unwrap_or_default().to_owned();
-                        (content_type, h.tag_count().unwrap_or(0) > 0)
-                    });
-                    (key, answer)
+                    let head = source
+                        .head_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .customize()
+                        .mutate_request(crate::store::ask_stored_checksum)
+                        .send()
+                        .await;
+                    (key, head.ok().map(|h| Sampled::of(&h)))
                 }
             })
             .buffer_unordered(16)
@@ -447,11 +482,26 @@ pub async fn check_content_types(
             .await;
         for (key, answer) in answers {
             asked += 1;
-            let Some((content_type, has_tags)) = answer else {
+            let Some(Sampled {
+                content_type,
+                has_tags,
+                unproved,
+            }) = answer
+            else {
                 unanswered += 1;
                 continue;
             };
             tagged += u64::from(has_tags);
+            if unproved {
+                no_proof += 1;
+                quality.add(Finding {
+                    check: Check::NoSourceProof,
+                    bucket: pair.source.clone(),
+                    keys: vec![key.clone()],
+                    bytes: 0,
+                    detail: "encrypted with SSE-KMS, and the source stored no checksum".into(),
+                });
+            }
             if content_type_suits(&key, &content_type) == Some(false) {
                 let ext = extension(&key).unwrap_or_default();
                 let expected = extension(&key)
@@ -467,6 +517,10 @@ pub async fn check_content_types(
             }
         }
     }
+    quality.note(
+        Check::NoSourceProof,
+        format!("HEAD of the same sample of {asked}: {no_proof} have neither an MD5 ETag nor a stored checksum"),
+    );
     quality.note(
         Check::ContentType,
         format!(
