@@ -421,11 +421,6 @@ pub fn content_type_sample(
     Ok((sample, population))
 }
 
-/// HEADs each sampled object at the source (with its stored checksum) and
-/// reports the objects that neither their ETag nor a stored checksum can
-/// prove (SSE-KMS, written before 2025), and the Content-Types
-/// that contradict the extension. An object that cannot be asked (gone since
-/// the listing) is counted in the note, never called a mismatch.
 /// What a sampled object's HEAD says.
 struct Sampled {
     content_type: String,
@@ -449,6 +444,11 @@ impl Sampled {
     }
 }
 
+/// HEADs each sampled object at the source (with its stored checksum) and
+/// reports the objects that neither their ETag nor a stored checksum can
+/// prove (SSE-KMS, written before 2025), and the Content-Types
+/// that contradict the extension. An object that cannot be asked (gone since
+/// the listing) is counted in the note, never called a mismatch.
 pub async fn check_content_types(
     source: &aws_sdk_s3::Client,
     samples: Vec<(BucketPair, Vec<String>, u64)>,
