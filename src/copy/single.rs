@@ -12,7 +12,7 @@ use super::proof::stored_of_get;
 use super::retry::with_retries;
 use super::{check_etag, check_source, check_stored, copy_record, etag_is_md5};
 use super::{CopyError, Engine, Proved};
-use crate::hashing::stored::ChecksumHasher;
+use crate::hashing::stored::{Algorithm, ChecksumHasher};
 use crate::hashing::Digests;
 use crate::ledger::{self, CopyRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
@@ -76,9 +76,16 @@ async fn attempt(
         proved.etag = true;
     }
     if let Some(stored) = stored {
-        let mut hasher = ChecksumHasher::new(stored.algorithm);
-        hasher.update(&body);
-        let of_bytes = stored.of_parts(&[(hasher.finish(), item.size)]);
+        // Each byte once per algorithm: a stored SHA-256 is ferry's own.
+        let computed = match (stored.algorithm, digests.sha256) {
+            (Algorithm::Sha256, Some(sha256)) => sha256.to_vec(),
+            _ => {
+                let mut hasher = ChecksumHasher::new(stored.algorithm);
+                hasher.update(&body);
+                hasher.finish()
+            }
+        };
+        let of_bytes = stored.of_parts(&[(computed, item.size)]);
         if check_stored(item, &stored, of_bytes)? {
             proved.checksum = Some(stored);
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
@@ -32,7 +32,9 @@ use ferry_tools::demo::{self, DemoObject, Scale};
 struct Args {
     /// Data sets: small (10,000 × 16 KiB), large (4 × 1 GiB, half multipart
     /// at the source), mix (the demo's shapes), parts256 (2 × 600 MiB
-    /// uploaded at the source in 256 MiB parts: peak RSS, not speed).
+    /// uploaded at the source in 256 MiB parts: peak RSS, not speed),
+    /// large-crc (large, each object with the full-object CRC64NVME that S3
+    /// stores by default since 2025, which ferry then computes and checks).
     #[arg(
         long,
         value_enum,
@@ -66,12 +68,61 @@ struct Args {
     /// ... and this bandwidth each way, in Mbit/s.
     #[arg(long, default_value_t = 1000)]
     wan_mbit: u64,
+    /// Only measure each checksum ferry computes on 1 GiB in memory, on one
+    /// core (no servers needed), and print GiB/s and CPU-seconds per GiB.
+    #[arg(long)]
+    hash_speed: bool,
+}
+
+/// Each checksum ferry may compute, over 1 GiB held in memory, one core.
+fn hash_speed() -> String {
+    use ferry::hashing::stored::{Algorithm, ChecksumHasher};
+    use ferry::hashing::Hasher;
+    let buffer: Vec<u8> = (0..64 * MIB)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let rounds = 16; // 16 × 64 MiB = 1 GiB
+    let time = |f: &mut dyn FnMut(&[u8])| {
+        let started = Instant::now();
+        for _ in 0..rounds {
+            f(&buffer);
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let mut rows = vec![
+        ("MD5 (every part's ETag)", {
+            let mut h = Hasher::new(true, false);
+            time(&mut |b| h.update(b))
+        }),
+        ("SHA-256 (every object)", {
+            let mut h = Hasher::new(false, true);
+            time(&mut |b| h.update(b))
+        }),
+    ];
+    for (name, a) in [
+        ("CRC64NVME (S3's default since 2025)", Algorithm::Crc64Nvme),
+        ("CRC32C", Algorithm::Crc32c),
+        ("CRC32", Algorithm::Crc32),
+        ("SHA-1", Algorithm::Sha1),
+        ("SHA-256 (a stored one)", Algorithm::Sha256),
+    ] {
+        let mut h = ChecksumHasher::new(a);
+        rows.push((name, time(&mut |b| h.update(b))));
+    }
+    let mut out = String::from(
+        "| checksum over 1 GiB in memory, one core | GiB/s | CPU-s per GiB |\n|---|---:|---:|\n",
+    );
+    for (name, secs) in rows {
+        out += &format!("| {name} | {:.2} | {:.3} |\n", 1.0 / secs, secs);
+    }
+    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SetName {
     Small,
     Large,
+    LargeCrc,
     Mix,
     Parts256,
 }
@@ -84,12 +135,15 @@ fn data_set(name: SetName, smoke: bool) -> Vec<DemoObject> {
         SetName::Small => (0..if smoke { 200 } else { 10_000 })
             .map(|i| DemoObject::new(&bucket, format!("onix/{i:05}.xml"), 16 << 10, "text/xml"))
             .collect(),
-        SetName::Large => (0..if smoke { 2 } else { 4 })
+        SetName::Large | SetName::LargeCrc => (0..if smoke { 2 } else { 4 })
             .map(|i| {
                 let size = if smoke { 24 * MIB + 5 } else { 1024 * MIB };
                 let mut o =
                     DemoObject::new(&bucket, format!("audio/book-{i}.mp3"), size, "audio/mpeg");
                 o.multipart = i % 2 == 0;
+                if name == SetName::LargeCrc {
+                    o.checksum = Some((ChecksumAlgorithm::Crc64Nvme, ChecksumType::FullObject));
+                }
                 o
             })
             .collect(),
@@ -806,6 +860,10 @@ fn render(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if args.hash_speed {
+        print!("{}", hash_speed());
+        return Ok(());
+    }
     let runs = if args.smoke { 1 } else { args.runs.max(1) };
     let direct = Endpoints::from_env()?;
     // The tools and the ceiling reach the source through the link; the data
