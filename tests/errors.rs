@@ -443,14 +443,15 @@ async fn sse_c_objects_are_skipped_with_the_reason_and_read_once() {
         assert!(why.contains("SSE-C") && why.contains(key), "{key}: {why}");
     }
     // One GET for the single-part object. For the multipart one, the HEADs
-    // of its first and last parts and its tags, asked side by side, then a
-    // 1-byte GET that says why: refusals are final, nothing is retried.
+    // of its first and last parts, of the whole (for its stored checksum)
+    // and its tags, asked side by side, then a 1-byte GET that says why:
+    // refusals are final, nothing is retried.
     assert_eq!(
         proxy
             .injected
             .customer_key_requests
             .load(std::sync::atomic::Ordering::Relaxed),
-        5
+        6
     );
     let there: Vec<String> = support::list_all(&fx.destination, &format!("hub-{audio}"))
         .await
