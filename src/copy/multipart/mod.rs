@@ -8,6 +8,7 @@
 //! destination ETag equals the source ETag.
 
 pub mod layout;
+mod prove;
 mod resume;
 mod send;
 

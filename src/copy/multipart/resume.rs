@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::layout::Layout;
-use super::send::{head_destination, prove_at_source, read_back_verdict, PartDone};
+use super::send::{head_destination, read_back_verdict, PartDone};
 use crate::copy::abort::upload_gone;
 use crate::copy::{copy_record, CopyError, Engine};
 use crate::hashing::stored::Stored;
@@ -174,7 +174,13 @@ pub(super) async fn completed_unrecorded(
         return Ok(None);
     }
     tracing::info!(key = %item.key, "the upload had completed before the last stop; accepting the object");
-    let proved = match prove_at_source(item, layout, &parts, Some(&whole), (whole_md5, stored)) {
+    let proved = match super::prove::at_source(
+        item,
+        layout,
+        &parts,
+        Some(&whole),
+        (whole_md5, stored),
+    ) {
         Ok(proved) => proved,
         Err(e) => {
             // Completed by an attempt that had not proved it (an older

@@ -16,7 +16,7 @@ use super::layout::{Layout, PartPlan};
 use crate::copy::abort::upload_gone;
 use crate::copy::retry::with_retries;
 use crate::copy::single::quoted;
-use crate::copy::{check_etag, check_source, check_stored, copy_record, CopyError, Engine, Proved};
+use crate::copy::{check_etag, copy_record, CopyError, Engine};
 use crate::hashing::stored::{Algorithm, Stored};
 use crate::hashing::{
     bare_etag, multipart_etag, Digests, ExpectedPart, HashingBody, Md5Chain, OrderedHasher,
@@ -111,7 +111,8 @@ pub(super) async fn send_parts_and_complete(
     // the budget then taking all of it, one at a time.
     // So are the parts of an object whose stored checksum is a SHA-256 of
     // the whole: only the whole object's SHA-256 can prove it.
-    let in_order = whole_md5 || stored.is_some_and(|s| whole_sha256_proves(s, plan.len()));
+    let in_order =
+        whole_md5 || stored.is_some_and(|s| super::prove::whole_sha256_proves(s, plan.len()));
     let largest = plan.iter().map(|p| p.length).max().unwrap_or(0);
     let holdable = in_order || largest <= engine.transfer.max_bytes_in_flight / 4;
     let mut kept = kept;
@@ -196,7 +197,7 @@ pub(super) async fn send_parts_and_complete(
             .expect("all parts finished")
             .finish()
     });
-    let proved = prove_at_source(item, layout, &done, whole.as_ref(), (whole_md5, stored))?;
+    let proved = super::prove::at_source(item, layout, &done, whole.as_ref(), (whole_md5, stored))?;
 
     let what = format!("CompleteMultipartUpload {}/{}", item.dest_bucket, item.key);
     let parts = done
@@ -247,54 +248,6 @@ pub(super) async fn send_parts_and_complete(
             "the destination ETag differs from the source's");
     }
     Ok(copy_record(item, etag, &whole, Some(layout), &proved))
-}
-
-/// Before anything becomes visible: do the bytes read hash to what the
-/// source says they are? Its ETag is the MD5 of the parts' MD5s for a
-/// multipart source copied with its own boundaries, the plain MD5 for an
-/// unencrypted single-part one (`whole_md5`); any other source ETag proves
-/// nothing. Its stored checksum, when it has one, is made from the parts'
-/// own checksums, or for a SHA-256 of the whole from `whole`. A difference
-/// is an error; what could not be computed proves nothing and fails nothing.
-pub(super) fn prove_at_source(
-    item: &WorkItem,
-    layout: &Layout,
-    done: &[PartDone],
-    whole: Option<&Digests>,
-    (whole_md5, stored): (bool, Option<&Stored>),
-) -> Result<Proved, CopyError> {
-    let mut proved = Proved::default();
-    if layout.keeps_source_etag() {
-        let md5s: Vec<[u8; 16]> = done.iter().map(|p| p.md5).collect();
-        check_source(item, &multipart_etag(&md5s))?;
-        proved.etag = true;
-    } else if whole_md5 {
-        // Always hashed in order; no digest fails the check, never passes it.
-        check_source(item, &whole.map(Digests::md5_hex).unwrap_or_default())?;
-        proved.etag = true;
-    }
-    let Some(stored) = stored else {
-        return Ok(proved);
-    };
-    let computed = if whole_sha256_proves(stored, done.len()) {
-        whole.and_then(|w| w.sha256).map(|d| d.to_vec())
-    } else {
-        let length_of = |n: u32| layout.parts.get(n as usize - 1).map_or(0, |p| p.length);
-        done.iter()
-            .map(|p| Some((p.checksum.clone()?, length_of(p.number))))
-            .collect::<Option<Vec<_>>>()
-            .and_then(|parts| stored.of_parts(&parts))
-    };
-    if check_stored(item, stored, computed)? {
-        proved.checksum = Some(stored.clone());
-    }
-    Ok(proved)
-}
-
-/// A SHA-256 of the whole object, sent in more than one part: the parts'
-/// own checksums cannot make it, the whole object's digest does.
-fn whole_sha256_proves(stored: &Stored, parts: usize) -> bool {
-    stored.parts.is_none() && stored.algorithm == Algorithm::Sha256 && parts > 1
 }
 
 /// What the destination holds under the item's key: its size and bare ETag.
