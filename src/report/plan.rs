@@ -464,7 +464,13 @@ pub fn plan_tables(
             "verification",
             "status",
         ],
-    );
+    )
+    .with_prose(&[
+        "approach",
+        "estimate_basis",
+        "not_copied_as_is",
+        "verification",
+    ]);
     for p in &plans {
         let status = statuses.iter().find(|s| {
             (s.source.as_str(), s.destination.as_str(), s.prefix.as_str()) == pair_key(&p.pair)

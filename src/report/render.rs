@@ -7,7 +7,7 @@
 
 use bytesize::ByteSize;
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::{CellAlignment, Table as Grid};
+use comfy_table::{CellAlignment, ContentArrangement, Table as Grid};
 use serde_json::{Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -96,6 +96,10 @@ pub struct Table {
     /// snake_case: they are JSON keys and CSV headers too.
     pub columns: Vec<&'static str>,
     pub rows: Vec<Vec<Cell>>,
+    /// Columns of sentences: left out of the table a terminal shows (they
+    /// would make its rows hundreds of characters wide), kept in every
+    /// other form.
+    pub prose: Vec<&'static str>,
 }
 
 impl Table {
@@ -104,7 +108,15 @@ impl Table {
             title: title.to_owned(),
             columns,
             rows: Vec::new(),
+            prose: Vec::new(),
         }
+    }
+
+    /// Marks `columns` as prose (see [`Table::prose`]).
+    pub fn with_prose(mut self, columns: &[&'static str]) -> Table {
+        debug_assert!(columns.iter().all(|c| self.columns.contains(c)));
+        self.prose = columns.to_vec();
+        self
     }
 
     pub fn push(&mut self, row: Vec<Cell>) {
@@ -117,8 +129,8 @@ impl Table {
 /// it falls back to the table form.
 pub fn render(tables: &[Table], format: Format) -> String {
     match format {
-        Format::Table | Format::Xlsx => text(tables, false),
-        Format::Markdown => text(tables, true),
+        Format::Table | Format::Xlsx => text(tables, Text::Terminal(terminal_width())),
+        Format::Markdown => text(tables, Text::Markdown),
         Format::Csv => csv(tables),
         Format::Json => json(tables),
     }
@@ -160,7 +172,25 @@ pub fn emit(
     }
 }
 
-fn text(tables: &[Table], markdown: bool) -> String {
+/// How wide the terminal is: `COLUMNS` when set (a script may set it),
+/// else what the terminal says; None when the output is not a terminal (a
+/// file or a pipe), which then gets whole rows.
+fn terminal_width() -> Option<u16> {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .or_else(|| Grid::new().width())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Text {
+    Markdown,
+    /// For a person at a terminal this many characters wide (if known).
+    Terminal(Option<u16>),
+}
+
+fn text(tables: &[Table], form: Text) -> String {
+    let markdown = form == Text::Markdown;
     let mut out = String::new();
     for t in tables {
         if markdown {
@@ -172,15 +202,26 @@ fn text(tables: &[Table], markdown: bool) -> String {
             out.push_str("(none)\n\n");
             continue;
         }
+        // A terminal shows the columns that are not prose, and wraps their
+        // cells to its width; a document gets them all.
+        let shown: Vec<usize> = (0..t.columns.len())
+            .filter(|&i| markdown || !t.prose.contains(&t.columns[i]))
+            .collect();
         let mut grid = Grid::new();
         grid.load_preset(if markdown {
             ASCII_MARKDOWN
         } else {
             UTF8_FULL_CONDENSED
         });
-        grid.set_header(t.columns.clone());
+        if let Text::Terminal(width) = form {
+            grid.set_content_arrangement(ContentArrangement::Dynamic);
+            if let Some(width) = width {
+                grid.set_width(width);
+            }
+        }
+        grid.set_header(shown.iter().map(|&i| t.columns[i]));
         for row in &t.rows {
-            grid.add_row(row.iter().map(Cell::human).map(|s| {
+            grid.add_row(shown.iter().map(|&i| row[i].human()).map(|s| {
                 if markdown {
                     s.replace('|', "\\|")
                 } else {
@@ -188,15 +229,22 @@ fn text(tables: &[Table], markdown: bool) -> String {
                 }
             }));
         }
-        for (i, cell) in t.rows[0].iter().enumerate() {
-            if cell.is_numeric() {
-                if let Some(col) = grid.column_mut(i) {
+        for (at, &i) in shown.iter().enumerate() {
+            if t.rows[0][i].is_numeric() {
+                if let Some(col) = grid.column_mut(at) {
                     col.set_cell_alignment(CellAlignment::Right);
                 }
             }
         }
         out.push_str(&grid.to_string());
-        out.push_str("\n\n");
+        out.push('\n');
+        if shown.len() < t.columns.len() {
+            out.push_str(&format!(
+                "({}: in --format csv, json or xlsx)\n",
+                t.prose.join(", ")
+            ));
+        }
+        out.push('\n');
     }
     out
 }
@@ -272,6 +320,45 @@ mod tests {
             Cell::Bytes(5),
         ]);
         vec![t]
+    }
+
+    #[test]
+    fn a_terminal_table_fits_its_width_and_leaves_prose_to_the_other_forms() {
+        let mut t =
+            Table::new("catalog", vec!["bucket", "objects", "approach"]).with_prose(&["approach"]);
+        let long_key = "delivery/2024/".repeat(12);
+        let sentence = "copy with its own part boundaries, ".repeat(10);
+        t.push(vec![
+            long_key.as_str().into(),
+            Cell::Count(3),
+            sentence.as_str().into(),
+        ]);
+        let shown = text(std::slice::from_ref(&t), Text::Terminal(Some(60)));
+        for line in shown.lines() {
+            assert!(
+                line.chars().count() <= 60,
+                "{} chars: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(!shown.contains("part boundaries"), "{shown}");
+        assert!(
+            shown.contains("(approach: in --format csv, json or xlsx)"),
+            "{shown}"
+        );
+        // Wrapped, not cut: every character of the key is still there.
+        let first_column: String = shown
+            .lines()
+            .filter_map(|l| l.strip_prefix('│')?.split('┆').next())
+            .map(str::trim)
+            .collect();
+        assert!(first_column.contains(&long_key), "{shown}");
+        for form in [Format::Csv, Format::Json, Format::Markdown] {
+            assert!(
+                render(std::slice::from_ref(&t), form).contains(&sentence),
+                "{form:?}"
+            );
+        }
     }
 
     #[test]
