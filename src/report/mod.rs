@@ -7,4 +7,5 @@ pub mod reconcile;
 pub mod render;
 pub mod sorted;
 pub mod status;
+pub mod table;
 pub mod xlsx;

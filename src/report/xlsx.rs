@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rust_xlsxwriter::{Format as CellFormat, FormatAlign, Workbook, XlsxError};
 
-use super::render::{Cell, Table};
+use super::table::{Cell, Table};
 
 /// Widest a text column gets, in characters: longer text wraps.
 const MAX_WIDTH: usize = 50;

@@ -8,6 +8,7 @@
 //! destination ETag equals the source ETag.
 
 pub mod layout;
+mod part;
 mod prove;
 mod resume;
 mod send;
@@ -24,8 +25,9 @@ use crate::hashing::stored::Stored;
 use crate::ledger::{self, CopyRecord, UploadIntent, UploadRecord, WorkItem};
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
 use layout::{Layout, Origin, PartHead};
+use part::PartDone;
 use resume::{abort, previous_upload, reconcile, Reconciled};
-use send::{send_parts_and_complete, PartDone};
+use send::send_parts_and_complete;
 
 pub(super) async fn copy(engine: &Engine, item: &WorkItem) -> Result<CopyRecord, CopyError> {
     // If-Match: a source that changed since it was listed fails here, before

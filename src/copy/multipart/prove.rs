@@ -2,7 +2,7 @@
 //! It must not send or read anything; it judges what the parts recorded.
 
 use super::layout::Layout;
-use super::send::PartDone;
+use super::part::PartDone;
 use crate::copy::{check_source, check_stored, CopyError, Proved};
 use crate::hashing::stored::{Algorithm, Stored};
 use crate::hashing::{multipart_etag, Digests};

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use super::layout::Layout;
-use super::send::{head_destination, read_back_verdict, PartDone};
+use super::part::PartDone;
+use super::send::{head_destination, read_back_verdict};
 use crate::copy::abort::upload_gone;
 use crate::copy::{copy_record, CopyError, Engine};
 use crate::hashing::stored::Stored;

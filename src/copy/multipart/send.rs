@@ -13,6 +13,7 @@ use aws_smithy_types::body::SdkBody;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::layout::{Layout, PartPlan};
+use super::part::PartDone;
 use crate::copy::abort::upload_gone;
 use crate::copy::retry::with_retries;
 use crate::copy::single::quoted;
@@ -30,37 +31,6 @@ use base64::Engine as _;
 /// The bytes of the budget a part that streams through takes: about what
 /// the HTTP client buffers between the GET and the PUT.
 const STREAM_WINDOW: u64 = 1 << 20;
-
-pub(super) struct PartDone {
-    pub(super) number: u32,
-    pub(super) etag: String,
-    pub(super) md5: [u8; 16],
-    pub(super) check: PartCheck,
-    /// The whole object's MD5 state at the part's end, when it was hashed.
-    pub(super) md5_state: Option<String>,
-    /// The part's own checksum in the algorithm the source stored.
-    pub(super) checksum: Option<Vec<u8>>,
-}
-
-impl PartDone {
-    pub(super) fn from_record(p: &PartRecord) -> PartDone {
-        let mut md5 = [0u8; 16];
-        // The ledger only ever holds MD5s ferry computed; a bad one makes the
-        // Complete ETag check fail, which is a retry, never a success.
-        let _ = hex::decode_to_slice(&p.md5, &mut md5);
-        PartDone {
-            number: p.part_number,
-            etag: p.etag.clone(),
-            md5,
-            check: PartCheck::from_columns(&p.sha256, p.sha256_state.as_deref()),
-            md5_state: p.md5_state.clone(),
-            checksum: p
-                .checksum
-                .as_deref()
-                .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok()),
-        }
-    }
-}
 
 /// The hasher a resumed upload carries on with: from the end of the longest
 /// run of kept parts from part 1 on, without a gap, that wrote down the
