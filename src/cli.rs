@@ -139,6 +139,41 @@ pub enum Command {
         #[command(subcommand)]
         action: LedgerAction,
     },
+    /// Print a man page or a shell's completions (needs no config), e.g.
+    /// `ferry generate man > ferry.1`, `ferry generate bash > /etc/bash_completion.d/ferry`.
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `ferry generate` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+}
+
+/// Writes the man page (roff) or a shell's completion script for ferry's
+/// command line as clap knows it: flags and commands never drift from it.
+pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let mut command = Cli::command();
+    let shell = match what {
+        Generated::Man => return clap_mangen::Man::new(command).render(out),
+        Generated::Bash => Shell::Bash,
+        Generated::Zsh => Shell::Zsh,
+        Generated::Fish => Shell::Fish,
+        Generated::Elvish => Shell::Elvish,
+        Generated::Powershell => Shell::PowerShell,
+    };
+    clap_complete::generate(shell, &mut command, "ferry", out);
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,4 +207,34 @@ pub struct Output {
     /// Write to this file instead of standard output (required for xlsx).
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generated(what: Generated) -> String {
+        let mut out = Vec::new();
+        generate(what, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_man_page_and_completions_name_every_command() {
+        use clap::CommandFactory;
+        let man = generated(Generated::Man);
+        assert!(man.starts_with(".ie") || man.contains(".TH ferry"), "{man}");
+        let bash = generated(Generated::Bash);
+        assert!(bash.contains("complete -F _ferry"), "{bash}");
+        let zsh = generated(Generated::Zsh);
+        for command in Cli::command().get_subcommands() {
+            let name = command.get_name();
+            assert!(man.contains(name), "the man page lacks {name}");
+            assert!(
+                bash.contains(name) && zsh.contains(name),
+                "completions lack {name}"
+            );
+        }
+        assert!(bash.contains("--metrics-addr"), "{bash}");
+    }
 }

@@ -16,6 +16,15 @@ use ferry::run::{Runner, VerifyOptions, VerifyScope};
 fn main() -> ExitCode {
     return_big_buffers_to_the_os();
     let cli = Cli::parse();
+    if let Command::Generate { what } = cli.command {
+        return match ferry::cli::generate(what, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferry: cannot write to standard output: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let bars = match (cli.progress, cli.no_progress) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -189,6 +198,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Generate { .. } => unreachable!("generated before the config is read"),
     }
 }
 
