@@ -41,6 +41,17 @@ for tool in systemd-analyze:systemd setpriv:util-linux strace:strace; do
     }
   fi
 done
+# tests/daemon.rs opens the status page in a real headless browser.
+if ! command -v chromium >/dev/null; then
+  echo "== installing chromium (Debian's package)" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends chromium >&2 || {
+    $sudo apt-get update >&2
+    $sudo apt-get install -y --no-install-recommends chromium >&2
+  }
+fi
 if ! python3 -c 'import hcl2' 2>/dev/null; then
   echo "== installing python-hcl2 (PyPI)" >&2
   python3 -m pip install --quiet 'python-hcl2==8.1.4' >&2

@@ -104,13 +104,20 @@ fn main() -> ExitCode {
         } => {
             let runtime = runtime();
             if let Some(addr) = cli.metrics_addr {
-                // The exporter's listener runs on this runtime.
-                if let Err(e) = runtime.block_on(async {
-                    ferry::metrics::serve(
-                        addr,
-                        &ferry::store::FailureKind::ALL.map(ferry::store::FailureKind::label),
+                // The listener runs on this runtime; the page reads the ledger afresh.
+                let (ledger, interval) =
+                    (config.ledger.clone(), (!once).then_some(config.interval));
+                let page: ferry::metrics::Page = std::sync::Arc::new(move || {
+                    ferry::report::page::Page::read(&ledger, interval).map_or_else(
+                        |e| ferry::report::page::escape(&format!("the ledger cannot be read: {e}")),
+                        |p| p.html(),
                     )
-                }) {
+                });
+                if let Err(e) = runtime.block_on(ferry::metrics::serve(
+                    addr,
+                    &ferry::store::FailureKind::ALL.map(ferry::store::FailureKind::label),
+                    page,
+                )) {
                     eprintln!("ferry: {e}");
                     return ExitCode::from(2);
                 }

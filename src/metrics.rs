@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// How often a running pass reads its backlog from the ledger.
 pub const BACKLOG_EVERY: Duration = Duration::from_secs(10);
@@ -14,17 +15,30 @@ pub const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 /// Whether `serve` runs: without it a pass reads nothing for the gauges.
 static SERVING: AtomicBool = AtomicBool::new(false);
 
-/// Serves `/metrics` on `addr` (any path answers) until the process ends.
-/// Every series is there from the start, at zero, so that the dashboard and
-/// the alert rules in `deploy/` see it before its first event; failures
-/// have one series per kind in `failure_kinds` (the store's, and ferry's own).
-pub fn serve(addr: SocketAddr, failure_kinds: &[&'static str]) -> Result<(), String> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| {
-            format!("cannot serve metrics on {addr}: {e}. Pick a free address with --metrics-addr")
-        })?;
+/// The page a person opens at `/`, rendered afresh for each request.
+pub type Page = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serves `/metrics` on `addr` (any path but `/` answers with them), and at
+/// `/` the HTML that `page` renders, on the current runtime until the
+/// process ends. Every series is there from the start, at zero, so that the
+/// dashboard and the alert rules in `deploy/` see it before its first
+/// event; failures have one series per kind in `failure_kinds` (the
+/// store's, and ferry's own).
+pub async fn serve(
+    addr: SocketAddr,
+    failure_kinds: &[&'static str],
+    page: Page,
+) -> Result<(), String> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        format!("cannot serve metrics on {addr}: {e}. Pick a free address with --metrics-addr")
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| cannot(&e))?;
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| cannot(&e))?;
+    tokio::spawn(answer(listener, prometheus, page));
     for name in [
         "ferry_objects_copied_total",
         "ferry_bytes_copied_total",
@@ -59,6 +73,43 @@ pub fn serve(addr: SocketAddr, failure_kinds: &[&'static str]) -> Result<(), Str
     gauge!("ferry_last_pass_end_timestamp_seconds").set(unix_now());
     SERVING.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// Answers every connection: `/` with the page, anything else with the metrics.
+async fn answer(listener: tokio::net::TcpListener, prometheus: PrometheusHandle, page: Page) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Request, Response};
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (prometheus, page) = (prometheus.clone(), page.clone());
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let (prometheus, page) = (prometheus.clone(), page.clone());
+            async move {
+                let (kind, body) = if request.uri().path() == "/" {
+                    // The page reads the ledger: not on the runtime's threads.
+                    let html = tokio::task::spawn_blocking(move || page())
+                        .await
+                        .unwrap_or_else(|_| "the page could not be made".to_owned());
+                    ("text/html; charset=utf-8", html)
+                } else {
+                    ("text/plain; version=0.0.4", prometheus.render())
+                };
+                Response::builder()
+                    .header("content-type", kind)
+                    .header("cache-control", "no-store")
+                    .body(Full::new(Bytes::from(body)))
+            }
+        });
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
 }
 
 fn unix_now() -> f64 {

@@ -403,3 +403,119 @@ async fn a_key_the_listings_miss_but_the_source_holds_is_not_removed() {
         "{reason}"
     );
 }
+
+/// What a headless browser makes of a page: Debian's chromium, as the
+/// operator's browser would, with the DOM it built written out.
+fn browser_dom(url: &str) -> String {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=2000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("chromium runs: scripts/test.sh installs Debian's chromium package");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The number a page's bucket row shows in one field (a size, as its
+/// exact count of bytes: the cell itself reads "14.6 KiB").
+fn page_field(dom: &str, bucket: &str, field: &str) -> Option<u64> {
+    let row = &dom[dom.find(&format!("data-bucket=\"{bucket}\""))?..];
+    let row = &row[..row.find("</tr>")?];
+    let cell = &row[row.find(&format!("data-field=\"{field}\""))?..];
+    let cell = &cell[..cell.find("</td>")?];
+    if let Some(at) = cell.find("data-bytes=\"") {
+        let bytes = &cell[at + "data-bytes=\"".len()..];
+        return bytes[..bytes.find('"')?].parse().ok();
+    }
+    cell[cell.find('>')? + 1..].trim().parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_page_shows_what_status_says_and_a_hostile_key_as_text() {
+    let fx = Fixture::with_destination("page", "concurrency = 8", "interval = \"1h\"", None).await;
+    let mut set = onix(&fx, 12);
+    let hostile = "feeds/<script>document.title='owned'</script>.xml";
+    set.push(DemoObject::new(
+        &set[0].bucket,
+        hostile.into(),
+        500,
+        "application/xml",
+    ));
+    fx.fill(&set).await;
+    // Another writer's object under the hostile key: ferry leaves it, and
+    // the page lists the key with the reason.
+    let dest = format!("hub-{}", set[0].bucket);
+    fx.destination
+        .put_object()
+        .bucket(&dest)
+        .key(hostile)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"not the source's",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let daemon = fx.spawn_ferry(&["--metrics-addr", &addr, "run"]);
+    pass_finished(&fx, 1).await;
+
+    let dom = browser_dom(&format!("http://{addr}/"));
+    let status = fx.ferry(&["status", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let mut rows = 0;
+    for row in json["status"].as_array().unwrap() {
+        let bucket = row["source"].as_str().unwrap();
+        if bucket == "total" {
+            continue;
+        }
+        rows += 1;
+        for field in [
+            "listed",
+            "copied",
+            "verified",
+            "conflict",
+            "failed",
+            "pending",
+            "bytes_listed",
+            "bytes_copied",
+        ] {
+            assert_eq!(
+                page_field(&dom, bucket, field),
+                row[field].as_u64(),
+                "{bucket} {field}: {dom}"
+            );
+        }
+    }
+    assert_eq!(rows, 4, "{json}");
+    assert_eq!(
+        page_field(&dom, &set[0].bucket, "conflict"),
+        Some(1),
+        "{dom}"
+    );
+    // The key is text on the page, its script never ran.
+    assert!(dom.contains("<title>ferry</title>"), "{dom}");
+    assert!(
+        dom.contains("feeds/&lt;script&gt;document.title='owned'&lt;/script&gt;.xml"),
+        "{dom}"
+    );
+    assert!(!dom.contains("<script"), "{dom}");
+    assert!(dom.contains("Last pass:"), "{dom}");
+    // The metrics are still where Prometheus scrapes them.
+    assert!(scrape(&addr)
+        .await
+        .contains("ferry_objects_copied_total 12"));
+    drop(daemon);
+}

@@ -75,6 +75,45 @@ pub fn finish_pass(conn: &Connection, pass_id: i64, s: &PassSummary) -> rusqlite
     Ok(())
 }
 
+/// When the passes ran: the last one that finished (its start and end),
+/// and the one under way, if any (its start). Timestamps as the ledger
+/// writes them (UTC, RFC 3339).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassTimes {
+    pub last_finished: Option<(String, String)>,
+    pub running_since: Option<String>,
+}
+
+pub fn pass_times(conn: &Connection) -> rusqlite::Result<PassTimes> {
+    let last_finished = conn
+        .query_row(
+            "SELECT started_at, finished_at FROM passes WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let running_since = conn
+        .query_row(
+            // The newest pass only: one a kill cut off never finishes.
+            "SELECT started_at FROM passes WHERE id = (SELECT MAX(id) FROM passes) AND finished_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(PassTimes {
+        last_finished,
+        running_since,
+    })
+}
+
 /// The shard a bucket was listed with, recorded on its first listing.
 /// Returns the recorded one when it differs from `shard`.
 pub fn check_scope(
@@ -131,6 +170,9 @@ pub struct BucketStatus {
     pub bytes_copied: u64,
     /// Bytes copied in the last [`RATE_WINDOW_SECS`] seconds.
     pub bytes_recent: u64,
+    /// Bytes of the objects still to be copied (not failed, skipped or in
+    /// conflict: those wait for a person, not for time).
+    pub bytes_pending: u64,
 }
 
 /// The window `status` measures the copy rate over.
@@ -161,7 +203,8 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{filtered}'), 0),
                 -- The partial index copies_adopted holds only adopted copies.
                 (SELECT COUNT(*) FROM copies c CROSS JOIN objects r ON r.id = c.object_id
-                 WHERE c.adopted_at IS NOT NULL AND r.bucket_id = b.id)
+                 WHERE c.adopted_at IS NOT NULL AND r.bucket_id = b.id),
+                COALESCE(SUM(t.bytes) FILTER (WHERE t.state IN ({pending})), 0)
          FROM buckets b LEFT JOIN state_totals t ON t.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
         arrived = State::sql_list(State::ARRIVED),
@@ -194,6 +237,7 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
             open_uploads: r.get::<_, i64>(15)? as u64,
             filtered: r.get::<_, i64>(16)? as u64,
             adopted: r.get::<_, i64>(17)? as u64,
+            bytes_pending: r.get::<_, i64>(18)? as u64,
         })
     })?;
     rows.collect()

@@ -1,6 +1,7 @@
 //! Reports read from the ledger: `plan`, `status`, `report`, and their tables.
 //! They open their own read-only connection and must not write, so they run beside `ferry run`.
 
+pub mod page;
 pub mod plan;
 pub mod quality;
 pub mod reconcile;
