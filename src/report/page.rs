@@ -64,9 +64,9 @@ impl Page {
              <th>mismatched</th><th>conflict</th><th>skipped</th><th>bytes listed</th>\
              <th>bytes copied</th>",
         );
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<th>rate (last {} min)</th><th>ETA of what is pending</th></tr></thead><tbody>\n",
+            "<th>rate (last {} min)</th><th>ETA of what is pending</th></tr></thead><tbody>",
             RATE_WINDOW_SECS / 60
         );
         for b in &self.buckets {
@@ -101,11 +101,11 @@ impl Page {
             ] {
                 let _ = write!(h, "<td class=\"n\" data-field=\"{field}\">{n}</td>");
             }
-            let _ = write!(
+            let _ = writeln!(
                 h,
                 "<td class=\"n\" data-field=\"bytes_listed\" data-bytes=\"{}\">{}</td>\
                  <td class=\"n\" data-field=\"bytes_copied\" data-bytes=\"{}\">{}</td>\
-                 <td class=\"n\">{}/s</td><td>{}</td></tr>\n",
+                 <td class=\"n\">{}/s</td><td>{}</td></tr>",
                 b.bytes_listed,
                 ByteSize(b.bytes_listed).display().iec(),
                 b.bytes_copied,
