@@ -191,7 +191,7 @@ pub fn escape(text: &str) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
-th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+th{background:#f3f3f3}td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}\
 td.key{font-family:monospace;white-space:pre-wrap;word-break:break-all}progress{width:8em}";
 
 #[cfg(test)]
