@@ -106,7 +106,12 @@ fn the_alerts_fire_when_they_should_and_not_otherwise() {
         .expect("promtool is not installed: apt-get install prometheus (scripts/test.sh does)");
     assert!(out.status.success(), "{}", said(&out));
     let test = std::fs::read_to_string("deploy/prometheus/alerts.test.yml").unwrap();
-    for alert in ["FerryNoProgress", "FerryPassOverdue", "FerryFailuresRising"] {
+    for alert in [
+        "FerryNoProgress",
+        "FerryPassOverdue",
+        "FerryFailuresRising",
+        "FerryRestoreOverdue",
+    ] {
         let fires = regex::Regex::new(&format!(
             r"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels"
         ))

@@ -23,6 +23,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v13_listed_as_of.sql"),
     include_str!("v14_adopted.sql"),
     include_str!("v15_restores.sql"),
+    // v16 (main's checksum migration, v16_*.sql) goes here at the merge:
+    // this list is positional, so v17 is the 16th entry until then.
+    include_str!("v17_archive_restores.sql"),
 ];
 
 /// The version this ferry writes.

@@ -116,6 +116,10 @@ pub struct BucketStatus {
     pub mismatched: u64,
     pub failed: u64,
     pub skipped: u64,
+    /// Archived at the source, waiting for a restore to be asked or done.
+    pub restoring: u64,
+    /// How long the oldest restore still awaited was asked for, in seconds.
+    pub oldest_restore_secs: Option<u64>,
     /// Keys whose destination object ferry did not write last: untouched.
     pub conflict: u64,
     /// Keys the bucket pair's filter leaves out: not copied, not failures.
@@ -161,7 +165,13 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                 COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{filtered}'), 0),
                 -- The partial index copies_adopted holds only adopted copies.
                 (SELECT COUNT(*) FROM copies c CROSS JOIN objects r ON r.id = c.object_id
-                 WHERE c.adopted_at IS NOT NULL AND r.bucket_id = b.id)
+                 WHERE c.adopted_at IS NOT NULL AND r.bucket_id = b.id),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{restoring}'), 0),
+                -- Few objects wait for a restore: they lead.
+                (SELECT CAST(MAX(strftime('%s','now') - strftime('%s', a.requested_at)) AS INTEGER)
+                 FROM archive_restores a CROSS JOIN objects r ON r.id = a.object_id
+                 WHERE r.bucket_id = b.id AND r.state = '{restoring}' AND a.requested_at IS NOT NULL
+                   AND a.source_etag = r.source_etag)
          FROM buckets b LEFT JOIN state_totals t ON t.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
         arrived = State::sql_list(State::ARRIVED),
@@ -173,9 +183,12 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
         skipped = State::Skipped,
         conflict = State::Conflict,
         filtered = State::Filtered,
+        restoring = State::Restoring,
     ))?;
     let rows = stmt.query_map([], |r| {
         Ok(BucketStatus {
+            restoring: r.get::<_, i64>(18)? as u64,
+            oldest_restore_secs: r.get::<_, Option<i64>>(19)?.map(|s| s.max(0) as u64),
             source: r.get(0)?,
             destination: r.get(1)?,
             prefix: r.get(2)?,

@@ -312,6 +312,7 @@ async fn main() -> Result<()> {
         prefix: String::new(),
         filter: Filter::default(),
         inventory: None,
+        ..Default::default()
     };
     let pages = || Synthetic {
         total: keys,
