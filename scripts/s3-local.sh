@@ -326,6 +326,16 @@ install_moto() {
   fi
   log "installing moto[server]==$MOTO_VERSION from PyPI into $MOTO_VENV (about 1 minute, once)"
   rm -rf "$MOTO_VENV"
+  # Debian's python3 makes venvs only with its python3-venv package.
+  if ! python3 -c 'import ensurepip, venv' 2> /dev/null; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    log "installing python3-venv from Debian's packages (for moto's venv)"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends python3-venv >&2 || {
+      $sudo apt-get update -q >&2
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends python3-venv >&2
+    }
+  fi
   python3 -m venv "$MOTO_VENV" >&2
   "$MOTO_VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" >&2
 }
