@@ -340,7 +340,8 @@ install_moto() {
   "$MOTO_VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" >&2
 }
 
-# moto answers any key pair; these are the ones the env prints.
+# moto answers any key pair; the env prints one (a secret of 32 characters
+# or more, as tests/secrets.rs looks for every secret in what ferry writes).
 moto_up() {
   local dir=$STATE/moto
   mkdir -p "$dir"
@@ -392,7 +393,7 @@ print_env() {
   if moto_running; then
     echo "export FERRY_MOTO_ENDPOINT=http://127.0.0.1:$MOTO_PORT"
     echo "export FERRY_MOTO_ACCESS_KEY_ID=moto-ferry"
-    echo "export FERRY_MOTO_SECRET_ACCESS_KEY=moto-ferry-secret"
+    echo "export FERRY_MOTO_SECRET_ACCESS_KEY=moto-ferry-secret-0123456789abcdef0123456789abcdef"
   fi
 }
 
