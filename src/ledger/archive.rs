@@ -21,6 +21,57 @@ pub struct ArchivedObject {
     pub days: u32,
 }
 
+/// A restore as a listing reports it (ListObjectsV2's `RestoreStatus`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedRestore {
+    pub key: String,
+    pub in_progress: bool,
+    pub expires_at: Option<String>,
+}
+
+/// What a listing page says of restores, for objects in `restoring`: one
+/// done goes back to `listed`; one under way is looked at (no HEAD is due),
+/// and counts as asked if ferry had not asked (someone else did).
+pub fn record_listed_restores(
+    conn: &Connection,
+    bucket_id: i64,
+    restores: &[ListedRestore],
+) -> rusqlite::Result<()> {
+    for r in restores {
+        let Some((id, etag, class, tier)): Option<(i64, String, Option<String>, String)> = conn
+            .query_row(
+                &format!(
+                    "SELECT o.id, o.source_etag, o.storage_class, COALESCE(b.restore_tier, 'Bulk')
+                     FROM objects o JOIN buckets b ON b.id = o.bucket_id
+                     WHERE o.bucket_id = ?1 AND o.key = ?2 AND o.state = '{}'",
+                    State::Restoring
+                ),
+                params![bucket_id, r.key],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()?
+        else {
+            continue;
+        };
+        if !r.in_progress {
+            record_restore_ready(conn, id, r.expires_at.as_deref())?;
+            continue;
+        }
+        conn.execute(
+            &format!(
+                "INSERT INTO archive_restores (object_id, source_etag, storage_class, tier, requested_at, checked_at)
+                 VALUES (?1, ?2, ?3, ?4, {NOW}, {NOW})
+                 ON CONFLICT (object_id) DO UPDATE SET checked_at = {NOW},
+                    requested_at = CASE WHEN source_etag = excluded.source_etag
+                        THEN COALESCE(requested_at, excluded.requested_at) ELSE excluded.requested_at END,
+                    source_etag = excluded.source_etag"
+            ),
+            params![id, etag, class, tier],
+        )?;
+    }
+    Ok(())
+}
+
 /// Writes a bucket pair's restore policy from the config (each run):
 /// `tier` is "off" or a tier's name.
 pub fn set_restore_policy(
@@ -114,7 +165,7 @@ fn archived_objects(
 /// HEADs per Bulk restore, and this some 50.
 const CHECK_DUE: &str = "AND (r.checked_at IS NULL
       OR julianday('now') - julianday(r.checked_at)
-         >= MIN(1.0 / 24, (julianday('now') - julianday(r.requested_at)) / 4))";
+         > MIN(1.0 / 24, (julianday('now') - julianday(r.requested_at)) / 4))";
 
 /// Objects in `restoring` whose restore is still to be asked for.
 pub fn restores_to_ask(

@@ -216,6 +216,48 @@ fn an_archived_object_is_asked_once_per_version_and_again_when_its_copy_expired(
 }
 
 #[test]
+fn a_listing_that_reports_restores_spares_the_heads() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    set_restore_policy(&conn, b, "Bulk", 7).unwrap();
+    let pass = start_pass(&conn).unwrap();
+    let cold: Vec<ListedObject> = ["a", "b", "c"]
+        .iter()
+        .map(|k| ListedObject {
+            storage_class: Some("DEEP_ARCHIVE".into()),
+            ..listed(k, 10, "e")
+        })
+        .collect();
+    record_listing_page(&mut conn, b, pass, &cold, "c").unwrap();
+    let ask = restores_to_ask(&conn, &[b], 0, 10).unwrap();
+    record_restore_asked(&conn, &ask[0], "Bulk").unwrap();
+    let restore = |key: &str, in_progress| ListedRestore {
+        key: key.into(),
+        in_progress,
+        expires_at: None,
+    };
+    // a: asked and under way (no HEAD due); b: someone else's restore under
+    // way (counts as asked); c: not mentioned (still to be asked).
+    record_listed_restores(&conn, b, &[restore("a", true), restore("b", true)]).unwrap();
+    assert!(restores_awaited(&conn, &[b], 0, 10).unwrap().is_empty());
+    let to_ask: Vec<String> = restores_to_ask(&conn, &[b], 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(to_ask, ["c"]);
+    assert_eq!(restores_asked(&conn, ask[0].object_id).unwrap(), 1);
+    // Done: back into the copy queue, without a HEAD.
+    record_listed_restores(&conn, b, &[restore("a", false)]).unwrap();
+    let pending: Vec<String> = pending_batch(&conn, &[b], 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|w| w.key)
+        .collect();
+    assert_eq!(pending, ["a"]);
+}
+
+#[test]
 fn with_restores_off_an_archived_get_changes_nothing_here() {
     let (_dir, mut conn) = fresh();
     let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();

@@ -12,7 +12,7 @@ pub mod tag_count;
 
 use std::sync::Arc;
 
-use aws_sdk_s3::types::EncodingType;
+use aws_sdk_s3::types::{EncodingType, OptionalObjectAttributes};
 use aws_sdk_s3::Client;
 use futures::stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BucketPair, Shard};
 use crate::filter::Filter;
 use crate::hashing::bare_etag;
-use crate::ledger::{self, ListedObject, Writer};
+use crate::ledger::{self, ListedObject, ListedRestore, Writer};
 use crate::store::{FailureKind, Side, StoreError};
 pub use ranges::RangePlan;
 
@@ -51,6 +51,9 @@ pub struct Listed {
 pub struct Page {
     pub objects: Vec<ListedObject>,
     pub truncated: bool,
+    /// The restores the store reported (ListObjectsV2's `RestoreStatus`,
+    /// which AWS gives for objects with a restore under way or done).
+    pub restores: Vec<ListedRestore>,
 }
 
 /// Where listing pages come from: the source store in ferry; a generator in
@@ -123,6 +126,7 @@ impl PageSource for BucketPages<'_> {
         Ok(Page {
             objects: listed_objects(&page),
             truncated,
+            restores: listed_restores(&page),
         })
     }
 
@@ -170,9 +174,36 @@ impl BucketPages<'_> {
             .bucket(self.bucket)
             // Keys may hold characters XML cannot carry; ask for them encoded.
             .encoding_type(EncodingType::Url)
+            // How archived objects' restores go, with no HEAD each (AWS;
+            // Garage and Ceph RGW accept it and answer none, moto ignores it).
+            .optional_object_attributes(OptionalObjectAttributes::RestoreStatus)
             .max_keys(max_keys)
             .set_prefix(Some(self.prefix.to_owned()).filter(|p| !p.is_empty()))
     }
+}
+
+/// The restores a ListObjectsV2 answer reports, keys decoded as
+/// [`listed_objects`] does.
+fn listed_restores(
+    page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+) -> Vec<ListedRestore> {
+    let encoded = page.encoding_type() == Some(&EncodingType::Url);
+    page.contents()
+        .iter()
+        .filter_map(|o| {
+            let status = o.restore_status()?;
+            let key = o.key().unwrap_or_default();
+            Some(ListedRestore {
+                key: if encoded {
+                    decode_key(key)
+                } else {
+                    key.to_owned()
+                },
+                in_progress: status.is_restore_in_progress().unwrap_or(false),
+                expires_at: status.restore_expiry_date().map(|t| t.to_string()),
+            })
+        })
+        .collect()
 }
 
 /// The objects of a ListObjectsV2 answer, keys decoded when the answer says
@@ -544,12 +575,24 @@ async fn list_range(
             .into_iter()
             .filter(|o| live.range.holds(&o.key))
             .collect();
+        let restores: Vec<ListedRestore> = page
+            .restores
+            .into_iter()
+            .filter(|r| live.range.holds(&r.key))
+            .collect();
         if let Some(cursor) = ours.last().map(|o| o.key.clone()) {
             let objects = in_scope(ours, (shard, filter));
             seen += objects.len() as u64;
             let first_after = first_after.clone();
             writing = Some(writer.call(move |c| {
-                ledger::record_range_page(c, (bucket_id, &first_after), pass_id, &objects, &cursor)
+                ledger::record_range_page(
+                    c,
+                    (bucket_id, &first_after),
+                    pass_id,
+                    &objects,
+                    &cursor,
+                )?;
+                ledger::record_listed_restores(c, bucket_id, &restores)
             }));
         }
         // The density is read from keys, not from the range's start: a

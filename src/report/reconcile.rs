@@ -422,6 +422,7 @@ mod tests {
             Ok(crate::list::Page {
                 objects: self.keys[start..end].to_vec(),
                 truncated: end < self.keys.len(),
+                restores: Vec::new(),
             })
         }
     }
