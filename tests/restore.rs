@@ -360,3 +360,43 @@ async fn a_restored_copy_that_expired_before_the_copy_is_restored_again() {
     assert_eq!(asked, 2);
     w.assert_all_copied_byte_equal().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_that_may_not_read_restore_states_still_list_and_copy() {
+    use ferry_tools::demo::DemoObject;
+    // The listing asks for RestoreStatus; AWS may refuse that to credentials
+    // that may list. Our proxy plays the refusal in front of Garage.
+    let proxy = FaultProxy::playing(
+        servers().get("FERRY_SOURCE_ENDPOINT"),
+        Plays {
+            refuse_restore_status: true,
+            ..Plays::default()
+        },
+    )
+    .await;
+    let fx = Fixture::new("restore-status-refused", "").await;
+    let onix = format!("onix{}", fx.suffix);
+    let set: Vec<DemoObject> = (0..3)
+        .map(|i| DemoObject::new(&onix, format!("feeds/{i}.xml"), 2_000, "application/xml"))
+        .collect();
+    fx.fill(&set).await;
+    fx.source_through(&proxy.url());
+    let run = fx.ferry(&["run", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("was refused (403): listing without it"),
+        "{run:?}"
+    );
+    let refused = proxy
+        .injected
+        .restore_status_refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let asked = proxy
+        .injected
+        .restore_status_asked
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(refused >= 1, "the play refused nothing");
+    assert_eq!(asked, refused, "asked again after a refusal");
+    let copied = fx.count("SELECT COUNT(*) FROM objects WHERE state = 'verified'");
+    assert_eq!(copied as usize, set.len());
+}

@@ -108,10 +108,19 @@ impl PageSource for BucketPages<'_> {
             (None, None) => {}
         }
         let what = format!("ListObjectsV2 {}", self.bucket);
-        let page = request
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
+        let page = match request.clone().send().await {
+            // Credentials that may list but not read restore states: the
+            // listing goes on without them (awaited restores are HEADed).
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403)
+                && request.get_optional_object_attributes().is_some() =>
+            {
+                RESTORE_STATUS_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(bucket = %self.bucket, "ListObjectsV2 with OptionalObjectAttributes=RestoreStatus was refused (403): listing without it; restores are asked about with HEADs");
+                request.set_optional_object_attributes(None).send().await
+            }
+            other => other,
+        }
+        .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
         let truncated = page.is_truncated().unwrap_or(false);
         self.token = page.next_continuation_token().map(str::to_owned);
         if truncated && self.token.is_none() {
@@ -160,6 +169,11 @@ impl PageSource for BucketPages<'_> {
     }
 }
 
+/// Set once a listing with `OptionalObjectAttributes=RestoreStatus` was
+/// refused (403): later listings leave it out.
+static RESTORE_STATUS_REFUSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Empty pages that say the listing goes on that a probe follows.
 const EMPTY_PAGES_FOLLOWED: usize = 10;
 
@@ -169,16 +183,22 @@ impl BucketPages<'_> {
         &self,
         max_keys: i32,
     ) -> aws_sdk_s3::operation::list_objects_v2::builders::ListObjectsV2FluentBuilder {
-        self.client
+        let request = self
+            .client
             .list_objects_v2()
             .bucket(self.bucket)
             // Keys may hold characters XML cannot carry; ask for them encoded.
             .encoding_type(EncodingType::Url)
-            // How archived objects' restores go, with no HEAD each (AWS;
-            // Garage and Ceph RGW accept it and answer none, moto ignores it).
-            .optional_object_attributes(OptionalObjectAttributes::RestoreStatus)
             .max_keys(max_keys)
-            .set_prefix(Some(self.prefix.to_owned()).filter(|p| !p.is_empty()))
+            .set_prefix(Some(self.prefix.to_owned()).filter(|p| !p.is_empty()));
+        // How archived objects' restores go, with no HEAD each (AWS; Garage
+        // and Ceph RGW accept it and answer none, moto ignores it). Not for
+        // a probe of one key.
+        if max_keys > 1 && !RESTORE_STATUS_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+            request.optional_object_attributes(OptionalObjectAttributes::RestoreStatus)
+        } else {
+            request
+        }
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Plays {
     /// only: an object whose restored copy expired before it was read, or
     /// an Intelligent-Tiering object in an archive tier (moto has neither).
     pub refused_once: Option<String>,
+    /// ListObjectsV2 asking for `x-amz-optional-object-attributes` answers
+    /// 403 AccessDenied, as AWS may for credentials without the permission.
+    pub refuse_restore_status: bool,
     /// Answers the first page of every ListObjectsV2 listing with no keys,
     /// IsTruncated and a continuation token for the real first page, as S3
     /// may. (The token is in Garage's own format: `[` and the base64 of the
@@ -120,6 +123,10 @@ pub struct Injected {
     pub refused_gets: AtomicU64,
     /// Keys `Plays::refused_once` refused a GET of.
     pub refused_once_keys: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Listings refused by `Plays::refuse_restore_status`, and listings
+    /// that asked for RestoreStatus at all.
+    pub restore_status_refused: AtomicU64,
+    pub restore_status_asked: AtomicU64,
     /// The key (as sent, percent-encoded) of every RestoreObject sent on.
     pub restores: std::sync::Mutex<Vec<String>>,
     /// HEADs and GETs of SSE-C objects, refused.
@@ -671,6 +678,20 @@ async fn handle(
             start_after: param("start-after="),
             continued: param("continuation-token=").is_some(),
         });
+    }
+    if is_listing
+        && parts
+            .headers
+            .contains_key("x-amz-optional-object-attributes")
+    {
+        count(&counts.restore_status_asked);
+        if plays.refuse_restore_status {
+            count(&counts.restore_status_refused);
+            return Ok(Response::builder()
+                .status(403)
+                .body(error_body("AccessDenied", "Access Denied"))
+                .unwrap());
+        }
     }
     if let Some(delay) = plays.list_delay.filter(|_| is_listing) {
         tokio::time::sleep(delay).await;
