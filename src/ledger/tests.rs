@@ -239,6 +239,13 @@ fn a_listing_that_reports_restores_spares_the_heads() {
     // a: asked and under way (no HEAD due); b: someone else's restore under
     // way (counts as asked); c: not mentioned (still to be asked).
     record_listed_restores(&conn, b, &[restore("a", true), restore("b", true)]).unwrap();
+    // The asks were an hour before this listing (a pass or more): just
+    // looked at by it, neither is due a HEAD.
+    conn.execute(
+        "UPDATE archive_restores SET requested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')",
+        [],
+    )
+    .unwrap();
     assert!(restores_awaited(&conn, &[b], 0, 10).unwrap().is_empty());
     let to_ask: Vec<String> = restores_to_ask(&conn, &[b], 0, 10)
         .unwrap()
