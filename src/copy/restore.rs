@@ -180,6 +180,15 @@ async fn ask(
         }
         // Someone (or a run whose answer was lost) asked already: it counts.
         Err(e) if e.code() == Some("RestoreAlreadyInProgress") => Ok(Asked::Yes),
+        // AWS's 403 for an Intelligent-Tiering object back in an access
+        // tier: nothing to restore, it is read as it is.
+        Err(e) if e.code() == Some("ObjectAlreadyInActiveTierError") => {
+            engine
+                .writer
+                .call(move |c| ledger::record_not_archived(c, id))
+                .await?;
+            Ok(Asked::NotArchived)
+        }
         Err(e) => {
             let e = StoreError::from_sdk(Side::Source, format!("RestoreObject {}", o.key), e);
             if e.kind == FailureKind::Archived {
