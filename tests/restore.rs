@@ -241,6 +241,49 @@ async fn archived_objects_are_restored_once_and_copied_only_once_restored() {
     )
     .await;
 
+    // Before anything is asked, `plan` gives each tier's cost and time.
+    let plan = w.fx.ferry(&["plan", "--format", "csv"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let (header, rows) = support::csv_table(&plan.stdout, "restores");
+    let col = |row: &csv::StringRecord, name: &str| {
+        row[header.iter().position(|h| h == name).unwrap()].to_owned()
+    };
+    let mut classes: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                col(r, "storage_class"),
+                col(r, "tier"),
+                col(r, "objects"),
+                col(r, "restore_time"),
+            )
+        })
+        .collect();
+    classes.sort();
+    assert_eq!(
+        classes,
+        [
+            (
+                "DEEP_ARCHIVE".into(),
+                "Bulk".into(),
+                "1".into(),
+                "up to 48 hours".into()
+            ),
+            (
+                "GLACIER".into(),
+                "Bulk".into(),
+                "1".into(),
+                "5–12 hours".into()
+            ),
+        ],
+        "{plan:?}"
+    );
+    assert_eq!(
+        w.proxy.injected.restores.lock().unwrap().len(),
+        0,
+        "plan asks nothing"
+    );
+
     let first = w.fx.ferry(&["run", "--once"]);
     assert_eq!(first.code, 0, "{first:?}");
     assert!(
