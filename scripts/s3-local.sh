@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Three local S3-compatible servers on loopback, no Docker, no systemd:
+# Local S3-compatible servers on loopback, no Docker, no systemd:
 #   - Garage on :9000 plays the AWS source;
 #   - Garage on :9100 and a single-node Ceph RGW on :9200 (one mon, one
 #     BlueStore OSD on a sparse file, one radosgw) play the Hetzner destination.
 #     Hetzner runs Ceph, so Ceph is the destination that counts; Garage is
-#     the second opinion.
+#     the second opinion;
+#   - moto on :9300 plays AWS for what only AWS does (archive restores:
+#     tests/restore.rs). It keeps everything in memory.
 #
-#   scripts/s3-local.sh up     install what is missing, start all three, create keys and the demo buckets
+#   scripts/s3-local.sh up     install what is missing, start them all, create keys and the demo buckets
 #   scripts/s3-local.sh env    print the export lines that the demo and the tests use
-#   scripts/s3-local.sh down   stop all three
+#   scripts/s3-local.sh down   stop them all
 #   scripts/s3-local.sh reset  stop them and remove their state
 #
 # FERRY_DESTINATION=ceph|garage (default garage) picks the destination whose
@@ -16,7 +18,8 @@
 # `eval "$(scripts/s3-local.sh up)"` starts them and sets the env in one go.
 # Running `up` twice is harmless. State lives in .s3-local/ (git-ignored);
 # the Garage binary is cached in $FERRY_TOOLS (default ~/.cache/ferry/tools);
-# Ceph 16.2 comes from Debian's packages.
+# Ceph 16.2 comes from Debian's packages; moto from PyPI into a venv in
+# $FERRY_TOOLS/moto. FERRY_MOTO=0 skips moto.
 set -Eeuo pipefail
 
 GARAGE_VERSION=2.5.0
@@ -27,6 +30,10 @@ GARAGE=$TOOLS/bin/garage
 SOURCE_PORT=${FERRY_SOURCE_PORT:-9000}
 DEST_PORT=${FERRY_DEST_PORT:-9100}
 CEPH_PORT=${FERRY_CEPH_PORT:-9200}
+MOTO_PORT=${FERRY_MOTO_PORT:-9300}
+# Pinned: the tests lean on its state manager and its restore headers.
+MOTO_VERSION=5.2.5
+MOTO_VENV=$TOOLS/moto-$MOTO_VERSION
 DESTINATION=${FERRY_DESTINATION:-garage}
 case "$DESTINATION" in garage | ceph) ;; *)
   echo "s3-local: FERRY_DESTINATION=$DESTINATION: use garage or ceph" >&2
@@ -313,6 +320,54 @@ ceph_down() {
   [ -z "$stopped" ] || log "ceph stopped"
 }
 
+install_moto() {
+  if [ -x "$MOTO_VENV/bin/moto_server" ]; then
+    return
+  fi
+  log "installing moto[server]==$MOTO_VERSION from PyPI into $MOTO_VENV (about 1 minute, once)"
+  rm -rf "$MOTO_VENV"
+  # Debian's python3 makes venvs only with its python3-venv package.
+  if ! python3 -c 'import ensurepip, venv' 2> /dev/null; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    log "installing python3-venv from Debian's packages (for moto's venv)"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends python3-venv >&2 || {
+      $sudo apt-get update -q >&2
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends python3-venv >&2
+    }
+  fi
+  python3 -m venv "$MOTO_VENV" >&2
+  "$MOTO_VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" >&2
+}
+
+# moto answers any key pair; the env prints one (a secret of 32 characters
+# or more, as tests/secrets.rs looks for every secret in what ferry writes).
+moto_up() {
+  local dir=$STATE/moto
+  mkdir -p "$dir"
+  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2> /dev/null \
+    && grep -q moto "/proc/$(cat "$dir/pid")/cmdline" 2> /dev/null && answers "$MOTO_PORT"; then
+    log "moto already running on 127.0.0.1:$MOTO_PORT"
+    return
+  fi
+  setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >> "$dir/moto.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  for _ in $(seq 1 150); do
+    if answers "$MOTO_PORT"; then
+      log "moto up on http://127.0.0.1:$MOTO_PORT (log: $dir/moto.log)"
+      return
+    fi
+    kill -0 "$(cat "$dir/pid")" 2> /dev/null || { log "moto failed to start:"; tail -20 "$dir/moto.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  log "moto did not answer in 30 s; see $dir/moto.log"
+  exit 1
+}
+
+moto_running() {
+  [ -f "$STATE/moto/pid" ] && kill -0 "$(cat "$STATE/moto/pid")" 2> /dev/null
+}
+
 print_env() {
   local s=$STATE/source/keys.env d=$STATE/destination/keys.env port=$DEST_PORT
   if [ "$DESTINATION" = ceph ]; then
@@ -334,6 +389,11 @@ print_env() {
     echo "export FERRY_CEPH_ENDPOINT=http://127.0.0.1:$CEPH_PORT"
     echo "export FERRY_CEPH_ACCESS_KEY_ID=$(. "$c"; echo "$KEY_ID")"
     echo "export FERRY_CEPH_SECRET_ACCESS_KEY=$(. "$c"; echo "$SECRET")"
+  fi
+  if moto_running; then
+    echo "export FERRY_MOTO_ENDPOINT=http://127.0.0.1:$MOTO_PORT"
+    echo "export FERRY_MOTO_ACCESS_KEY_ID=moto-ferry"
+    echo "export FERRY_MOTO_SECRET_ACCESS_KEY=moto-ferry-secret-0123456789abcdef0123456789abcdef"
   fi
 }
 
@@ -362,6 +422,10 @@ case "${1:-}" in
       ceph_up
       ceph_buckets hub-audio hub-mediafiles hub-onix hub-packages
     fi
+    if [ "${FERRY_MOTO:-1}" != 0 ]; then
+      install_moto
+      moto_up
+    fi
     print_env
     ;;
   env) print_env ;;
@@ -369,6 +433,7 @@ case "${1:-}" in
     instance_down source
     instance_down destination
     ceph_down
+    instance_down moto
     ;;
   reset)
     "$0" down

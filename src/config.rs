@@ -148,7 +148,7 @@ pub struct TransferConfig {
     pub list_ranges: usize,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketPair {
     pub source: String,
     pub destination: String,
@@ -157,7 +157,57 @@ pub struct BucketPair {
     pub filter: Filter,
     /// An AWS S3 Inventory to read instead of listing the bucket.
     pub inventory: Option<InventoryLocation>,
+    /// How archived objects (Glacier, Deep Archive, Intelligent-Tiering's
+    /// archive tiers) are restored before they are copied, if at all.
+    pub restore: RestoreTier,
+    /// How long a restored copy stays readable at the source, in days.
+    pub restore_days: u32,
 }
+
+impl Default for BucketPair {
+    fn default() -> Self {
+        BucketPair {
+            source: String::new(),
+            destination: String::new(),
+            prefix: String::new(),
+            filter: Filter::default(),
+            inventory: None,
+            restore: RestoreTier::default(),
+            restore_days: DEFAULT_RESTORE_DAYS,
+        }
+    }
+}
+
+/// `restore`: the retrieval tier asked for an archived object, or none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestoreTier {
+    /// The cheapest: ferry runs for days, and `plan` shows the cost first.
+    #[default]
+    Bulk,
+    Standard,
+    Expedited,
+    /// Archived objects are `skipped`, as before restores were asked for.
+    Off,
+}
+
+impl RestoreTier {
+    /// The tier's name in a RestoreObject request and in the ledger.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestoreTier::Bulk => "Bulk",
+            RestoreTier::Standard => "Standard",
+            RestoreTier::Expedited => "Expedited",
+            RestoreTier::Off => "off",
+        }
+    }
+}
+
+/// Days a restored copy stays readable unless configured: it must outlive
+/// a weekend in which ferry is down.
+pub const DEFAULT_RESTORE_DAYS: u32 = 7;
+/// RestoreObject requests per second unless configured: AWS allows 1,000
+/// per account, and the team's other tools share them.
+pub const DEFAULT_RESTORE_REQUESTS_PER_SECOND: u32 = 100;
 
 /// `inventory = "s3://BUCKET/PATH/manifest.json"`, or the prefix that
 /// holds the dated manifests (the newest is taken).
@@ -193,6 +243,9 @@ pub struct Config {
     pub on_conflict: OnConflict,
     /// Snapshots of the ledger at the destination (`[backup]`), if any.
     pub backup: Option<BackupConfig>,
+    /// RestoreObject requests (and the HEADs that ask how a restore goes)
+    /// per second, across all buckets.
+    pub restore_requests_per_second: u32,
 }
 
 /// `[backup]`: where the ledger's snapshots go and how many are kept.
@@ -231,6 +284,7 @@ struct RawConfig {
     shard: Option<String>,
     create_buckets: Option<bool>,
     on_conflict: Option<String>,
+    restore_requests_per_second: Option<u32>,
     source: Option<RawStore>,
     destination: Option<RawStore>,
     #[serde(default)]
@@ -294,6 +348,8 @@ struct RawBucket {
     modified_after: Option<String>,
     modified_before: Option<String>,
     inventory: Option<String>,
+    restore: Option<String>,
+    restore_days: Option<u32>,
 }
 
 impl Config {
@@ -458,12 +514,31 @@ impl Validator<'_> {
                     )
                 })?),
             };
+            let restore = match b.restore.as_deref() {
+                None | Some("bulk") => RestoreTier::Bulk,
+                Some("standard") => RestoreTier::Standard,
+                Some("expedited") => RestoreTier::Expedited,
+                Some("off") => RestoreTier::Off,
+                Some(other) => return Err(self.invalid(
+                    &key("restore"),
+                    format!("is {other:?}, which is not a choice: write \"bulk\" (the default, cheapest), \"standard\", \"expedited\" or \"off\" (archived objects are skipped)"),
+                )),
+            };
+            let restore_days = b.restore_days.unwrap_or(DEFAULT_RESTORE_DAYS);
+            if !(1..=30).contains(&restore_days) {
+                return Err(self.invalid(
+                    &key("restore_days"),
+                    format!("is {restore_days}: give 1 to 30 days; the restored copy must outlive the copy (and a weekend ferry is down), and each day is billed as Standard storage"),
+                ));
+            }
             let pair = BucketPair {
                 source: b.source,
                 destination,
                 prefix: b.prefix,
                 filter,
                 inventory,
+                restore,
+                restore_days,
             };
             if buckets.contains(&pair) {
                 return Err(self.invalid(
@@ -474,7 +549,17 @@ impl Validator<'_> {
             buckets.push(pair);
         }
         let backup = raw.backup.map(|b| self.backup(b, &buckets)).transpose()?;
+        let restore_requests_per_second = raw
+            .restore_requests_per_second
+            .unwrap_or(DEFAULT_RESTORE_REQUESTS_PER_SECOND);
+        if !(1..=1000).contains(&restore_requests_per_second) {
+            return Err(self.invalid(
+                "restore_requests_per_second",
+                format!("is {restore_requests_per_second}: give 1 to 1000; AWS allows 1,000 RestoreObject requests per second per account, shared with the team's other tools"),
+            ));
+        }
         Ok(Config {
+            restore_requests_per_second,
             backup,
             path: self.path.to_owned(),
             ledger,
@@ -1069,6 +1154,35 @@ mod tests {
         assert!(e.contains("`ledger` is missing"), "{e}");
         let e = error(&GOOD.replace("access_key_id_env = \"DST_ID\"", ""));
         assert!(e.contains("destination.access_key_id_env"), "{e}");
+    }
+
+    #[test]
+    fn restores_default_to_bulk_for_a_week_and_bad_ones_are_named() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.buckets[0].restore, RestoreTier::Bulk);
+        assert_eq!(c.buckets[0].restore_days, 7);
+        assert_eq!(c.restore_requests_per_second, 100);
+        let c = parse(&GOOD.replace(
+            "source = \"onix\"",
+            "source = \"onix\"\nrestore = \"off\"\nrestore_days = 2",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.buckets[1].restore, c.buckets[1].restore_days),
+            (RestoreTier::Off, 2)
+        );
+        let e = error(&GOOD.replace("source = \"onix\"", "source = \"onix\"\nrestore = \"fast\""));
+        assert!(
+            e.contains("buckets[1].restore") && e.contains("\"bulk\""),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("source = \"onix\"", "source = \"onix\"\nrestore_days = 0"));
+        assert!(e.contains("buckets[1].restore_days"), "{e}");
+        let e = error(&format!("restore_requests_per_second = 5000\n{GOOD}"));
+        assert!(
+            e.contains("restore_requests_per_second") && e.contains("1,000"),
+            "{e}"
+        );
     }
 
     #[test]

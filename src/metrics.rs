@@ -69,6 +69,10 @@ pub async fn serve(
     ] {
         gauge!(name).set(0.0);
     }
+    for tier in ["Bulk", "Standard", "Expedited"] {
+        gauge!("ferry_restores_waiting", "tier" => tier).set(0.0);
+        gauge!("ferry_restore_oldest_wait_seconds", "tier" => tier).set(0.0);
+    }
     // Until a pass ends, "the last pass ended" counts from the start.
     gauge!("ferry_last_pass_end_timestamp_seconds").set(unix_now());
     SERVING.store(true, Ordering::Relaxed);
@@ -116,6 +120,18 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Archived objects waiting for their restore at the source, per tier, and
+/// how long the oldest ask has waited (0 when none was asked yet).
+pub fn restores_waiting(tier: &str, objects: u64, oldest_secs: u64) {
+    let tier = match tier {
+        "Standard" => "Standard",
+        "Expedited" => "Expedited",
+        _ => "Bulk",
+    };
+    gauge!("ferry_restores_waiting", "tier" => tier).set(objects as f64);
+    gauge!("ferry_restore_oldest_wait_seconds", "tier" => tier).set(oldest_secs as f64);
 }
 
 pub fn copied(bytes: u64) {

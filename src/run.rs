@@ -9,6 +9,7 @@ use bytesize::ByteSize;
 use futures::stream::{self, StreamExt};
 
 use crate::config::{Config, OnConflict};
+use crate::copy::restore::{RestoreSummary, Restorer};
 use crate::copy::{abort, guard, Engine};
 use crate::ledger::{self, LedgerError, PassSummary, ReadBack, State, Writer};
 use crate::list::{self, ListError};
@@ -65,6 +66,10 @@ pub struct PassReport {
     /// what ferry did not write: bucket, key, reason.
     pub conflicts: Vec<(String, String, String)>,
     pub took: Duration,
+    /// What the pass's restores of archived objects did.
+    pub restores: RestoreSummary,
+    /// Archived objects still in `restoring` at the end of the pass.
+    pub restoring: u64,
     /// With `[backup]`: the ledger snapshot this pass wrote (None: the newest
     /// is recent enough), or why it failed.
     pub snapshot: Option<Result<Option<String>, String>>,
@@ -109,7 +114,7 @@ impl PassReport {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let secs = self.took.as_secs_f64().max(1e-3);
-        if self.copy.objects_copied == 0 && self.succeeded() {
+        if self.copy.objects_copied == 0 && self.succeeded() && self.restoring == 0 {
             out.push_str(&format!(
                 "pass {}: listed {} objects; nothing to copy, every listed object is already at the destination\n",
                 self.pass_id, self.listed
@@ -127,6 +132,18 @@ impl PassReport {
                     .iec(),
                 self.copy.objects_verified,
                 self.copy.objects_failed,
+            ));
+        }
+        if self.restoring > 0 || self.restores != RestoreSummary::default() {
+            out.push_str(&format!(
+                "archived objects: {} restores asked this pass, {} found done and copied; {} objects still wait for their restore at the source. They are copied by a later pass once restored: the daemon does that by itself; after `run --once`, run again later (`ferry status` shows how long they have waited)\n",
+                self.restores.asked, self.restores.ready, self.restoring
+            ));
+        }
+        if self.restores.refused > 0 {
+            out.push_str(&format!(
+                "{} restore requests were refused by the source (see the log; s3:RestoreObject?): asked again next pass\n",
+                self.restores.refused
             ));
         }
         match &self.snapshot {
@@ -283,6 +300,8 @@ pub struct Runner {
     pub(crate) stop: CancellationToken,
     pub(crate) engine: Arc<Engine>,
     pub(crate) bucket_ids: Vec<i64>,
+    /// The rate of restore requests, kept across the daemon's passes.
+    restorer: Restorer,
 }
 
 impl Runner {
@@ -356,8 +375,13 @@ impl Runner {
                     wanted: wanted.unwrap_or_else(|| "all".into()),
                 });
             }
+            let (tier, days) = (b.restore.name(), b.restore_days);
+            writer
+                .call(move |c| ledger::set_restore_policy(c, id, tier, days))
+                .await?;
             bucket_ids.push(id);
         }
+        let restorer = Restorer::new(config.restore_requests_per_second);
         let mut engine = Engine::new(source, destination, writer, config.transfer.clone(), budget);
         engine.on_conflict = config.on_conflict;
         engine.customer_key = config.destination.customer_key.clone();
@@ -367,6 +391,7 @@ impl Runner {
             stop,
             engine,
             bucket_ids,
+            restorer,
         })
     }
 
@@ -413,7 +438,24 @@ impl Runner {
                 .await?;
             copied.add(&behind);
         }
+        // Archived objects: restores checked and asked while everything
+        // else was copied above; the ones found done are copied now. One
+        // still under way waits for a later pass (`run --once` says so).
+        let mut restores = RestoreSummary::default();
+        if !self.stop.is_cancelled() {
+            restores =
+                crate::copy::restore::step(&self.engine, &self.restorer, &listed_ids, &self.stop)
+                    .await?;
+            if restores.ready > 0 && !self.stop.is_cancelled() {
+                let restored = self
+                    .engine
+                    .copy_pending(listed_ids.clone(), &self.stop, self.config.shutdown_grace)
+                    .await?;
+                copied.add(&restored);
+            }
+        }
         let mut report = PassReport {
+            restores,
             pass_id,
             listed: listing.seen,
             deleted_at_source: listing.newly_missing,
@@ -457,6 +499,12 @@ impl Runner {
         report.conflicts = writer
             .call(|c| ledger::objects_in_state(c, State::Conflict, FAILED_SHOWN))
             .await?;
+        report.restoring = writer
+            .call(|c| ledger::restores_waiting(c))
+            .await?
+            .iter()
+            .map(|w| w.objects)
+            .sum();
         report.took = started.elapsed();
         let backlog = writer.call(|c| ledger::bucket_status(c)).await?;
         crate::metrics::pass_finished(

@@ -309,7 +309,7 @@ fn classify(
         // S3 answers a GET of an archived object with 403: the code decides, not the status.
         (Some("InvalidObjectState"), _) => (
             FailureKind::Archived,
-            format!("{detail}. The object is archived: restore it at the source first"),
+            format!("{detail}. The object is archived: restore it at the source first (ferry does, unless its bucket pair says restore = \"off\")"),
         ),
         // S3's answer to a GET of an SSE-C object sent without its key.
         (Some("InvalidRequest"), _)

@@ -90,7 +90,7 @@ fn the_alert_rules_pass_promtool() {
         .output()
         .expect("promtool is not installed: apt-get install prometheus (scripts/test.sh does)");
     assert!(out.status.success(), "{}", said(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 4 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 5 rules found"));
 }
 
 /// `deploy/prometheus/alerts.test.yml` plays each rule on recorded series: a
@@ -106,7 +106,12 @@ fn the_alerts_fire_when_they_should_and_not_otherwise() {
         .expect("promtool is not installed: apt-get install prometheus (scripts/test.sh does)");
     assert!(out.status.success(), "{}", said(&out));
     let test = std::fs::read_to_string("deploy/prometheus/alerts.test.yml").unwrap();
-    for alert in ["FerryNoProgress", "FerryPassOverdue", "FerryFailuresRising"] {
+    for alert in [
+        "FerryNoProgress",
+        "FerryPassOverdue",
+        "FerryFailuresRising",
+        "FerryRestoreOverdue",
+    ] {
         let fires = regex::Regex::new(&format!(
             r"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels"
         ))

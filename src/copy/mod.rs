@@ -3,7 +3,8 @@
 //!
 //! `pool.rs` runs at most `concurrency` objects at once; `single.rs` copies
 //! an object in one PUT, `multipart/` part by part; `readback.rs` proves the
-//! copy; `guard.rs` decides whether a key may be written; `adopt.rs` what to do
+//! copy; `restore.rs` has archived objects restored at the source first;
+//! `guard.rs` decides whether a key may be written; `adopt.rs` what to do
 //! with a taken key, and takes a copy found there as ferry's when its bytes
 //! prove the source's; `retry.rs` retries.
 
@@ -18,6 +19,7 @@ pub(crate) mod proof;
 pub(crate) use pool::Totals;
 pub(crate) use proof::{check_source, check_stored, etag_is_md5, Proved};
 pub mod readback;
+pub mod restore;
 mod retry;
 mod single;
 pub mod tags;
@@ -309,6 +311,21 @@ impl Engine {
                 self.writer
                     .call(move |c| ledger::record_skipped(c, id, &reason))
                     .await?;
+                Ok(PassSummary::default())
+            }
+            // Archived after all: an Intelligent-Tiering archive tier, or a
+            // restored copy that expired before it was copied.
+            Err(CopyError::Store(e)) if e.kind == FailureKind::Archived => {
+                let reason =
+                    "archived at the source (its GET said so): ferry restores it, then copies it";
+                let restoring = self
+                    .writer
+                    .call(move |c| ledger::record_archived(c, id, reason))
+                    .await?;
+                if !restoring {
+                    return self.record_failure(&item, e).await;
+                }
+                tracing::info!(bucket = %item.source_bucket, key = %item.key, "archived at the source: a restore is asked");
                 Ok(PassSummary::default())
             }
             Err(CopyError::Store(e)) => self.record_failure(&item, e).await,

@@ -66,7 +66,7 @@ const ROWS_PER_UPSERT: usize = 64;
 /// as [`record_listing_page`] says.
 fn upsert(
     tx: &rusqlite::Transaction<'_>,
-    bucket_id: i64,
+    (bucket_id, restores): (i64, bool),
     pass_id: i64,
     rows: &[ListedObject],
 ) -> rusqlite::Result<()> {
@@ -104,7 +104,8 @@ fn upsert(
         listed = State::Listed,
         copied = State::Copied,
     ))?;
-    let states: Vec<(&str, Option<String>)> = rows.iter().map(listed_state).collect();
+    let states: Vec<(&str, Option<String>)> =
+        rows.iter().map(|o| listed_state(o, restores)).collect();
     let sizes: Vec<i64> = rows.iter().map(|o| o.size as i64).collect();
     let values = row_values((&bucket_id, &pass_id), rows, &states, &sizes);
     statement.execute(values.as_slice())?;
@@ -137,9 +138,15 @@ fn row_values<'a>(
 }
 
 /// The state a listed object is recorded in when new, and why.
-fn listed_state(o: &ListedObject) -> (&'static str, Option<String>) {
+/// `restores`: the bucket pair restores archived objects before copying them.
+fn listed_state(o: &ListedObject, restores: bool) -> (&'static str, Option<String>) {
     if let Some(rule) = &o.filtered {
         (State::Filtered.name(), Some(rule.clone()))
+    } else if is_archived(o.storage_class.as_deref()) && restores {
+        (
+            State::Restoring.name(),
+            Some("archived at the source: ferry restores it, then copies it".into()),
+        )
     } else if is_archived(o.storage_class.as_deref()) {
         (
             State::Skipped.name(),
@@ -170,7 +177,7 @@ fn unchanged(state: &str, size: &str, etag: &str) -> String {
 /// unchanged keys touches no index and fires no trigger.
 fn seen_unchanged(
     tx: &rusqlite::Transaction<'_>,
-    (bucket_id, pass_id): (i64, i64),
+    (bucket_id, pass_id, restores): (i64, i64, bool),
     rows: &[ListedObject],
 ) -> rusqlite::Result<std::collections::HashSet<String>> {
     let mut statement = tx.prepare_cached(&format!(
@@ -182,7 +189,8 @@ fn seen_unchanged(
         values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", "),
         unchanged = unchanged("v.column7", "v.column3", "v.column4"),
     ))?;
-    let states: Vec<(&str, Option<String>)> = rows.iter().map(listed_state).collect();
+    let states: Vec<(&str, Option<String>)> =
+        rows.iter().map(|o| listed_state(o, restores)).collect();
     let sizes: Vec<i64> = rows.iter().map(|o| o.size as i64).collect();
     let values = row_values((&bucket_id, &pass_id), rows, &states, &sizes);
     let seen = statement
@@ -201,21 +209,22 @@ pub fn record_range_page(
     cursor: &str,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    let restores = super::restores_archives(&tx, bucket_id)?;
     // Many rows a statement: SQLite's per-statement work (a savepoint, its
     // journal of each page touched, cursors) is paid once for them all.
     // That is a third of the ingest time at a row a statement.
     // Unchanged keys first, with no index write; the rest are upserted.
     let mut rest = Vec::new();
     for chunk in objects.chunks(ROWS_PER_UPSERT) {
-        let seen = seen_unchanged(&tx, (bucket_id, pass_id), chunk)?;
+        let seen = seen_unchanged(&tx, (bucket_id, pass_id, restores), chunk)?;
         rest.extend(chunk.iter().filter(|o| !seen.contains(&o.key)).cloned());
     }
     let mut chunks = rest.chunks_exact(ROWS_PER_UPSERT);
     for chunk in chunks.by_ref() {
-        upsert(&tx, bucket_id, pass_id, chunk)?;
+        upsert(&tx, (bucket_id, restores), pass_id, chunk)?;
     }
     for one in chunks.remainder().chunks(1) {
-        upsert(&tx, bucket_id, pass_id, one)?;
+        upsert(&tx, (bucket_id, restores), pass_id, one)?;
     }
     tx.execute(
         "UPDATE list_ranges SET cursor = ?3 WHERE bucket_id = ?1 AND first_after = ?2",

@@ -24,6 +24,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v14_adopted.sql"),
     include_str!("v15_restores.sql"),
     include_str!("v16_stored_checksums.sql"),
+    include_str!("v17_archive_restores.sql"),
 ];
 
 /// The version this ferry writes.

@@ -4,12 +4,13 @@
 //! The schema lives in `schema.sql` and `migrations.rs`; the queries live by
 //! idea: `objects.rs` (with `state.rs`), `uploads.rs`, `passes.rs`,
 //! `cursors.rs`, `held.rs`, `intents.rs`, `tags.rs`, `audits.rs` (what `verify` reads back),
-//! `snapshot.rs` (a consistent copy in one file), `adoption.rs` (what a copy without a
+//! `snapshot.rs` (a consistent copy in one file), `archive.rs` (archived objects' restores), `adoption.rs` (what a copy without a
 //! record may become), and `catalog.rs` for the reports. Writes go through the one
 //! [`Writer`] thread; `status` and the other readers open their own
 //! read-only connections with [`open_reader`].
 
 mod adoption;
+mod archive;
 mod audits;
 mod catalog;
 mod cursors;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 pub use adoption::{adoption_refused, may_adopt, record_adoption_refused};
+pub use archive::*;
 pub use audits::*;
 pub use catalog::*;
 pub use cursors::*;

@@ -155,6 +155,10 @@ pub struct BucketStatus {
     pub mismatched: u64,
     pub failed: u64,
     pub skipped: u64,
+    /// Archived at the source, waiting for a restore to be asked or done.
+    pub restoring: u64,
+    /// How long the oldest restore still awaited was asked for, in seconds.
+    pub oldest_restore_secs: Option<u64>,
     /// Keys whose destination object ferry did not write last: untouched.
     pub conflict: u64,
     /// Keys the bucket pair's filter leaves out: not copied, not failures.
@@ -204,6 +208,12 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
                 -- The partial index copies_adopted holds only adopted copies.
                 (SELECT COUNT(*) FROM copies c CROSS JOIN objects r ON r.id = c.object_id
                  WHERE c.adopted_at IS NOT NULL AND r.bucket_id = b.id),
+                COALESCE(SUM(t.objects) FILTER (WHERE t.state = '{restoring}'), 0),
+                -- Few objects wait for a restore: they lead.
+                (SELECT CAST(MAX(strftime('%s','now') - strftime('%s', a.requested_at)) AS INTEGER)
+                 FROM archive_restores a CROSS JOIN objects r ON r.id = a.object_id
+                 WHERE r.bucket_id = b.id AND r.state = '{restoring}' AND a.requested_at IS NOT NULL
+                   AND a.source_etag = r.source_etag),
                 COALESCE(SUM(t.bytes) FILTER (WHERE t.state IN ({pending})), 0)
          FROM buckets b LEFT JOIN state_totals t ON t.bucket_id = b.id
          GROUP BY b.id ORDER BY b.id",
@@ -216,9 +226,12 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
         skipped = State::Skipped,
         conflict = State::Conflict,
         filtered = State::Filtered,
+        restoring = State::Restoring,
     ))?;
     let rows = stmt.query_map([], |r| {
         Ok(BucketStatus {
+            restoring: r.get::<_, i64>(18)? as u64,
+            oldest_restore_secs: r.get::<_, Option<i64>>(19)?.map(|s| s.max(0) as u64),
             source: r.get(0)?,
             destination: r.get(1)?,
             prefix: r.get(2)?,
@@ -237,7 +250,7 @@ pub fn bucket_status(conn: &Connection) -> rusqlite::Result<Vec<BucketStatus>> {
             open_uploads: r.get::<_, i64>(15)? as u64,
             filtered: r.get::<_, i64>(16)? as u64,
             adopted: r.get::<_, i64>(17)? as u64,
-            bytes_pending: r.get::<_, i64>(18)? as u64,
+            bytes_pending: r.get::<_, i64>(20)? as u64,
         })
     })?;
     rows.collect()

@@ -18,7 +18,11 @@ pub enum State {
     Mismatched,
     /// The last copy failed; tried again next pass.
     Failed,
-    /// Not to be copied until it changes (archived, or encrypted with a customer key).
+    /// Archived at the source: a restore is to be asked, or was asked and
+    /// is awaited (`archive_restores`); copied once the restore is done.
+    Restoring,
+    /// Not to be copied until it changes (archived with `restore = "off"`,
+    /// or encrypted with a customer key).
     Skipped,
     /// The destination key holds what ferry did not write: left alone.
     Conflict,
@@ -33,9 +37,9 @@ pub enum State {
 use State::*;
 
 impl State {
-    pub const ALL: [State; 11] = [
-        Listed, Copying, Copied, Verified, Mismatched, Failed, Skipped, Conflict, Filtered,
-        Deleted, Removed,
+    pub const ALL: [State; 12] = [
+        Listed, Copying, Copied, Verified, Mismatched, Failed, Restoring, Skipped, Conflict,
+        Filtered, Deleted, Removed,
     ];
 
     /// Still to be copied: the copy pass's queue.
@@ -59,6 +63,7 @@ impl State {
             Verified => "verified",
             Mismatched => "mismatched",
             Failed => "failed",
+            Restoring => "restoring",
             Skipped => "skipped",
             Conflict => "conflict",
             Filtered => "filtered",
@@ -81,8 +86,13 @@ impl State {
             (self, next),
             (
                 Listed | Copying,
-                Copying | Copied | Skipped | Failed | Conflict | Listed
+                Copying | Copied | Skipped | Failed | Conflict | Listed | Restoring
             ) | (Copied, Verified | Mismatched | Failed)
+                // Restored, or found not archived after all; or skipped
+                // because its bucket's restore was turned off.
+                | (Restoring, Listed | Skipped)
+                // Archived and skipped before its bucket restored archives.
+                | (Skipped, Restoring)
                 | (Verified, Verified | Mismatched)
                 | (Mismatched, Verified | Mismatched | Failed | Listed)
                 | (Failed | Conflict, Listed)
@@ -151,6 +161,10 @@ mod tests {
         assert!(!Removed.may_become(Deleted));
         assert_eq!(Removed.sources(), vec![Deleted]);
         assert!(Deleted.may_become(Conflict));
+        // A restore only ever leads back into the copy queue, never past it.
+        assert!(!Restoring.may_become(Copied));
+        assert!(!Restoring.may_become(Copying));
+        assert!(Restoring.may_become(Listed));
     }
 
     #[test]

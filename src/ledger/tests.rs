@@ -174,6 +174,111 @@ fn archived_objects_are_skipped_with_a_reason() {
 }
 
 #[test]
+fn an_archived_object_is_asked_once_per_version_and_again_when_its_copy_expired() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    set_restore_policy(&conn, b, "Bulk", 7).unwrap();
+    let pass = start_pass(&conn).unwrap();
+    let mut cold = listed("cold.mp3", 10, "e");
+    cold.storage_class = Some("GLACIER".into());
+    record_listing_page(&mut conn, b, pass, &[cold.clone()], "cold.mp3").unwrap();
+    assert!(pending_batch(&conn, &[b], 0, 10).unwrap().is_empty());
+    let ask = restores_to_ask(&conn, &[b], 0, 10).unwrap();
+    assert_eq!(ask.len(), 1);
+    // Recorded before it is sent: after a crash it is awaited, not asked.
+    record_restore_asked(&conn, &ask[0], "Bulk").unwrap();
+    assert!(restores_to_ask(&conn, &[b], 0, 10).unwrap().is_empty());
+    assert_eq!(restores_awaited(&conn, &[b], 0, 10).unwrap().len(), 1);
+    // Just looked at: not due again at once.
+    record_restore_checked(&conn, ask[0].object_id).unwrap();
+    conn.execute(
+        "UPDATE archive_restores SET requested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 hours')",
+        [],
+    )
+    .unwrap();
+    assert!(restores_awaited(&conn, &[b], 0, 10).unwrap().is_empty());
+    // Listed again unchanged: still restoring, still asked once.
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(&mut conn, b, pass, &[cold], "cold.mp3").unwrap();
+    assert!(restores_to_ask(&conn, &[b], 0, 10).unwrap().is_empty());
+    record_restore_ready(
+        &conn,
+        ask[0].object_id,
+        Some("Fri, 21 Dec 2012 00:00:00 GMT"),
+    )
+    .unwrap();
+    assert_eq!(pending_batch(&conn, &[b], 0, 10).unwrap().len(), 1);
+    // Its GET found it archived again (the restored copy expired): asked again.
+    assert!(record_archived(&conn, ask[0].object_id, "expired").unwrap());
+    assert_eq!(restores_to_ask(&conn, &[b], 0, 10).unwrap().len(), 1);
+    record_restore_asked(&conn, &ask[0], "Bulk").unwrap();
+    assert_eq!(restores_asked(&conn, ask[0].object_id).unwrap(), 2);
+    let waiting = restores_waiting(&conn).unwrap();
+    assert_eq!((waiting[0].tier.as_str(), waiting[0].objects), ("Bulk", 1));
+}
+
+#[test]
+fn a_listing_that_reports_restores_spares_the_heads() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    set_restore_policy(&conn, b, "Bulk", 7).unwrap();
+    let pass = start_pass(&conn).unwrap();
+    let cold: Vec<ListedObject> = ["a", "b", "c"]
+        .iter()
+        .map(|k| ListedObject {
+            storage_class: Some("DEEP_ARCHIVE".into()),
+            ..listed(k, 10, "e")
+        })
+        .collect();
+    record_listing_page(&mut conn, b, pass, &cold, "c").unwrap();
+    let ask = restores_to_ask(&conn, &[b], 0, 10).unwrap();
+    record_restore_asked(&conn, &ask[0], "Bulk").unwrap();
+    let restore = |key: &str, in_progress| ListedRestore {
+        key: key.into(),
+        in_progress,
+        expires_at: None,
+    };
+    // a: asked and under way (no HEAD due); b: someone else's restore under
+    // way (counts as asked); c: not mentioned (still to be asked).
+    record_listed_restores(&conn, b, &[restore("a", true), restore("b", true)]).unwrap();
+    // The asks were an hour before this listing (a pass or more): just
+    // looked at by it, neither is due a HEAD.
+    conn.execute(
+        "UPDATE archive_restores SET requested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')",
+        [],
+    )
+    .unwrap();
+    assert!(restores_awaited(&conn, &[b], 0, 10).unwrap().is_empty());
+    let to_ask: Vec<String> = restores_to_ask(&conn, &[b], 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(to_ask, ["c"]);
+    assert_eq!(restores_asked(&conn, ask[0].object_id).unwrap(), 1);
+    // Done: back into the copy queue, without a HEAD.
+    record_listed_restores(&conn, b, &[restore("a", false)]).unwrap();
+    let pending: Vec<String> = pending_batch(&conn, &[b], 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|w| w.key)
+        .collect();
+    assert_eq!(pending, ["a"]);
+}
+
+#[test]
+fn with_restores_off_an_archived_get_changes_nothing_here() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    set_restore_policy(&conn, b, "off", 7).unwrap();
+    let pass = start_pass(&conn).unwrap();
+    record_listing_page(&mut conn, b, pass, &[listed("tiered.mp3", 10, "e")], "t").unwrap();
+    let id = pending_batch(&conn, &[b], 0, 10).unwrap()[0].object_id;
+    assert!(!record_archived(&conn, id, "archived").unwrap());
+    assert_eq!(pending_batch(&conn, &[b], 0, 10).unwrap().len(), 1);
+}
+
+#[test]
 fn a_copy_of_an_old_version_does_not_mark_the_new_one_copied() {
     let (_dir, mut conn) = fresh();
     let b = ensure_bucket(&conn, "onix", "hub-onix", "").unwrap();

@@ -12,7 +12,7 @@ pub mod tag_count;
 
 use std::sync::Arc;
 
-use aws_sdk_s3::types::EncodingType;
+use aws_sdk_s3::types::{EncodingType, OptionalObjectAttributes};
 use aws_sdk_s3::Client;
 use futures::stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BucketPair, Shard};
 use crate::filter::Filter;
 use crate::hashing::bare_etag;
-use crate::ledger::{self, ListedObject, Writer};
+use crate::ledger::{self, ListedObject, ListedRestore, Writer};
 use crate::store::{FailureKind, Side, StoreError};
 pub use ranges::RangePlan;
 
@@ -51,6 +51,9 @@ pub struct Listed {
 pub struct Page {
     pub objects: Vec<ListedObject>,
     pub truncated: bool,
+    /// The restores the store reported (ListObjectsV2's `RestoreStatus`,
+    /// which AWS gives for objects with a restore under way or done).
+    pub restores: Vec<ListedRestore>,
 }
 
 /// Where listing pages come from: the source store in ferry; a generator in
@@ -105,10 +108,19 @@ impl PageSource for BucketPages<'_> {
             (None, None) => {}
         }
         let what = format!("ListObjectsV2 {}", self.bucket);
-        let page = request
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
+        let page = match request.clone().send().await {
+            // Credentials that may list but not read restore states: the
+            // listing goes on without them (awaited restores are HEADed).
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403)
+                && request.get_optional_object_attributes().is_some() =>
+            {
+                RESTORE_STATUS_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(bucket = %self.bucket, "ListObjectsV2 with OptionalObjectAttributes=RestoreStatus was refused (403): listing without it; restores are asked about with HEADs");
+                request.set_optional_object_attributes(None).send().await
+            }
+            other => other,
+        }
+        .map_err(|e| StoreError::from_sdk(self.side, &what, e))?;
         let truncated = page.is_truncated().unwrap_or(false);
         self.token = page.next_continuation_token().map(str::to_owned);
         if truncated && self.token.is_none() {
@@ -123,6 +135,7 @@ impl PageSource for BucketPages<'_> {
         Ok(Page {
             objects: listed_objects(&page),
             truncated,
+            restores: listed_restores(&page),
         })
     }
 
@@ -156,6 +169,11 @@ impl PageSource for BucketPages<'_> {
     }
 }
 
+/// Set once a listing with `OptionalObjectAttributes=RestoreStatus` was
+/// refused (403): later listings leave it out.
+static RESTORE_STATUS_REFUSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Empty pages that say the listing goes on that a probe follows.
 const EMPTY_PAGES_FOLLOWED: usize = 10;
 
@@ -165,14 +183,47 @@ impl BucketPages<'_> {
         &self,
         max_keys: i32,
     ) -> aws_sdk_s3::operation::list_objects_v2::builders::ListObjectsV2FluentBuilder {
-        self.client
+        let request = self
+            .client
             .list_objects_v2()
             .bucket(self.bucket)
             // Keys may hold characters XML cannot carry; ask for them encoded.
             .encoding_type(EncodingType::Url)
             .max_keys(max_keys)
-            .set_prefix(Some(self.prefix.to_owned()).filter(|p| !p.is_empty()))
+            .set_prefix(Some(self.prefix.to_owned()).filter(|p| !p.is_empty()));
+        // How archived objects' restores go, with no HEAD each (AWS; Garage
+        // and Ceph RGW accept it and answer none, moto ignores it). Not for
+        // a probe of one key.
+        if max_keys > 1 && !RESTORE_STATUS_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+            request.optional_object_attributes(OptionalObjectAttributes::RestoreStatus)
+        } else {
+            request
+        }
     }
+}
+
+/// The restores a ListObjectsV2 answer reports, keys decoded as
+/// [`listed_objects`] does.
+fn listed_restores(
+    page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+) -> Vec<ListedRestore> {
+    let encoded = page.encoding_type() == Some(&EncodingType::Url);
+    page.contents()
+        .iter()
+        .filter_map(|o| {
+            let status = o.restore_status()?;
+            let key = o.key().unwrap_or_default();
+            Some(ListedRestore {
+                key: if encoded {
+                    decode_key(key)
+                } else {
+                    key.to_owned()
+                },
+                in_progress: status.is_restore_in_progress().unwrap_or(false),
+                expires_at: status.restore_expiry_date().map(|t| t.to_string()),
+            })
+        })
+        .collect()
 }
 
 /// The objects of a ListObjectsV2 answer, keys decoded when the answer says
@@ -544,12 +595,24 @@ async fn list_range(
             .into_iter()
             .filter(|o| live.range.holds(&o.key))
             .collect();
+        let restores: Vec<ListedRestore> = page
+            .restores
+            .into_iter()
+            .filter(|r| live.range.holds(&r.key))
+            .collect();
         if let Some(cursor) = ours.last().map(|o| o.key.clone()) {
             let objects = in_scope(ours, (shard, filter));
             seen += objects.len() as u64;
             let first_after = first_after.clone();
             writing = Some(writer.call(move |c| {
-                ledger::record_range_page(c, (bucket_id, &first_after), pass_id, &objects, &cursor)
+                ledger::record_range_page(
+                    c,
+                    (bucket_id, &first_after),
+                    pass_id,
+                    &objects,
+                    &cursor,
+                )?;
+                ledger::record_listed_restores(c, bucket_id, &restores)
             }));
         }
         // The density is read from keys, not from the range's start: a

@@ -78,6 +78,7 @@ impl PageSource for Keys {
                 })
                 .collect(),
             truncated: end < self.keys.len(),
+            restores: Vec::new(),
         })
     }
 }

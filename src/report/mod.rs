@@ -6,6 +6,7 @@ pub mod plan;
 pub mod quality;
 pub mod reconcile;
 pub mod render;
+pub mod restore_cost;
 pub mod sorted;
 pub mod status;
 pub mod table;

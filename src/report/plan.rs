@@ -306,6 +306,22 @@ pub fn plan_tables(
     let mut buckets = Table::new("buckets", columns);
     let mut warnings = Table::new("warnings", vec!["bucket", "warning", "objects", "bytes"]);
     let mut filtered = Table::new("filtered", vec!["bucket", "filter", "objects", "bytes"]);
+    let mut restores = Table::new(
+        "restores",
+        vec![
+            "bucket",
+            "storage_class",
+            "tier",
+            "objects",
+            "bytes",
+            "requests_usd",
+            "retrieval_usd",
+            "restored_copy_usd",
+            "total_usd",
+            "restore_time",
+        ],
+    );
+    let mut restore_usd = 0.0;
     for p in &plans {
         for (rule, (n, bytes)) in &p.filtered {
             filtered.push(vec![
@@ -348,12 +364,35 @@ pub fn plan_tables(
 
         let bucket = || Cell::from(p.pair.source.as_str());
         for (class, (n, bytes)) in &p.classes {
+            let price = super::restore_cost::price(class, p.pair.restore);
+            if let Some(price) = &price {
+                let (requests, retrieval, copy) =
+                    super::restore_cost::cost(price, *n, *bytes, p.pair.restore_days);
+                restore_usd += requests + retrieval + copy;
+                restores.push(vec![
+                    bucket(),
+                    class.as_str().into(),
+                    price.tier.into(),
+                    Cell::Count(*n),
+                    Cell::Bytes(*bytes),
+                    Cell::Number(requests),
+                    Cell::Number(retrieval),
+                    Cell::Number(copy),
+                    Cell::Number(requests + retrieval + copy),
+                    price.time.into(),
+                ]);
+            }
             let warning = match class.as_str() {
+                "GLACIER" | "DEEP_ARCHIVE" if price.is_some() => format!(
+                    "archived in {class}: restored ({} tier, readable {} days) before copying; see the restores table for cost and time",
+                    price.as_ref().map_or("", |p| p.tier),
+                    p.pair.restore_days
+                ),
                 "GLACIER" | "DEEP_ARCHIVE" => {
-                    format!("archived in {class}: restore before copying; ferry skips these")
+                    format!("archived in {class}: restore = \"off\", so ferry skips these")
                 }
                 "INTELLIGENT_TIERING" => {
-                    "Intelligent-Tiering: objects in its archive tiers need a restore first".into()
+                    "Intelligent-Tiering: objects in its archive tiers are found by their GET and restored first (their count is not known before)".into()
                 }
                 _ => continue,
             };
@@ -445,6 +484,10 @@ pub fn plan_tables(
         "egress cost after the free 100 GB (USD)".into(),
         Cell::Number(billable_gb * a.egress_price_per_gb),
     ]);
+    assumptions.push(vec![
+        "restores of archived objects (USD, AWS list prices of 2026-12-07)".into(),
+        Cell::Number(restore_usd),
+    ]);
     let statuses = ledger::bucket_status(conn)?;
     let mut catalog = Table::new(
         "catalog",
@@ -477,7 +520,15 @@ pub fn plan_tables(
         });
         catalog.push(catalog_row(p, &warnings, status, a));
     }
-    let mut tables = vec![catalog, buckets, warnings, filtered, largest, assumptions];
+    let mut tables = vec![
+        catalog,
+        buckets,
+        warnings,
+        filtered,
+        largest,
+        assumptions,
+        restores,
+    ];
     tables.extend(quality.tables());
     Ok(tables)
 }
@@ -598,6 +649,14 @@ mod tests {
         let tables = plan_tables(&conn, &[pair], &a, Quality::default()).unwrap();
         let text = super::super::render::render(&tables, super::super::render::Format::Csv);
         assert!(text.contains("archived in DEEP_ARCHIVE"), "{text}");
+        // Bulk by default: 10 MiB from Deep Archive, one request.
+        let restores =
+            super::super::render::render(&tables[6..7], super::super::render::Format::Csv);
+        assert!(
+            restores.contains("DEEP_ARCHIVE,Bulk,1,10485760"),
+            "{restores}"
+        );
+        assert!(restores.contains("up to 48 hours"), "{restores}");
         assert!(text.contains("key over 1,024 bytes (1025 bytes)"), "{text}");
         let buckets = &tables[1].rows[0];
         assert_eq!(buckets[1], Cell::Count(3));

@@ -380,6 +380,11 @@ fn classify(
         match r.state {
             State::Skipped => return (Class::Skipped, r.reason.clone().unwrap_or_default()),
             State::Failed => return (Class::Failed, r.reason.clone().unwrap_or_default()),
+            State::Restoring if dst.is_none() => return (
+                Class::Missing,
+                "archived at the source: its restore is asked or under way; copied once restored"
+                    .into(),
+            ),
             _ => {}
         }
     }
@@ -454,6 +459,7 @@ mod tests {
             Ok(crate::list::Page {
                 objects: self.keys[start..end].to_vec(),
                 truncated: end < self.keys.len(),
+                restores: Vec::new(),
             })
         }
     }

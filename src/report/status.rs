@@ -23,6 +23,8 @@ pub fn table(rows: &[BucketStatus]) -> Table {
             "mismatched",
             "failed",
             "skipped",
+            "restoring",
+            "oldest_restore_hours",
             "conflict",
             "filtered",
             "pending",
@@ -48,6 +50,8 @@ pub fn table(rows: &[BucketStatus]) -> Table {
         total.mismatched += r.mismatched;
         total.failed += r.failed;
         total.skipped += r.skipped;
+        total.restoring += r.restoring;
+        total.oldest_restore_secs = total.oldest_restore_secs.max(r.oldest_restore_secs);
         total.conflict += r.conflict;
         total.filtered += r.filtered;
         total.pending += r.pending;
@@ -97,6 +101,12 @@ fn row(r: &BucketStatus) -> Vec<Cell> {
         Cell::Count(r.mismatched),
         Cell::Count(r.failed),
         Cell::Count(r.skipped),
+        Cell::Count(r.restoring),
+        // Hours, to the tenth: what AWS promises restores in.
+        Cell::Number(
+            r.oldest_restore_secs
+                .map_or(0.0, |s| (s as f64 / 360.0).round() / 10.0),
+        ),
         Cell::Count(r.conflict),
         Cell::Count(r.filtered),
         Cell::Count(r.pending),

@@ -5,7 +5,8 @@
 //! the source). It counts everything it injected. It can also play parts of
 //! S3 that the local servers lack: an archive tier (Glacier) for keys with a
 //! given prefix, empty listing pages that are not the last, and part answers
-//! with the part's own ETag (as moto gives them).
+//! with the part's own ETag (as moto gives them). It counts RestoreObject
+//! requests by key.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -50,6 +51,13 @@ pub struct Plays {
     /// GETs of keys starting with this answer 403 InvalidObjectState, as
     /// S3 does for an archived object that is not restored.
     pub refused: Option<String>,
+    /// As `refused`, for the first GET of each key starting with this
+    /// only: an object whose restored copy expired before it was read, or
+    /// an Intelligent-Tiering object in an archive tier (moto has neither).
+    pub refused_once: Option<String>,
+    /// ListObjectsV2 asking for `x-amz-optional-object-attributes` answers
+    /// 403 AccessDenied, as AWS may for credentials without the permission.
+    pub refuse_restore_status: bool,
     /// Answers the first page of every ListObjectsV2 listing with no keys,
     /// IsTruncated and a continuation token for the real first page, as S3
     /// may. (The token is in Garage's own format: `[` and the base64 of the
@@ -113,6 +121,14 @@ pub struct Plays {
 pub struct Injected {
     /// GETs answered InvalidObjectState.
     pub refused_gets: AtomicU64,
+    /// Keys `Plays::refused_once` refused a GET of.
+    pub refused_once_keys: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Listings refused by `Plays::refuse_restore_status`, and listings
+    /// that asked for RestoreStatus at all.
+    pub restore_status_refused: AtomicU64,
+    pub restore_status_asked: AtomicU64,
+    /// The key (as sent, percent-encoded) of every RestoreObject sent on.
+    pub restores: std::sync::Mutex<Vec<String>>,
     /// HEADs and GETs of SSE-C objects, refused.
     pub customer_key_requests: AtomicU64,
     /// Keys (decoded) of every object body that went through whole with a
@@ -529,6 +545,33 @@ async fn handle(
                 .unwrap());
         }
     }
+    if let Some(prefix) = &plays.refused_once {
+        if parts.method == hyper::Method::GET
+            && key.starts_with(prefix.as_str())
+            && counts
+                .refused_once_keys
+                .lock()
+                .unwrap()
+                .insert(key.to_owned())
+        {
+            count(&counts.refused_gets);
+            return Ok(Response::builder()
+                .status(403)
+                .body(error_body(
+                    "InvalidObjectState",
+                    "The operation is not valid for the object's storage class",
+                ))
+                .unwrap());
+        }
+    }
+    if parts.method == hyper::Method::POST
+        && parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "restore" || p == "restore="))
+    {
+        counts.restores.lock().unwrap().push(key.to_owned());
+    }
     if let Some(prefix) = &plays.customer_key {
         if key.starts_with(prefix.as_str()) && !parts.uri.query().unwrap_or("").contains("uploadId")
         {
@@ -635,6 +678,20 @@ async fn handle(
             start_after: param("start-after="),
             continued: param("continuation-token=").is_some(),
         });
+    }
+    if is_listing
+        && parts
+            .headers
+            .contains_key("x-amz-optional-object-attributes")
+    {
+        count(&counts.restore_status_asked);
+        if plays.refuse_restore_status {
+            count(&counts.restore_status_refused);
+            return Ok(Response::builder()
+                .status(403)
+                .body(error_body("AccessDenied", "Access Denied"))
+                .unwrap());
+        }
     }
     if let Some(delay) = plays.list_delay.filter(|_| is_listing) {
         tokio::time::sleep(delay).await;

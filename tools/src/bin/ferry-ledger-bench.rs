@@ -172,6 +172,7 @@ impl PageSource for Synthetic {
                     .map(|i| listed(keys[i].clone(), i as u64))
                     .collect(),
                 truncated: end < keys.len(),
+                restores: Vec::new(),
             });
         }
         let next = first_after(after, self.total);
@@ -179,6 +180,7 @@ impl PageSource for Synthetic {
         Ok(Page {
             objects: (next..end).map(|i| listed(key_of(i), i)).collect(),
             truncated: end < self.total,
+            restores: Vec::new(),
         })
     }
 }
@@ -312,6 +314,7 @@ async fn main() -> Result<()> {
         prefix: String::new(),
         filter: Filter::default(),
         inventory: None,
+        ..Default::default()
     };
     let pages = || Synthetic {
         total: keys,
