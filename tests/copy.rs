@@ -318,10 +318,10 @@ async fn the_ledger_matches_both_stores_and_a_second_run_copies_nothing() {
     }
     assert_eq!(row["done_percent"].as_f64(), Some(100.0), "{row}");
     assert!(
-        row["rate_per_second"].as_u64().unwrap() > 0,
+        row["rate_last_5_min"].as_u64().unwrap() > 0,
         "just copied, so the recent rate is not zero: {row}"
     );
-    assert_eq!(row["eta"], "done");
+    assert_eq!(row["eta_of_pending"], "nothing pending");
     let table = fx.ferry(&["status"]);
     assert!(
         table.stdout.contains(&audio) && table.stdout.contains("100.00"),

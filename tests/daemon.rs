@@ -488,6 +488,8 @@ async fn the_status_page_shows_what_status_says_and_a_hostile_key_as_text() {
             "verified",
             "conflict",
             "failed",
+            "skipped",
+            "restoring",
             "pending",
             "bytes_listed",
             "bytes_copied",

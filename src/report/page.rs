@@ -34,8 +34,14 @@ impl Page {
             ("mismatched", State::Mismatched),
             ("conflict", State::Conflict),
             ("skipped", State::Skipped),
+            ("restoring", State::Restoring),
         ] {
             for (bucket, key, reason) in ledger::objects_in_state(&conn, state, LISTED)? {
+                let reason = if reason.is_empty() && state == State::Restoring {
+                    "archived: waiting for its restore at the source".to_owned()
+                } else {
+                    reason
+                };
                 troubles.push((what, bucket, key, reason));
             }
         }
@@ -61,7 +67,7 @@ impl Page {
         h.push_str(
             "<table id=\"buckets\"><thead><tr><th>bucket</th><th>destination</th><th>progress</th>\
              <th>listed</th><th>copied</th><th>verified</th><th>pending</th><th>failed</th>\
-             <th>mismatched</th><th>conflict</th><th>skipped</th><th>bytes listed</th>\
+             <th>mismatched</th><th>conflict</th><th>skipped</th><th>restoring</th><th>bytes listed</th>\
              <th>bytes copied</th>",
         );
         let _ = writeln!(
@@ -98,6 +104,7 @@ impl Page {
                 ("mismatched", b.mismatched),
                 ("conflict", b.conflict),
                 ("skipped", b.skipped),
+                ("restoring", b.restoring),
             ] {
                 let _ = write!(h, "<td class=\"n\" data-field=\"{field}\">{n}</td>");
             }

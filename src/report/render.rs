@@ -291,10 +291,10 @@ mod tests {
 
     #[test]
     fn a_rate_reads_per_second_to_people_and_is_a_number_to_programs() {
-        let mut t = Table::new("status", vec!["rate_per_second"]);
+        let mut t = Table::new("status", vec!["rate_last_5_min"]);
         t.push(vec![Cell::Rate(1_677_722)]);
         assert!(render(&[t.clone()], Format::Table).contains("1.6 MiB/s"));
         let v: Value = serde_json::from_str(&render(&[t], Format::Json)).unwrap();
-        assert_eq!(v["status"][0]["rate_per_second"], Value::from(1_677_722u64));
+        assert_eq!(v["status"][0]["rate_last_5_min"], Value::from(1_677_722u64));
     }
 }

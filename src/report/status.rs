@@ -34,8 +34,10 @@ pub fn table(rows: &[BucketStatus]) -> Table {
             "bytes_listed",
             "bytes_copied",
             "done_percent",
-            "rate_per_second",
-            "eta",
+            // The window the rate is measured over, and what the ETA is of:
+            // failed, skipped and conflicting objects wait for a person.
+            "rate_last_5_min",
+            "eta_of_pending",
         ],
     );
     let mut total = BucketStatus {
@@ -61,6 +63,7 @@ pub fn table(rows: &[BucketStatus]) -> Table {
         total.bytes_listed += r.bytes_listed;
         total.bytes_copied += r.bytes_copied;
         total.bytes_recent += r.bytes_recent;
+        total.bytes_pending += r.bytes_pending;
     }
     if rows.len() > 1 {
         table.push(row(&total));
@@ -84,9 +87,8 @@ fn row(r: &BucketStatus) -> Vec<Cell> {
         r.bytes_copied as f64 * 100.0 / r.bytes_listed as f64
     };
     let rate = r.bytes_recent / RATE_WINDOW_SECS;
-    let left = r.bytes_listed.saturating_sub(r.bytes_copied);
-    let eta = match (left, rate) {
-        (0, _) => "done".to_owned(),
+    let eta = match (r.bytes_pending, rate) {
+        (0, _) => "nothing pending".to_owned(),
         (_, 0) => "-".to_owned(),
         (left, rate) => {
             humantime::format_duration(std::time::Duration::from_secs(left / rate)).to_string()
