@@ -431,21 +431,23 @@ impl Runner {
         let (listing, mut copied) = (listing?, copied?);
         let pass_id = listing.pass_id;
         let listed_ids = listing.listed;
-        if !self.stop.is_cancelled() {
-            let behind = self
-                .engine
-                .copy_pending(listed_ids.clone(), &self.stop, self.config.shutdown_grace)
-                .await?;
-            copied.add(&behind);
-        }
-        // Archived objects: restores checked and asked while everything
-        // else was copied above; the ones found done are copied now. One
+        // Archived objects: restores checked and asked as soon as the
+        // listing is done, beside the copy of what it left behind (a restore
+        // takes hours: it must not wait for a long copy, nor for a pass that
+        // a restart cuts off); the ones found done are copied after. One
         // still under way waits for a later pass (`run --once` says so).
         let mut restores = RestoreSummary::default();
         if !self.stop.is_cancelled() {
-            restores =
+            let (behind, asked) = tokio::join!(
+                self.engine.copy_pending(
+                    listed_ids.clone(),
+                    &self.stop,
+                    self.config.shutdown_grace
+                ),
                 crate::copy::restore::step(&self.engine, &self.restorer, &listed_ids, &self.stop)
-                    .await?;
+            );
+            copied.add(&behind?);
+            restores = asked?;
             if restores.ready > 0 && !self.stop.is_cancelled() {
                 let restored = self
                     .engine

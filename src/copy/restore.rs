@@ -170,6 +170,10 @@ async fn ask(
         .bucket(&o.source_bucket)
         .key(&o.key)
         .restore_request(request)
+        // Sent once: a retry the ledger did not record, outside the rate,
+        // is a second ask. One whose answer is lost is found by the HEAD.
+        .customize()
+        .config_override(crate::store::no_sdk_retries())
         .send()
         .await;
     let id = o.object_id;
@@ -235,8 +239,18 @@ async fn check(
     let head = match head {
         Ok(h) => h,
         Err(e) => {
-            // A new version or a deleted key is the next listing's to record.
             let e = StoreError::from_sdk(Side::Source, format!("HeadObject {}", o.key), e);
+            if matches!(e.kind, FailureKind::Refused | FailureKind::CustomerKey) {
+                // Refused for good (an SSE-C object, whose HEAD needs its
+                // key): the copy's own probe says why and records it.
+                tracing::info!(bucket = %o.source_bucket, key = %o.key, error = %e, "a restore's HEAD was refused; the copy will say why");
+                engine
+                    .writer
+                    .call(move |c| ledger::record_not_archived(c, id))
+                    .await?;
+                return Ok(true);
+            }
+            // A new version or a deleted key is the next listing's to record.
             tracing::warn!(bucket = %o.source_bucket, key = %o.key, error = %e, "could not ask how a restore goes; asked again next pass");
             return Ok(false);
         }

@@ -104,7 +104,7 @@ impl Stored {
         // round) gave an answer ferry cannot read for sure: no proof is
         // claimed from it.
         match (a.kind, stored.parts) {
-            (Some("FULL_OBJECT"), Some(_)) => None,
+            (Some("FULL_OBJECT"), Some(_)) | (Some("COMPOSITE"), None) => None,
             _ => Some(stored),
         }
     }
@@ -331,6 +331,12 @@ mod tests {
         let confused = Answered {
             crc32: Some("MQVsmQ==-2"),
             kind: Some("FULL_OBJECT"),
+            ..Answered::default()
+        };
+        assert_eq!(Stored::from_answer(&confused), None);
+        let confused = Answered {
+            crc32: Some("MQVsmQ=="),
+            kind: Some("COMPOSITE"),
             ..Answered::default()
         };
         assert_eq!(Stored::from_answer(&confused), None);

@@ -84,6 +84,21 @@ pub fn set_restore_policy(
         "UPDATE buckets SET restore_tier = ?2, restore_days = ?3 WHERE id = ?1",
         params![bucket_id, tier, days],
     )?;
+    if tier == "off" {
+        // Restores switched off: what waited for one is skipped, as archived
+        // objects are without restores, not left waiting for good.
+        let waiting: Vec<i64> = conn
+            .prepare(&format!(
+                "SELECT id FROM objects WHERE bucket_id = ?1 AND state = '{}'",
+                State::Restoring
+            ))?
+            .query_map([bucket_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let sql = State::Skipped.move_sql(", last_error = ?2");
+        for id in waiting {
+            conn.execute(&sql, params![id, SWITCHED_OFF])?;
+        }
+    }
     Ok(())
 }
 
@@ -108,6 +123,9 @@ pub fn wake_skipped_archives(conn: &Connection, bucket_ids: &[i64]) -> rusqlite:
             "SELECT o.id FROM objects o JOIN buckets b ON b.id = o.bucket_id
              WHERE o.state = '{skipped}' AND o.bucket_id IN ({buckets})
                AND o.storage_class IN ('GLACIER', 'DEEP_ARCHIVE')
+               -- Skipped for being archived, not for another reason (an
+               -- SSE-C object that is archived too stays skipped).
+               AND o.last_error LIKE '%archived%' AND o.last_error NOT LIKE '%SSE-C%'
                AND b.restore_tier IS NOT NULL AND b.restore_tier != 'off'",
             skipped = State::Skipped,
             buckets = id_list(bucket_ids),
@@ -121,6 +139,7 @@ pub fn wake_skipped_archives(conn: &Connection, bucket_ids: &[i64]) -> rusqlite:
     Ok(ids.len())
 }
 
+const SWITCHED_OFF: &str = "archived: restore = \"off\" for this bucket pair; restore it at the source, or turn restores on";
 const WAITING: &str = "archived at the source: ferry restores it, then copies it";
 
 fn archived_objects(

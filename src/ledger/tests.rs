@@ -267,6 +267,44 @@ fn a_listing_that_reports_restores_spares_the_heads() {
 }
 
 #[test]
+fn restores_switched_off_skip_what_waited_and_switched_on_wake_only_the_archived() {
+    let (_dir, mut conn) = fresh();
+    let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
+    set_restore_policy(&conn, b, "Bulk", 7).unwrap();
+    let pass = start_pass(&conn).unwrap();
+    let mut cold = listed("cold.mp3", 10, "e");
+    cold.storage_class = Some("GLACIER".into());
+    let mut locked = listed("locked.mp3", 10, "f");
+    locked.storage_class = Some("GLACIER".into());
+    record_listing_page(&mut conn, b, pass, &[cold, locked], "locked.mp3").unwrap();
+    assert_eq!(restores_to_ask(&conn, &[b], 0, 10).unwrap().len(), 2);
+    // Off: nothing waits for a restore that will never be asked.
+    set_restore_policy(&conn, b, "off", 7).unwrap();
+    let state = |key: &str| -> String {
+        conn.query_row("SELECT state FROM objects WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        (state("cold.mp3"), state("locked.mp3")),
+        ("skipped".into(), "skipped".into())
+    );
+    // One of them turns out SSE-C: skipped for that, it is not woken.
+    conn.execute(
+        "UPDATE objects SET last_error = 'encrypted with SSE-C: ferry cannot read it' WHERE key = 'locked.mp3'",
+        [],
+    )
+    .unwrap();
+    set_restore_policy(&conn, b, "Bulk", 7).unwrap();
+    assert_eq!(wake_skipped_archives(&conn, &[b]).unwrap(), 1);
+    assert_eq!(
+        (state("cold.mp3"), state("locked.mp3")),
+        ("restoring".into(), "skipped".into())
+    );
+}
+
+#[test]
 fn with_restores_off_an_archived_get_changes_nothing_here() {
     let (_dir, mut conn) = fresh();
     let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();

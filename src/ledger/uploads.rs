@@ -34,7 +34,7 @@ pub struct PartRecord {
     pub sha256_state: Option<String>,
     /// The whole object's MD5 state there, when the source's ETag is that MD5.
     pub md5_state: Option<String>,
-    /// The part's own checksum (base64) in the algorithm the source stored.
+    /// The part's own checksum in the algorithm the source stored (`CRC32C:base64`).
     pub checksum: Option<String>,
 }
 

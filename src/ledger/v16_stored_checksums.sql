@@ -1,8 +1,9 @@
 -- Version 16: the checksum the source stored with an object, and which
 -- proof each copy got.
 --
--- `parts.checksum`: the part's own checksum (base64) in the algorithm the
--- source stored, so that a resumed upload still proves the whole object
+-- `parts.checksum`: the part's own checksum in the algorithm the source
+-- stored (`CRC32C:base64`: with its algorithm, as the source may store the
+-- same bytes again with another), so that a resumed upload still proves the whole object
 -- against it before completing, without reading its parts again.
 ALTER TABLE parts ADD COLUMN checksum TEXT;
 

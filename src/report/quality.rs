@@ -425,8 +425,9 @@ pub fn content_type_sample(
 struct Sampled {
     content_type: String,
     has_tags: bool,
-    /// Neither its ETag (SSE-KMS) nor a stored checksum can prove its bytes.
-    unproved: bool,
+    /// Why neither its ETag (SSE-KMS) nor a stored checksum can prove its
+    /// bytes, when they cannot.
+    unproved: Option<&'static str>,
 }
 
 impl Sampled {
@@ -439,7 +440,15 @@ impl Sampled {
         Sampled {
             content_type: h.content_type().unwrap_or_default().to_owned(),
             has_tags: h.tag_count().unwrap_or(0) > 0,
-            unproved: kms && crate::copy::proof::stored_of_head(h).is_none(),
+            unproved: match crate::copy::proof::stored_of_head(h) {
+                _ if !kms => None,
+                None => Some("encrypted with SSE-KMS, and the source stored no checksum"),
+                // ferry copies an SSE-KMS object on its own part boundaries.
+                Some(s) if s.parts.is_some() => Some(
+                    "encrypted with SSE-KMS, and its stored checksum is a composite of parts ferry does not cut alike",
+                ),
+                Some(_) => None,
+            },
         }
     }
 }
@@ -492,14 +501,14 @@ pub async fn check_content_types(
                 continue;
             };
             tagged += u64::from(has_tags);
-            if unproved {
+            if let Some(why) = unproved {
                 no_proof += 1;
                 quality.add(Finding {
                     check: Check::NoSourceProof,
                     bucket: pair.source.clone(),
                     keys: vec![key.clone()],
                     bytes: 0,
-                    detail: "encrypted with SSE-KMS, and the source stored no checksum".into(),
+                    detail: why.into(),
                 });
             }
             if content_type_suits(&key, &content_type) == Some(false) {
@@ -519,7 +528,7 @@ pub async fn check_content_types(
     }
     quality.note(
         Check::NoSourceProof,
-        format!("HEAD of the same sample of {asked}: {no_proof} have neither an MD5 ETag nor a stored checksum"),
+        format!("HEAD of the same sample of {asked}: {no_proof} have neither an MD5 ETag nor a stored checksum ferry can check"),
     );
     quality.note(
         Check::ContentType,

@@ -1,8 +1,7 @@
 //! What one part sent left behind: its number, ETag and MD5, what proves it when read back, and its own checksum in the source's algorithm.
 //! It must not send or read anything; `send.rs` makes them, `resume.rs` takes them back from the ledger.
 
-use base64::Engine as _;
-
+use crate::hashing::stored::{Algorithm, Stored};
 use crate::hashing::PartCheck;
 use crate::ledger::PartRecord;
 
@@ -13,8 +12,9 @@ pub(super) struct PartDone {
     pub(super) check: PartCheck,
     /// The whole object's MD5 state at the part's end, when it was hashed.
     pub(super) md5_state: Option<String>,
-    /// The part's own checksum in the algorithm the source stored.
-    pub(super) checksum: Option<Vec<u8>>,
+    /// The part's own checksum in the algorithm the source stored (as
+    /// `parts.checksum` keeps it: `ALGORITHM:base64`).
+    pub(super) checksum: Option<Stored>,
 }
 
 impl PartDone {
@@ -29,10 +29,15 @@ impl PartDone {
             md5,
             check: PartCheck::from_columns(&p.sha256, p.sha256_state.as_deref()),
             md5_state: p.md5_state.clone(),
-            checksum: p
-                .checksum
-                .as_deref()
-                .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok()),
+            checksum: p.checksum.as_deref().and_then(Stored::parse),
         }
+    }
+
+    /// The part's own checksum, when it is in `algorithm`.
+    pub(super) fn checksum_in(&self, algorithm: Option<Algorithm>) -> Option<&[u8]> {
+        self.checksum
+            .as_ref()
+            .filter(|c| Some(c.algorithm) == algorithm)
+            .map(|c| c.value.as_slice())
     }
 }

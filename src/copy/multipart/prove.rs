@@ -37,10 +37,20 @@ pub(super) fn at_source(
     };
     let computed = if whole_sha256_proves(stored, done.len()) {
         whole.and_then(|w| w.sha256).map(|d| d.to_vec())
+    } else if stored.parts.is_some() && !layout.keeps_source_etag() {
+        // A composite is of the source's parts: ferry's own parts (an
+        // SSE-KMS source, one whose boundaries cannot be learned) may be
+        // as many and cut elsewhere. No proof, and no mismatch either.
+        None
     } else {
         let length_of = |n: u32| layout.parts.get(n as usize - 1).map_or(0, |p| p.length);
         done.iter()
-            .map(|p| Some((p.checksum.clone()?, length_of(p.number))))
+            .map(|p| {
+                Some((
+                    p.checksum_in(Some(stored.algorithm))?.to_vec(),
+                    length_of(p.number),
+                ))
+            })
             .collect::<Option<Vec<_>>>()
             .and_then(|parts| stored.of_parts(&parts))
     };

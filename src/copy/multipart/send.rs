@@ -26,7 +26,6 @@ use crate::hashing::{
 use crate::ledger::{self, CopyRecord, PartRecord, WorkItem};
 use crate::limits::budget::Ticket;
 use crate::store::{FailureKind, Side, StoreError, WithCustomerKey};
-use base64::Engine as _;
 
 /// The bytes of the budget a part that streams through takes: about what
 /// the HTTP client buffers between the GET and the PUT.
@@ -87,9 +86,10 @@ pub(super) async fn send_parts_and_complete(
     let holdable = in_order || largest <= engine.transfer.max_bytes_in_flight / 4;
     let mut kept = kept;
     if stored.is_some() {
-        // A part kept without its own checksum (an older ferry's) cannot
+        // A part kept without its own checksum in the source's algorithm
+        // (an older ferry's, or of a version stored with another) cannot
         // help prove the object against the source's: it is sent again.
-        kept.retain(|p| p.checksum.is_some());
+        kept.retain(|p| p.checksum_in(stored.map(|s| s.algorithm)).is_some());
     }
     let hasher = if !holdable {
         None
@@ -291,8 +291,15 @@ pub(super) async fn send_part(
     let Tapped {
         digests,
         chunks,
-        checksum,
+        checksum: value,
     } = tapped;
+    // Kept with its algorithm: a source re-uploaded with the same bytes and
+    // another algorithm keeps its ETag, and a resumed upload must not mix them.
+    let checksum = value.zip(checksum).map(|(value, algorithm)| Stored {
+        algorithm,
+        value,
+        parts: None,
+    });
     // A part hashed in order is proved by the object's SHA-256 state at its
     // end; one that streamed alone, by its own SHA-256.
     let states = match &hasher {
@@ -319,9 +326,7 @@ pub(super) async fn send_part(
         sha256: digests.sha256_hex(),
         sha256_state,
         md5_state: md5_state.clone(),
-        checksum: checksum
-            .as_deref()
-            .map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
+        checksum: checksum.as_ref().map(Stored::to_text),
     };
     // Completion after acknowledgement: recorded only once the store took it.
     engine
