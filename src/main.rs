@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use ferry::cli::{Cli, Command, LedgerAction, Output};
 use ferry::config::Config;
-use ferry::ledger;
-use ferry::report::plan::{self, parse_bandwidth, Assumptions};
-use ferry::report::quality::{self, Quality};
+
+use ferry::report::plan::{parse_bandwidth, Assumptions};
 use ferry::report::render::{emit, render, Format};
 use ferry::report::status;
 use ferry::run::{Runner, VerifyOptions, VerifyScope};
@@ -398,70 +397,10 @@ async fn plan(
     count_tags: bool,
     out: Output,
 ) -> ExitCode {
-    let listed = ledger::open_reader(&config.ledger)
-        .and_then(|c| Ok(plan::all_listed(&c, &config.buckets)?))
-        .unwrap_or(false);
-    if !listed {
-        let runner = match Runner::start_read_only(config.clone(), ferry::shutdown::listen()).await
-        {
-            Ok(r) => r,
-            Err(e) => return fail(&e),
-        };
-        if let Err(e) = runner.list_unlisted().await {
-            return fail(&e);
-        }
-    }
-    if count_tags {
-        if let Err(e) = count_source_tags(&config).await {
-            return fail(&e);
-        }
-    }
-    let mut quality = Quality::default();
-    if let Some(n) = deep {
-        let samples = ledger::open_reader(&config.ledger).and_then(|c| {
-            let mut samples = Vec::new();
-            for pair in &config.buckets {
-                let (keys, of) = quality::content_type_sample(&c, pair, n)?;
-                samples.push((pair.clone(), keys, of));
-            }
-            Ok(samples)
-        });
-        let samples = match samples {
-            Ok(s) => s,
-            Err(e) => return fail(&e),
-        };
-        let source =
-            ferry::store::client(ferry::store::Side::Source, &config.source, &config.transfer)
-                .await;
-        quality::check_content_types(&source, samples, &mut quality).await;
-    }
-    let tables = ledger::open_reader(&config.ledger).and_then(|c| {
-        Ok(plan::plan_tables(
-            &c,
-            &config.buckets,
-            &assumptions,
-            quality,
-        )?)
-    });
-    match tables {
-        Ok(t) => emitted(&t, &out),
+    match ferry::run::plan(&config, &assumptions, deep, count_tags).await {
+        Ok(tables) => emitted(&tables, &out),
         Err(e) => fail(&e),
     }
-}
-
-/// `plan --count-tags`: records each object's tag count in the ledger.
-async fn count_source_tags(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
-    let writer = ferry::ledger::Writer::open(&config.ledger)?;
-    let source =
-        ferry::store::client(ferry::store::Side::Source, &config.source, &config.transfer).await;
-    let counted = ferry::list::tag_count::count_tags(&writer, &source, &config.buckets).await?;
-    tracing::info!(
-        asked = counted.asked,
-        gone_since_listing = counted.gone,
-        without_tagging = ?counted.without_tagging,
-        "tags counted"
-    );
-    Ok(())
 }
 
 /// The config is there but this user may not read it (a root-only file and
