@@ -483,7 +483,7 @@ async fn the_units_install_steps_end_in_ferry_copying_as_an_unprivileged_user() 
     support::assert_all_copied_byte_equal(&fx, &set).await;
 }
 
-/// The README's install steps are the unit header's, word for word (the
+/// The guide's install steps are the unit header's, word for word (the
 /// test above follows the header).
 #[test]
 fn the_readme_gives_the_units_install_steps() {
@@ -501,7 +501,7 @@ fn the_readme_gives_the_units_install_steps() {
         .filter(|l| l.starts_with("install ") || l.starts_with("systemctl daemon-reload"))
         .map(words)
         .collect();
-    let readme = std::fs::read_to_string("README.md").unwrap();
+    let readme = std::fs::read_to_string("docs/src/running-for-days.md").unwrap();
     let section = &readme[readme
         .find("**One box: systemd.**")
         .expect("the systemd part")..];

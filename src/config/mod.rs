@@ -274,7 +274,9 @@ fn parse_message(e: &toml::de::Error) -> String {
         msg = format!("{msg} (at byte {}..{})", span.start, span.end);
     }
     if msg.contains("unknown field") {
-        msg.push_str(". Remove the key or fix its spelling; README.md lists every key");
+        msg.push_str(
+            ". Remove the key or fix its spelling; docs/src/configuration.md lists every key",
+        );
     }
     msg
 }
