@@ -72,12 +72,19 @@ for destination in $destinations; do
   started=$SECONDS
   echo "== the test suite against the $destination destination ($FERRY_DEST_ENDPOINT)" >&2
   rc=0
+  # The torture harness runs once, against Ceph RGW (the store Hetzner
+  # runs), when both destinations are tested: twice would not fit CI's 90
+  # minutes beside everything else. `FERRY_DESTINATIONS=garage` alone runs it.
+  skip=()
+  if [ "$destination" = garage ] && [[ " $destinations " == *" ceph "* ]]; then
+    skip=(-- --skip seeded_schedules_keep_every_invariant)
+  fi
   if [ $# -gt 0 ]; then
     cargo test "$@" || rc=$?
   elif [ -n "$first" ]; then
-    cargo test --workspace --all-targets || rc=$?
+    cargo test --workspace --all-targets "${skip[@]}" || rc=$?
   else
-    cargo test --test '*' || rc=$?
+    cargo test --test '*' "${skip[@]}" || rc=$?
   fi
   # A local server lost mid-run is named, with its log, not left to guess at.
   state=${FERRY_S3_STATE:-.s3-local}
