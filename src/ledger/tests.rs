@@ -17,6 +17,14 @@ fn listed(key: &str, size: u64, etag: &str) -> ListedObject {
     }
 }
 
+/// A key listed in Glacier Flexible Retrieval: archived.
+fn glacier(key: &str, size: u64, etag: &str) -> ListedObject {
+    ListedObject {
+        storage_class: Some("GLACIER".into()),
+        ..listed(key, size, etag)
+    }
+}
+
 fn states(conn: &Connection) -> Vec<(String, String, i64)> {
     let mut stmt = conn
         .prepare("SELECT key, state, attempts FROM objects ORDER BY key")
@@ -179,8 +187,7 @@ fn an_archived_object_is_asked_once_per_version_and_again_when_its_copy_expired(
     let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
     set_restore_policy(&conn, b, "Bulk", 7).unwrap();
     let pass = start_pass(&conn).unwrap();
-    let mut cold = listed("cold.mp3", 10, "e");
-    cold.storage_class = Some("GLACIER".into());
+    let cold = glacier("cold.mp3", 10, "e");
     record_listing_page(&mut conn, b, pass, &[cold.clone()], "cold.mp3").unwrap();
     assert!(pending_batch(&conn, &[b], 0, 10).unwrap().is_empty());
     let ask = restores_to_ask(&conn, &[b], 0, 10).unwrap();
@@ -272,10 +279,7 @@ fn restores_switched_off_skip_what_waited_and_switched_on_wake_only_the_archived
     let b = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
     set_restore_policy(&conn, b, "Bulk", 7).unwrap();
     let pass = start_pass(&conn).unwrap();
-    let mut cold = listed("cold.mp3", 10, "e");
-    cold.storage_class = Some("GLACIER".into());
-    let mut locked = listed("locked.mp3", 10, "f");
-    locked.storage_class = Some("GLACIER".into());
+    let (cold, locked) = (glacier("cold.mp3", 10, "e"), glacier("locked.mp3", 10, "f"));
     record_listing_page(&mut conn, b, pass, &[cold, locked], "locked.mp3").unwrap();
     assert_eq!(restores_to_ask(&conn, &[b], 0, 10).unwrap().len(), 2);
     // Off: nothing waits for a restore that will never be asked.
@@ -453,12 +457,10 @@ fn status_totals_follow_every_change_of_state_and_size() {
     let a = ensure_bucket(&conn, "audio", "hub-audio", "").unwrap();
     let o = ensure_bucket(&conn, "onix", "hub-onix", "").unwrap();
     let pass = start_pass(&conn).unwrap();
-    let mut glacier = listed("cold.mp3", 700, "g");
-    glacier.storage_class = Some("GLACIER".into());
     let page = [
         listed("a.mp3", 100, "a"),
         listed("b.mp3", 200, "b"),
-        glacier,
+        glacier("cold.mp3", 700, "g"),
     ];
     record_listing_page(&mut conn, a, pass, &page, "cold.mp3").unwrap();
     record_listing_page(&mut conn, o, pass, &[listed("x.xml", 5, "x")], "x.xml").unwrap();
