@@ -85,6 +85,12 @@ impl Proxy {
                 };
                 let (counter, pace, stats) = (counter.clone(), pace.clone(), seen.clone());
                 tokio::spawn(async move {
+                    // A socket ferry closed just before dialling this one may
+                    // not have been read to its end yet by its own task; a
+                    // moment's grace keeps that race out of the count, while a
+                    // socket ferry really holds beside four others (pooled,
+                    // kept alive) is still counted.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     let open = stats.open.fetch_add(1, Ordering::SeqCst) + 1;
                     stats.most_open.fetch_max(open, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect(upstream).await else {
@@ -108,6 +114,10 @@ impl Proxy {
                             }
                             counter.fetch_add(n as u64, Ordering::Relaxed);
                         }
+                        // The client closed its socket: that is when it stops
+                        // counting against its cap, whenever the server answers
+                        // the close.
+                        stats.open.fetch_sub(1, Ordering::SeqCst);
                         let _ = server_write.shutdown().await;
                     };
                     let download = async {
@@ -130,7 +140,6 @@ impl Proxy {
                         let _ = client_write.shutdown().await;
                     };
                     tokio::join!(upload, download);
-                    stats.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
