@@ -128,6 +128,11 @@ pub enum Command {
         #[arg(long = "ledger")]
         ledgers: Vec<PathBuf>,
     },
+    /// Once the source is frozen: drain the event queues, list and copy once more, reconcile both stores, and sign off; exit 0 only when every key is equal.
+    Cutover {
+        #[command(flatten)]
+        out: Output,
+    },
     /// Abort incomplete multipart uploads at the destination that ferry started.
     Cleanup {
         /// Abort every incomplete upload in the destination buckets, not only ferry's.

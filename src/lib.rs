@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod dry_run;
+pub mod events;
 pub mod filter;
 pub mod hashing;
 pub mod ledger;

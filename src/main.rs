@@ -57,8 +57,10 @@ fn main() -> ExitCode {
         }
     }
     // A workbook goes to a file: refuse before any work is done.
-    if let Command::Plan { out, .. } | Command::Status { out, .. } | Command::Report { out, .. } =
-        &cli.command
+    if let Command::Plan { out, .. }
+    | Command::Status { out, .. }
+    | Command::Report { out, .. }
+    | Command::Cutover { out } = &cli.command
     {
         if out.format == Format::Xlsx && out.output.is_none() {
             eprintln!(
@@ -70,14 +72,13 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Status { out, watch } if watch.is_none() || out.output.is_some() => {
-            match status::read(&config.ledger) {
-                Ok(rows) => emitted(&[status::table(&rows)], &out),
+            match status::tables(&config.ledger) {
+                Ok(tables) => emitted(&tables, &out),
                 Err(e) => fail(&e),
             }
         }
         Command::Status { out, watch } => loop {
-            let shown = status::read(&config.ledger)
-                .map(|rows| render(&[status::table(&rows)], out.format));
+            let shown = status::tables(&config.ledger).map(|tables| render(&tables, out.format));
             match (shown, watch) {
                 (Ok(text), None) => {
                     print!("{text}");
@@ -195,6 +196,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Cutover { out } => runtime().block_on(cutover(config, out)),
         Command::Ledger { action } => runtime().block_on(ledger_command(config, action)),
         Command::Cleanup { all } => match runtime().block_on(ferry::cleanup::cleanup(&config, all))
         {
@@ -228,6 +230,7 @@ async fn run(config: Config, once: bool) -> ExitCode {
         ferry::metrics::ledger_snapshots_every(backup.every);
     }
     loop {
+        let started = std::time::Instant::now();
         let report = match runner.pass().await {
             Ok(r) => r,
             Err(e) => return fail(&e),
@@ -244,10 +247,46 @@ async fn run(config: Config, once: bool) -> ExitCode {
                 ExitCode::from(1)
             };
         }
+        if runner.follows_events() {
+            // The queues until the next full listing, the safety net.
+            let until = started + runner.config().full_listing_interval;
+            match runner.follow_events(until).await {
+                Ok(followed) => print!("{}", followed.describe()),
+                Err(e) => return fail(&e),
+            }
+            if stop.is_cancelled() {
+                return ExitCode::SUCCESS;
+            }
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(runner.interval()) => {}
             _ = stop.cancelled() => return ExitCode::SUCCESS,
         }
+    }
+}
+
+async fn cutover(config: Config, out: ferry::cli::Output) -> ExitCode {
+    let stop = ferry::shutdown::listen();
+    let runner = match Runner::start(config, stop).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match runner.cutover().await {
+        Ok(cut) => {
+            if let Err(e) = emit(&cut.tables(), out.format, out.output.as_deref()) {
+                return fail(&e);
+            }
+            if cut.signed_off() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -134,6 +134,32 @@ pub fn restores_waiting(tier: &str, objects: u64, oldest_secs: u64) {
     gauge!("ferry_restore_oldest_wait_seconds", "tier" => tier).set(oldest_secs as f64);
 }
 
+/// Events read from the queues: recorded, or older than what the ledger held.
+pub fn events(applied: u64, stale: u64) {
+    counter!("ferry_events_total", "outcome" => "applied").increment(applied);
+    counter!("ferry_events_total", "outcome" => "stale").increment(stale);
+}
+
+/// A message ferry could not read, left on its queue for the redrive policy.
+pub fn event_unreadable() {
+    counter!("ferry_events_total", "outcome" => "unreadable").increment(1);
+}
+
+/// Keys a full listing found changed that the feed never told.
+pub fn feed_missed(keys: u64) {
+    counter!("ferry_feed_missed_keys_total").increment(keys);
+}
+
+/// One event's lag, from its time to its copy read back.
+pub fn event_lag(seconds: f64) {
+    metrics::histogram!("ferry_event_lag_seconds").record(seconds);
+}
+
+/// A bucket's lag now: its oldest uncopied event's age, else the last lag.
+pub fn feed_lag_now(bucket: &str, seconds: f64) {
+    gauge!("ferry_feed_lag_now_seconds", "bucket" => bucket.to_owned()).set(seconds);
+}
+
 pub fn copied(bytes: u64) {
     counter!("ferry_objects_copied_total").increment(1);
     counter!("ferry_bytes_copied_total").increment(bytes);

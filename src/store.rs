@@ -57,6 +57,51 @@ pub async fn client_with(
     transfer: &TransferConfig,
     budget: Option<Arc<Budget>>,
 ) -> Client {
+    let shared = shared_config(store, transfer, transfer.read_timeout).await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(store.path_style);
+    if let Some(budget) = budget {
+        builder = builder.interceptor(ThrottleWatch(budget));
+    }
+    // ferry asks for and checks the source's stored checksum itself
+    // (`ask_stored_checksum`), once per byte: the SDK must not hash every
+    // GET from AWS a second time.
+    builder = builder.response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if let Some(endpoint) = &store.endpoint {
+        builder = builder
+            .endpoint_url(endpoint)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+    }
+    tracing::debug!(%side, region = %store.region, endpoint = ?store.endpoint, "client ready");
+    Client::from_conf(builder.build())
+}
+
+/// A client of the SQS queue at `endpoint` (the queue URL's host), with the
+/// source's credentials and region: S3 sends a bucket's events to a queue
+/// of its own account and region. `wait` is the longest long poll: the read
+/// timeout must outlast it.
+pub async fn queue_client(
+    store: &StoreConfig,
+    transfer: &TransferConfig,
+    endpoint: &str,
+    wait: std::time::Duration,
+) -> aws_sdk_sqs::Client {
+    let read_timeout = transfer
+        .read_timeout
+        .max(wait + std::time::Duration::from_secs(10));
+    let shared = shared_config(store, transfer, read_timeout).await;
+    let config = aws_sdk_sqs::config::Builder::from(&shared)
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// What both stores' and the queue's clients share: region, credentials,
+/// retries, timeouts and the socket limits.
+async fn shared_config(
+    store: &StoreConfig,
+    transfer: &TransferConfig,
+    read_timeout: std::time::Duration,
+) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(store.region.clone()))
         // One retry layer per request, 4 tries in all: the SDK's for calls
@@ -70,7 +115,7 @@ pub async fn client_with(
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(transfer.connect_timeout)
-                .read_timeout(transfer.read_timeout)
+                .read_timeout(read_timeout)
                 .build(),
         );
     if !store.limits.is_empty() {
@@ -88,22 +133,7 @@ pub async fn client_with(
             "ferry-config",
         ));
     }
-    let shared = loader.load().await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(store.path_style);
-    if let Some(budget) = budget {
-        builder = builder.interceptor(ThrottleWatch(budget));
-    }
-    // ferry asks for and checks the source's stored checksum itself
-    // (`ask_stored_checksum`), once per byte: the SDK must not hash every
-    // GET from AWS a second time.
-    builder = builder.response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-    if let Some(endpoint) = &store.endpoint {
-        builder = builder
-            .endpoint_url(endpoint)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
-    }
-    tracing::debug!(%side, region = %store.region, endpoint = ?store.endpoint, "client ready");
-    Client::from_conf(builder.build())
+    loader.load().await
 }
 
 /// Asks the source for the checksum it stored with the object

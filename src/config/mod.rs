@@ -128,6 +128,9 @@ pub struct BucketPair {
     pub restore: RestoreTier,
     /// How long a restored copy stays readable at the source, in days.
     pub restore_days: u32,
+    /// The SQS queue that S3's event notifications for this bucket go to:
+    /// the daemon follows it between full listings.
+    pub events: Option<EventQueue>,
 }
 
 impl Default for BucketPair {
@@ -140,6 +143,7 @@ impl Default for BucketPair {
             inventory: None,
             restore: RestoreTier::default(),
             restore_days: DEFAULT_RESTORE_DAYS,
+            events: None,
         }
     }
 }
@@ -175,6 +179,18 @@ pub const DEFAULT_RESTORE_DAYS: u32 = 7;
 /// per account, and the team's other tools share them.
 pub const DEFAULT_RESTORE_REQUESTS_PER_SECOND: u32 = 100;
 
+/// `events = "https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE"`: the queue's
+/// URL, and the endpoint its API answers at (the URL's scheme and host).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventQueue {
+    pub url: String,
+    pub endpoint: String,
+}
+
+/// Between two full listings of a bucket with `events`, only the keys the
+/// events name are looked at: the listing is the safety net, not the feed.
+pub const DEFAULT_FULL_LISTING_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 /// `inventory = "s3://BUCKET/PATH/manifest.json"`, or the prefix that
 /// holds the dated manifests (the newest is taken).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +214,9 @@ pub struct Config {
     pub buckets: Vec<BucketPair>,
     /// Pause between passes of `ferry run` without `--once`.
     pub interval: Duration,
+    /// With a bucket's `events`, the pause between full listings; the daemon
+    /// follows the queues in between.
+    pub full_listing_interval: Duration,
     /// After the first SIGINT/SIGTERM, how long work in flight may go on.
     pub shutdown_grace: Duration,
     /// Remove at the destination what was deleted at the source (after two passes).

@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub(super) struct RawConfig {
     pub(super) ledger: Option<PathBuf>,
     pub(super) interval: Option<String>,
+    pub(super) full_listing_interval: Option<String>,
     pub(super) shutdown_grace: Option<String>,
     pub(super) delete: Option<bool>,
     pub(super) shard: Option<String>,
@@ -81,4 +82,5 @@ pub(super) struct RawBucket {
     pub(super) inventory: Option<String>,
     pub(super) restore: Option<String>,
     pub(super) restore_days: Option<u32>,
+    pub(super) events: Option<String>,
 }

@@ -313,3 +313,36 @@ fn toml_syntax_errors_say_where() {
     let e = error("ledger = \n");
     assert!(e.contains("ferry.toml"), "{e}");
 }
+
+#[test]
+fn a_bucket_follows_its_queue_and_a_bad_queue_url_is_named() {
+    let c = parse(&GOOD.replace(
+        "source = \"onix\"",
+        "source = \"onix\"\nevents = \"https://sqs.eu-central-1.amazonaws.com/123456789012/ferry-events\"",
+    ))
+    .unwrap();
+    assert_eq!(c.buckets[0].events, None);
+    let queue = c.buckets[1].events.as_ref().unwrap();
+    assert_eq!(queue.endpoint, "https://sqs.eu-central-1.amazonaws.com");
+    assert_eq!(
+        queue.url,
+        "https://sqs.eu-central-1.amazonaws.com/123456789012/ferry-events"
+    );
+    assert_eq!(c.full_listing_interval, Duration::from_secs(24 * 3600));
+    let c = parse(&GOOD.replace("ledger = ", "full_listing_interval = \"6h\"\nledger = ")).unwrap();
+    assert_eq!(c.full_listing_interval, Duration::from_secs(6 * 3600));
+    for bad in [
+        "arn:aws:sqs:eu-central-1:123456789012:q",
+        "https://sqs.example.com/q",
+        "ftp://h/1/q",
+    ] {
+        let e = error(&GOOD.replace(
+            "source = \"onix\"",
+            &format!("source = \"onix\"\nevents = \"{bad}\""),
+        ));
+        assert!(
+            e.contains("buckets[1].events") && e.contains("queue URL"),
+            "{e}"
+        );
+    }
+}

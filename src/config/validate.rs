@@ -62,6 +62,10 @@ impl Validator<'_> {
             None => Duration::from_secs(15 * 60),
             Some(s) => self.duration("interval", &s)?,
         };
+        let full_listing_interval = match raw.full_listing_interval {
+            None => DEFAULT_FULL_LISTING_INTERVAL,
+            Some(s) => self.duration("full_listing_interval", &s)?,
+        };
         let shutdown_grace = match raw.shutdown_grace {
             None => Duration::from_secs(30),
             Some(s) => self.duration("shutdown_grace", &s)?,
@@ -149,7 +153,20 @@ impl Validator<'_> {
                     format!("is {restore_days}: give 1 to 30 days; the restored copy must outlive the copy (and a weekend ferry is down), and each day is billed as Standard storage"),
                 ));
             }
+            let events = b
+                .events
+                .as_deref()
+                .map(|url| {
+                    parse_queue_url(url).ok_or_else(|| {
+                        self.invalid(
+                            &key("events"),
+                            format!("is {url:?}, which is not an SQS queue URL: copy the queue's URL from the SQS console or `aws sqs get-queue-url`, like \"https://sqs.eu-central-1.amazonaws.com/123456789012/ferry-events\""),
+                        )
+                    })
+                })
+                .transpose()?;
             let pair = BucketPair {
+                events,
                 source: b.source,
                 destination,
                 prefix: b.prefix,
@@ -186,6 +203,7 @@ impl Validator<'_> {
             transfer,
             buckets,
             interval,
+            full_listing_interval,
             shutdown_grace,
             delete: raw.delete.unwrap_or(false),
             create_buckets: raw.create_buckets.unwrap_or(false),
@@ -485,6 +503,27 @@ fn parse_inventory(url: &str) -> Option<InventoryLocation> {
     Some(InventoryLocation {
         bucket: bucket.to_owned(),
         path: path.to_owned(),
+    })
+}
+
+/// An SQS queue URL: `http(s)://HOST/ACCOUNT/QUEUE`. The API is asked at
+/// the URL's own host, so a local or regional endpoint needs no other key.
+fn parse_queue_url(url: &str) -> Option<EventQueue> {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://")?;
+    let (host, path) = rest.split_once('/')?;
+    let (account, queue) = path.trim_end_matches('/').split_once('/')?;
+    let named = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    };
+    if !matches!(scheme, "https" | "http") || host.is_empty() || !named(account) || !named(queue) {
+        return None;
+    }
+    Some(EventQueue {
+        url: url.trim_end_matches('/').to_owned(),
+        endpoint: format!("{scheme}://{host}"),
     })
 }
 

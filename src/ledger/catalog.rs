@@ -195,3 +195,14 @@ pub fn proof_totals(conn: &Connection, bucket_ids: &[i64]) -> rusqlite::Result<V
     let rows = stmt.query_map([ids], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
     rows.collect()
 }
+
+/// When the last copy was made or read back: on a frozen source whose
+/// destination is equal, the time it became equal.
+pub fn last_copy_at(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT MAX(t) FROM (SELECT MAX(copied_at) AS t FROM copies
+                             UNION ALL SELECT MAX(checked_at) FROM verifications WHERE ok)",
+        [],
+        |r| r.get(0),
+    )
+}

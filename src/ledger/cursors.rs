@@ -209,23 +209,7 @@ pub fn record_range_page(
     cursor: &str,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let restores = super::restores_archives(&tx, bucket_id)?;
-    // Many rows a statement: SQLite's per-statement work (a savepoint, its
-    // journal of each page touched, cursors) is paid once for them all.
-    // That is a third of the ingest time at a row a statement.
-    // Unchanged keys first, with no index write; the rest are upserted.
-    let mut rest = Vec::new();
-    for chunk in objects.chunks(ROWS_PER_UPSERT) {
-        let seen = seen_unchanged(&tx, (bucket_id, pass_id, restores), chunk)?;
-        rest.extend(chunk.iter().filter(|o| !seen.contains(&o.key)).cloned());
-    }
-    let mut chunks = rest.chunks_exact(ROWS_PER_UPSERT);
-    for chunk in chunks.by_ref() {
-        upsert(&tx, (bucket_id, restores), pass_id, chunk)?;
-    }
-    for one in chunks.remainder().chunks(1) {
-        upsert(&tx, (bucket_id, restores), pass_id, one)?;
-    }
+    record_rows(&tx, bucket_id, pass_id, objects)?;
     tx.execute(
         "UPDATE list_ranges SET cursor = ?3 WHERE bucket_id = ?1 AND first_after = ?2",
         params![bucket_id, range, cursor],
@@ -236,6 +220,34 @@ pub fn record_range_page(
         params![bucket_id, cursor],
     )?;
     tx.commit()
+}
+
+/// Records listed `objects` as seen in `pass_id`, each as
+/// [`record_listing_page`] says, inside the caller's transaction.
+pub(super) fn record_rows(
+    tx: &rusqlite::Transaction<'_>,
+    bucket_id: i64,
+    pass_id: i64,
+    objects: &[ListedObject],
+) -> rusqlite::Result<()> {
+    let restores = super::restores_archives(tx, bucket_id)?;
+    // Many rows a statement: SQLite's per-statement work (a savepoint, its
+    // journal of each page touched, cursors) is paid once for them all.
+    // That is a third of the ingest time at a row a statement.
+    // Unchanged keys first, with no index write; the rest are upserted.
+    let mut rest = Vec::new();
+    for chunk in objects.chunks(ROWS_PER_UPSERT) {
+        let seen = seen_unchanged(tx, (bucket_id, pass_id, restores), chunk)?;
+        rest.extend(chunk.iter().filter(|o| !seen.contains(&o.key)).cloned());
+    }
+    let mut chunks = rest.chunks_exact(ROWS_PER_UPSERT);
+    for chunk in chunks.by_ref() {
+        upsert(tx, (bucket_id, restores), pass_id, chunk)?;
+    }
+    for one in chunks.remainder().chunks(1) {
+        upsert(tx, (bucket_id, restores), pass_id, one)?;
+    }
+    Ok(())
 }
 
 /// The pass a bucket's listing belongs to: `pass_id` for a fresh listing,

@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("v15_restores.sql"),
     include_str!("v16_stored_checksums.sql"),
     include_str!("v17_archive_restores.sql"),
+    include_str!("v18_events.sql"),
 ];
 
 /// The version this ferry writes.

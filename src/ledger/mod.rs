@@ -4,7 +4,7 @@
 //! The schema lives in `schema.sql` and `migrations.rs`; the queries live by
 //! idea: `objects.rs` (with `state.rs`), `uploads.rs`, `passes.rs`,
 //! `cursors.rs`, `held.rs`, `intents.rs`, `tags.rs`, `audits.rs` (what `verify` reads back),
-//! `snapshot.rs` (a consistent copy in one file), `archive.rs` (archived objects' restores), `adoption.rs` (what a copy without a
+//! `snapshot.rs` (a consistent copy in one file), `archive.rs` (archived objects' restores), `events.rs` (what S3's event feed told, and the lag to each copy), `adoption.rs` (what a copy without a
 //! record may become), and `catalog.rs` for the reports. Writes go through the one
 //! [`Writer`] thread; `status` and the other readers open their own
 //! read-only connections with [`open_reader`].
@@ -14,6 +14,7 @@ mod archive;
 mod audits;
 mod catalog;
 mod cursors;
+mod events;
 mod held;
 mod intents;
 mod migrations;
@@ -36,6 +37,7 @@ pub use archive::*;
 pub use audits::*;
 pub use catalog::*;
 pub use cursors::*;
+pub use events::*;
 pub use held::*;
 pub use intents::*;
 pub use migrations::SCHEMA_VERSION;

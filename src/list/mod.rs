@@ -604,7 +604,17 @@ async fn list_range(
             let objects = in_scope(ours, (shard, filter));
             seen += objects.len() as u64;
             let first_after = first_after.clone();
+            let source_bucket = pages.name().to_owned();
             writing = Some(writer.call(move |c| {
+                // A followed feed should have told every change since it
+                // began: one it did not is a gap (a purged queue,
+                // notifications switched off), named here and copied anyway.
+                let missed = ledger::missed_by_feed(c, bucket_id, &objects)?;
+                if let Some(first) = missed.first() {
+                    tracing::warn!(bucket = %source_bucket, keys = missed.len(), first = %first,
+                        "the listing found keys changed while ferry followed the bucket's event queue, that no event told: a gap in the feed (was the queue purged, or the notification configuration changed?). They are copied now");
+                    crate::metrics::feed_missed(missed.len() as u64);
+                }
                 ledger::record_range_page(
                     c,
                     (bucket_id, &first_after),

@@ -10,6 +10,53 @@ pub fn read(path: &std::path::Path) -> Result<Vec<BucketStatus>, LedgerError> {
     Ok(ledger::bucket_status(&conn)?)
 }
 
+/// `status`'s tables: the buckets, and the event feeds when any is followed.
+pub fn tables(path: &std::path::Path) -> Result<Vec<Table>, LedgerError> {
+    let conn = ledger::open_reader(path)?;
+    let mut tables = vec![table(&ledger::bucket_status(&conn)?)];
+    let feeds = ledger::feed_status(&conn)?;
+    if !feeds.is_empty() {
+        tables.push(feeds_table(&feeds));
+    }
+    Ok(tables)
+}
+
+/// One row per bucket pair that follows a queue: how far behind the
+/// source its destination is (`lag_seconds`: the oldest event not copied
+/// yet, else the last event's time to its copy read back).
+pub fn feeds_table(feeds: &[ledger::FeedStatus]) -> Table {
+    let mut table = Table::new(
+        "events",
+        vec![
+            "source",
+            "queue",
+            "lag_seconds",
+            "awaiting_copy",
+            "events",
+            "stale_events",
+            "missed_keys",
+            "last_event_at",
+            "drained_at",
+            "following_since",
+        ],
+    );
+    for f in feeds {
+        table.push(vec![
+            f.source.as_str().into(),
+            f.queue_url.as_str().into(),
+            Cell::Number((f.lag_seconds.unwrap_or(0.0) * 10.0).round() / 10.0),
+            Cell::Count(f.awaiting),
+            Cell::Count(f.events),
+            Cell::Count(f.stale_events),
+            Cell::Count(f.missed_keys),
+            f.last_event_at.as_deref().unwrap_or("-").into(),
+            f.drained_at.as_deref().unwrap_or("-").into(),
+            f.following_since.as_str().into(),
+        ]);
+    }
+    table
+}
+
 /// One row per bucket pair, and a total when there are several.
 pub fn table(rows: &[BucketStatus]) -> Table {
     let mut table = Table::new(

@@ -19,11 +19,15 @@ use crate::store::{self, Side, StoreError};
 use tokio_util::sync::CancellationToken;
 
 mod commands;
+mod cutover;
 mod deletes;
+mod follow;
 mod pass;
 mod report;
 
 pub use commands::plan;
+pub use cutover::Cutover;
+pub use follow::FollowReport;
 pub use report::{PassReport, VerifyOptions, VerifyReport, VerifyScope, FAILED_SHOWN};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,9 @@ pub enum RunError {
     Ledger(#[from] LedgerError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Buckets(Vec<StoreError>),
+    /// An event queue cannot be read (named, with the fix).
+    #[error("{0}")]
+    Events(String),
     /// The first signal came while ferry was starting: nothing was copied.
     #[error("stopped by a signal while starting (checking the buckets), before anything was copied; the next run starts from the ledger as it is")]
     Stopped,

@@ -87,6 +87,10 @@ pub struct Plays {
     /// for `Injected::release` before it goes on: the test writes the key
     /// meanwhile, as another writer slipping in just before ferry.
     pub hold_put: Option<String>,
+    /// SQS DeleteMessage(Batch) requests are held for good (never sent on),
+    /// counted in `Injected::queue_deletes_held`: a ferry killed meanwhile
+    /// has committed its events but not deleted their messages.
+    pub hold_queue_deletes: bool,
     /// The first PUT of a key ending with this is done by the store, but
     /// ferry hears SlowDown instead of the answer: a lost acknowledgement.
     pub lose_put_answer: Option<String>,
@@ -161,6 +165,8 @@ pub struct Injected {
     pub object_heads: AtomicU64,
     /// PUT requests that carried If-None-Match.
     pub puts_if_absent: AtomicU64,
+    /// `Plays::hold_queue_deletes`: SQS deletes held so far.
+    pub queue_deletes_held: AtomicU64,
     /// `Plays::hold_put`: told when the PUT is held, and when to let it go.
     pub holding: tokio::sync::Notify,
     pub release: tokio::sync::Notify,
@@ -515,6 +521,15 @@ async fn handle(
         _ => {}
     }
     let (parts, body) = req.into_parts();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|t| t.to_str().ok());
+    if plays.hold_queue_deletes && target.is_some_and(|t| t.starts_with("AmazonSQS.DeleteMessage"))
+    {
+        count(&counts.queue_deletes_held);
+        std::future::pending::<()>().await;
+    }
     let key = key_of(parts.uri.path());
     if parts.method == hyper::Method::HEAD && !key.is_empty() {
         count(&counts.object_heads);
