@@ -69,6 +69,13 @@ pub async fn serve(
     ] {
         gauge!(name).set(0.0);
     }
+    for outcome in ["applied", "stale", "unreadable"] {
+        counter!("ferry_events_total", "outcome" => outcome).absolute(0);
+    }
+    counter!("ferry_feed_missed_keys_total").absolute(0);
+    // Per followed bucket once it follows; this one, without a bucket,
+    // stays 0 so that a daemon without events serves the name too.
+    gauge!("ferry_feed_lag_now_seconds").set(0.0);
     for tier in ["Bulk", "Standard", "Expedited"] {
         gauge!("ferry_restores_waiting", "tier" => tier).set(0.0);
         gauge!("ferry_restore_oldest_wait_seconds", "tier" => tier).set(0.0);

@@ -111,6 +111,7 @@ fn the_alerts_fire_when_they_should_and_not_otherwise() {
         "FerryPassOverdue",
         "FerryFailuresRising",
         "FerryRestoreOverdue",
+        "FerryEventLagHigh",
     ] {
         let fires = regex::Regex::new(&format!(
             r"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels"

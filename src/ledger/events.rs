@@ -178,6 +178,18 @@ pub fn record_drained(conn: &Connection, bucket_ids: &[i64]) -> rusqlite::Result
 /// (read back, or copied when nothing reads it back): from the event's time
 /// to then, never below zero. Returns each lag with its bucket.
 pub fn record_event_lags(conn: &Connection) -> rusqlite::Result<Vec<(i64, u64)>> {
+    // Keys no copy will follow (filtered, skipped, in conflict, gone) have
+    // no lag: -1 takes them out of the awaited ones.
+    conn.prepare_cached(&format!(
+        "UPDATE objects SET event_lag_ms = -1
+         WHERE id IN (SELECT id FROM objects INDEXED BY objects_awaiting_event_copy
+                      WHERE event_at IS NOT NULL AND event_lag_ms IS NULL)
+           AND state NOT IN ({awaited}, '{copied}', '{verified}')",
+        awaited = State::sql_list(AWAITED),
+        copied = State::Copied,
+        verified = State::Verified,
+    ))?
+    .execute([])?;
     let lags: Vec<(i64, u64)> = conn
         .prepare_cached(&format!(
             "UPDATE objects SET event_lag_ms = MAX(0, CAST(ROUND((julianday(
@@ -201,6 +213,15 @@ pub fn record_event_lags(conn: &Connection) -> rusqlite::Result<Vec<(i64, u64)>>
     Ok(lags)
 }
 
+/// The states of a key whose copy is still to come (a failed copy is
+/// tried again): its event's lag grows.
+const AWAITED: &[State] = &[
+    State::Listed,
+    State::Copying,
+    State::Failed,
+    State::Restoring,
+];
+
 /// A bucket pair's feed, as `status`, the page and the metrics show it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeedStatus {
@@ -222,17 +243,20 @@ pub struct FeedStatus {
 
 /// Every followed feed.
 pub fn feed_status(conn: &Connection) -> rusqlite::Result<Vec<FeedStatus>> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT f.bucket_id, f.queue_url, f.following_since, f.drained_at, f.last_event_at,
                 f.events, f.stale_events, f.last_lag_ms, f.missed_keys,
                 (SELECT COUNT(*) FROM objects o INDEXED BY objects_awaiting_event_copy
-                  WHERE o.event_at IS NOT NULL AND o.event_lag_ms IS NULL AND o.bucket_id = f.bucket_id),
+                  WHERE o.event_at IS NOT NULL AND o.event_lag_ms IS NULL AND o.bucket_id = f.bucket_id
+                    AND o.state IN ({awaited})),
                 (SELECT (julianday('now') - julianday(MIN(o.event_at))) * 86400.0
                    FROM objects o INDEXED BY objects_awaiting_event_copy
-                  WHERE o.event_at IS NOT NULL AND o.event_lag_ms IS NULL AND o.bucket_id = f.bucket_id),
+                  WHERE o.event_at IS NOT NULL AND o.event_lag_ms IS NULL AND o.bucket_id = f.bucket_id
+                    AND o.state IN ({awaited})),
                 b.source || CASE WHEN b.prefix = '' THEN '' ELSE '/' || b.prefix END
          FROM event_feeds f JOIN buckets b ON b.id = f.bucket_id ORDER BY f.bucket_id",
-    )?;
+        awaited = State::sql_list(AWAITED),
+    ))?;
     let rows = stmt.query_map([], |r| {
         let last_lag: Option<i64> = r.get(7)?;
         let oldest: Option<f64> = r.get(10)?;

@@ -167,4 +167,6 @@ pub(super) fn id_list(ids: &[i64]) -> String {
 }
 
 #[cfg(test)]
+mod events_tests;
+#[cfg(test)]
 mod tests;

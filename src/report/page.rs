@@ -23,6 +23,8 @@ pub struct Page {
     pub troubles: Vec<(&'static str, String, String, String)>,
     /// The daemon's pause between passes; None for a single run.
     pub interval: Option<Duration>,
+    /// The event feeds followed, with their lag.
+    pub feeds: Vec<ledger::FeedStatus>,
 }
 
 impl Page {
@@ -50,6 +52,7 @@ impl Page {
             passes: ledger::pass_times(&conn)?,
             troubles,
             interval,
+            feeds: ledger::feed_status(&conn)?,
         })
     }
 
@@ -121,7 +124,37 @@ impl Page {
                 escape(&eta(b, rate)),
             );
         }
-        h.push_str("</tbody></table>\n<h2>Objects that need a look</h2>\n");
+        h.push_str("</tbody></table>\n");
+        if !self.feeds.is_empty() {
+            h.push_str(
+                "<h2>Event feeds</h2>\n<table id=\"feeds\"><thead><tr><th>bucket</th><th>lag</th>\
+                 <th>events awaiting their copy</th><th>events</th><th>older events ignored</th>\
+                 <th>keys the feed missed</th><th>last event</th><th>queue last empty</th></tr></thead><tbody>\n",
+            );
+            for f in &self.feeds {
+                let lag = f.lag_seconds.map_or("-".to_owned(), |s| {
+                    humantime::format_duration(Duration::from_millis((s * 1000.0) as u64))
+                        .to_string()
+                });
+                let _ = writeln!(
+                    h,
+                    "<tr data-bucket=\"{}\"><td>{}</td><td class=\"n\" data-field=\"lag_seconds\">{}</td>\
+                     <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                     <td>{}</td><td>{}</td></tr>",
+                    escape(&f.source),
+                    escape(&f.source),
+                    escape(&lag),
+                    f.awaiting,
+                    f.events,
+                    f.stale_events,
+                    f.missed_keys,
+                    escape(f.last_event_at.as_deref().unwrap_or("-")),
+                    escape(f.drained_at.as_deref().unwrap_or("-")),
+                );
+            }
+            h.push_str("</tbody></table>\n");
+        }
+        h.push_str("<h2>Objects that need a look</h2>\n");
         if self.troubles.is_empty() {
             h.push_str("<p id=\"troubles\">None: nothing failed, differs, or waits.</p>\n");
         } else {
@@ -222,8 +255,26 @@ mod tests {
                 "another writer's \"object\" & more".into(),
             )],
             interval: None,
+            feeds: vec![ledger::FeedStatus {
+                bucket_id: 1,
+                source: "audio/<b>".into(),
+                queue_url: "https://sqs.eu-central-1.amazonaws.com/1/q".into(),
+                following_since: "2026-12-07T06:00:00Z".into(),
+                drained_at: None,
+                last_event_at: None,
+                events: 7,
+                stale_events: 1,
+                awaiting: 2,
+                lag_seconds: Some(4.5),
+                missed_keys: 0,
+            }],
         };
         let html = page.html();
+        assert!(
+            html.contains("data-field=\"lag_seconds\">4s 500ms<"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>"), "{html}");
         assert!(!html.contains("<script"), "{html}");
         assert!(
             html.contains("covers/&lt;script&gt;alert(1)&lt;/script&gt;.jpg"),

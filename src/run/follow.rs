@@ -16,6 +16,9 @@ use super::*;
 /// and a HEAD per key; two keep a busy queue moving while one waits.
 const RECEIVERS_PER_QUEUE: usize = 2;
 
+/// How often the feeds' lags are read when nothing arrives.
+const LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What following the feeds did, until the next full listing or a stop.
 #[derive(Debug, Default)]
 pub struct FollowReport {
@@ -229,9 +232,14 @@ impl Runner {
             if last_round {
                 return Ok(());
             }
-            tokio::select! {
-                _ = received.notified() => {}
-                _ = tokio::time::sleep_until(retry_at.into()) => {}
+            // Between rounds the lags are read again now and then, so that
+            // a lag that grows (a copy that keeps failing) shows.
+            loop {
+                tokio::select! {
+                    _ = received.notified() => break,
+                    _ = tokio::time::sleep_until(retry_at.into()) => break,
+                    _ = tokio::time::sleep(LAG_EVERY) => self.record_lags().await?,
+                }
             }
         }
     }
