@@ -225,6 +225,11 @@ async fn run(config: Config, once: bool) -> ExitCode {
     };
     if !once {
         ferry::metrics::pass_interval(runner.interval());
+        if runner.follows_events() {
+            if let Err(e) = runner.check_queues().await {
+                return fail(&e);
+            }
+        }
     }
     if let Some(backup) = &runner.config().backup {
         ferry::metrics::ledger_snapshots_every(backup.every);

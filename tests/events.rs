@@ -603,3 +603,20 @@ async fn cutover_on_a_frozen_source_exits_0_with_the_time_and_names_a_key_still_
     assert!(cut.stdout.contains("feeds/a.xml"), "{}", cut.stdout);
     assert!(!cut.stdout.contains("equal since"), "{}", cut.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_that_does_not_answer_is_named_before_the_first_pass() {
+    let w = world("noqueue", "", false, None).await;
+    let text = std::fs::read_to_string(&w.fx.config_path).unwrap();
+    let missing = w.queue.replace("/q-noqueue", "/no-such-queue-noqueue");
+    std::fs::write(&w.fx.config_path, text.replace(&w.queue, &missing)).unwrap();
+    w.put("a.xml", b"a").await;
+    let run = w.fx.ferry(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains(&missing), "names the queue: {run:?}");
+    assert!(
+        run.stderr.contains("sqs:ReceiveMessage"),
+        "says what to check: {run:?}"
+    );
+    assert_eq!(w.passes(), 0, "nothing ran on a feed that cannot be read");
+}

@@ -119,7 +119,7 @@ impl Feed {
     ) -> EventsError {
         EventsError::Queue {
             queue: self.queue.url.clone(),
-            message: crate::store::chain(&e),
+            message: crate::store::chain(&e).trim_end_matches('.').to_owned(),
         }
     }
 

@@ -96,7 +96,7 @@ impl Runner {
     /// stores with the ledger.
     pub async fn cutover(&self) -> Result<Cutover, RunError> {
         let (mut drained, mut unreadable) = (0, 0);
-        for feed in self.feeds().await? {
+        for feed in self.feeds(true).await? {
             let mut empty_in_a_row = 0;
             while empty_in_a_row < 2 && !self.stop.is_cancelled() {
                 let got = feed

@@ -59,9 +59,15 @@ impl Runner {
         self.config.buckets.iter().any(|b| b.events.is_some())
     }
 
-    /// The feeds of the configured queues, each checked once, and recorded
-    /// as followed from now in the ledger.
-    pub(crate) async fn feeds(&self) -> Result<Vec<Arc<Feed>>, RunError> {
+    /// Asks each configured queue once: a wrong URL or a missing permission
+    /// is named before the first pass, not after it.
+    pub async fn check_queues(&self) -> Result<(), RunError> {
+        self.feeds(true).await.map(|_| ())
+    }
+
+    /// The feeds of the configured queues, recorded as followed from now in
+    /// the ledger; with `check`, each asked once first.
+    pub(crate) async fn feeds(&self, check: bool) -> Result<Vec<Arc<Feed>>, RunError> {
         let mut by_queue: Vec<(
             crate::config::EventQueue,
             Vec<(i64, crate::config::BucketPair)>,
@@ -83,7 +89,9 @@ impl Runner {
             )
             .await;
             let feed = Feed::new(queue.clone(), client, pairs, self.config.shard);
-            feed.check().await.map_err(|e| self.events_error(e))?;
+            if check {
+                feed.check().await.map_err(|e| self.events_error(e))?;
+            }
             for id in feed.bucket_ids() {
                 let url = queue.url.clone();
                 self.engine
@@ -107,7 +115,9 @@ impl Runner {
     /// in the ledger, and the keys it names are copied at once, beside the
     /// next receive. Failed copies are tried again every `interval`.
     pub async fn follow_events(&self, until: Instant) -> Result<FollowReport, RunError> {
-        let feeds = self.feeds().await?;
+        // A queue that fails now is named by each receive and asked again:
+        // the full listings go on whatever the feed does.
+        let feeds = self.feeds(false).await?;
         let bucket_ids: Vec<i64> = feeds.iter().flat_map(|f| f.bucket_ids()).collect();
         let received = Arc::new(Notify::new());
         let receiving = CancellationToken::new();
