@@ -162,9 +162,11 @@ pub fn event_lag(seconds: f64) {
     metrics::histogram!("ferry_event_lag_seconds").record(seconds);
 }
 
-/// A bucket's lag now: its oldest uncopied event's age, else the last lag.
-pub fn feed_lag_now(bucket: &str, seconds: f64) {
-    gauge!("ferry_feed_lag_now_seconds", "bucket" => bucket.to_owned()).set(seconds);
+/// Each followed bucket's lag now, in seconds (the ledger's feed status).
+pub fn feed_lags<'a>(feeds: impl Iterator<Item = (&'a str, f64)>) {
+    for (bucket, seconds) in feeds {
+        gauge!("ferry_feed_lag_now_seconds", "bucket" => bucket.to_owned()).set(seconds);
+    }
 }
 
 pub fn copied(bytes: u64) {

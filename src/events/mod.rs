@@ -143,11 +143,11 @@ impl Feed {
             .await
             .map_err(|e| self.queue_error(e))?;
         let messages = answer.messages();
-        if messages.is_empty() {
-            let ids = self.bucket_ids();
-            writer
-                .call(move |c| ledger::record_drained(c, &ids))
-                .await?;
+        let (ids, drained) = (self.bucket_ids(), messages.is_empty());
+        writer
+            .call(move |c| ledger::record_received(c, &ids, drained))
+            .await?;
+        if drained {
             return Ok(Received::default());
         }
         let mut received = Received {

@@ -163,16 +163,27 @@ pub fn count_stale_events(conn: &Connection, bucket_id: i64, stale: u64) -> rusq
     Ok(())
 }
 
-/// A receive found the queue empty: every event S3 sent before now is in.
-pub fn record_drained(conn: &Connection, bucket_ids: &[i64]) -> rusqlite::Result<()> {
+/// A receive was answered; `drained`: empty, so every event S3 sent
+/// before now is in.
+pub fn record_received(
+    conn: &Connection,
+    bucket_ids: &[i64],
+    drained: bool,
+) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE event_feeds SET drained_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE bucket_id = ?1",
+        "UPDATE event_feeds SET received_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+            drained_at = CASE WHEN ?2 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE drained_at END
+         WHERE bucket_id = ?1",
     )?;
     for id in bucket_ids {
-        stmt.execute([id])?;
+        stmt.execute(params![id, drained])?;
     }
     Ok(())
 }
+
+/// A queue not read for this long may hold events as old: its lag is at
+/// least that (a full listing under way, ferry stopped, a queue failing).
+pub const UNREAD_AFTER_SECS: f64 = 60.0;
 
 /// Measures the lag of every object an event touched whose copy is done
 /// (read back, or copied when nothing reads it back): from the event's time
@@ -236,8 +247,12 @@ pub struct FeedStatus {
     pub stale_events: u64,
     /// Objects an event named whose copy is not done yet.
     pub awaiting: u64,
-    /// The lag now: the oldest awaiting event's age, else the last measured.
+    /// The lag now: the oldest awaiting event's age, else the last measured;
+    /// at least the time since the queue was last read, once that passes
+    /// [`UNREAD_AFTER_SECS`].
     pub lag_seconds: Option<f64>,
+    /// The last receive, empty or not.
+    pub received_at: Option<String>,
     pub missed_keys: u64,
 }
 
@@ -253,13 +268,24 @@ pub fn feed_status(conn: &Connection) -> rusqlite::Result<Vec<FeedStatus>> {
                    FROM objects o INDEXED BY objects_awaiting_event_copy
                   WHERE o.event_at IS NOT NULL AND o.event_lag_ms IS NULL AND o.bucket_id = f.bucket_id
                     AND o.state IN ({awaited})),
-                b.source || CASE WHEN b.prefix = '' THEN '' ELSE '/' || b.prefix END
+                b.source || CASE WHEN b.prefix = '' THEN '' ELSE '/' || b.prefix END,
+                f.received_at, (julianday('now') - julianday(f.received_at)) * 86400.0
          FROM event_feeds f JOIN buckets b ON b.id = f.bucket_id ORDER BY f.bucket_id",
         awaited = State::sql_list(AWAITED),
     ))?;
     let rows = stmt.query_map([], |r| {
         let last_lag: Option<i64> = r.get(7)?;
         let oldest: Option<f64> = r.get(10)?;
+        let unread: Option<f64> = r
+            .get::<_, Option<f64>>(13)?
+            .filter(|s| *s > UNREAD_AFTER_SECS);
+        let lag = oldest
+            .map(|s| s.max(0.0))
+            .or(last_lag.map(|ms| ms as f64 / 1000.0));
+        let lag = match (lag, unread) {
+            (Some(l), Some(u)) => Some(l.max(u)),
+            (l, u) => l.or(u),
+        };
         Ok(FeedStatus {
             bucket_id: r.get(0)?,
             source: r.get(11)?,
@@ -271,9 +297,8 @@ pub fn feed_status(conn: &Connection) -> rusqlite::Result<Vec<FeedStatus>> {
             stale_events: r.get::<_, i64>(6)? as u64,
             missed_keys: r.get::<_, i64>(8)? as u64,
             awaiting: r.get::<_, i64>(9)? as u64,
-            lag_seconds: oldest
-                .map(|s| s.max(0.0))
-                .or(last_lag.map(|ms| ms as f64 / 1000.0)),
+            lag_seconds: lag,
+            received_at: r.get(12)?,
         })
     })?;
     rows.collect()

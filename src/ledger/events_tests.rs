@@ -167,3 +167,21 @@ fn the_lag_runs_from_the_event_to_the_copy_read_back() {
     assert_eq!(feed.awaiting, 0, "a filtered key awaits no copy");
     assert_eq!(feed.lag_seconds, Some(2.5));
 }
+
+#[test]
+fn a_queue_not_read_for_minutes_has_a_lag_of_at_least_that() {
+    let (_d, conn, _b) = fresh();
+    conn.execute(
+        "UPDATE event_feeds SET received_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-300 seconds'), last_lag_ms = 100",
+        [],
+    )
+    .unwrap();
+    let lag = feed_status(&conn).unwrap()[0].lag_seconds.unwrap();
+    assert!((299.0..310.0).contains(&lag), "{lag}");
+    record_received(&conn, &[1], false).unwrap();
+    assert_eq!(
+        feed_status(&conn).unwrap()[0].lag_seconds,
+        Some(0.1),
+        "read now: the last lag"
+    );
+}

@@ -13,11 +13,14 @@ CREATE INDEX objects_awaiting_event_copy ON objects (id)
 
 -- One row per bucket pair that follows a queue. `following_since`: the
 -- first time ferry read the queue (changes before it are not the feed's to
--- tell); `drained_at`: the last receive that found the queue empty.
+-- tell); `received_at`: the last receive, empty or not (a queue not read
+-- for long holds events of unknown age); `drained_at`: the last receive that
+-- found the queue empty.
 CREATE TABLE event_feeds (
     bucket_id        INTEGER PRIMARY KEY REFERENCES buckets(id),
     queue_url        TEXT NOT NULL,
     following_since  TEXT NOT NULL,
+    received_at      TEXT,
     drained_at       TEXT,
     last_event_at    TEXT,
     events           INTEGER NOT NULL DEFAULT 0,

@@ -261,6 +261,7 @@ mod tests {
                 queue_url: "https://sqs.eu-central-1.amazonaws.com/1/q".into(),
                 following_since: "2026-12-07T06:00:00Z".into(),
                 drained_at: None,
+                received_at: None,
                 last_event_at: None,
                 events: 7,
                 stale_events: 1,

@@ -265,17 +265,11 @@ impl Runner {
             crate::metrics::event_lag(*ms as f64 / 1000.0);
         }
         let feeds = self.engine.writer.call(|c| ledger::feed_status(c)).await?;
-        for feed in feeds {
-            let Some(pair) = self
-                .bucket_ids
+        crate::metrics::feed_lags(
+            feeds
                 .iter()
-                .position(|&id| id == feed.bucket_id)
-                .map(|i| &self.config.buckets[i])
-            else {
-                continue;
-            };
-            crate::metrics::feed_lag_now(&pair.source, feed.lag_seconds.unwrap_or(0.0));
-        }
+                .map(|f| (f.source.as_str(), f.lag_seconds.unwrap_or(0.0))),
+        );
         Ok(())
     }
 }

@@ -25,6 +25,14 @@ impl Runner {
             if reader.is_none() {
                 reader = ledger::open_reader(&path).ok();
             }
+            // The feeds are not read during a full pass: their lag grows.
+            if let Ok(feeds) = ledger::feed_status(reader.as_ref()?) {
+                crate::metrics::feed_lags(
+                    feeds
+                        .iter()
+                        .map(|f| (f.source.as_str(), f.lag_seconds.unwrap_or(0.0))),
+                );
+            }
             let rows = ledger::bucket_status(reader.as_ref()?).ok()?;
             Some(crate::metrics::backlog(
                 rows.iter()
