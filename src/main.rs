@@ -56,6 +56,10 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Err(e) = config.name_shard_queues() {
+        eprintln!("ferry: {e}");
+        return ExitCode::from(2);
+    }
     // A workbook goes to a file: refuse before any work is done.
     if let Command::Plan { out, .. }
     | Command::Status { out, .. }

@@ -187,6 +187,37 @@ pub struct EventQueue {
     pub endpoint: String,
 }
 
+impl Config {
+    /// Gives each `events` queue URL its shard: with shards, each ferry
+    /// needs a queue of its own (S3 → SNS → one queue per shard), or the
+    /// shards would take each other's messages and drop them. The URL
+    /// names the shard's queue with `{shard}`, its index.
+    pub fn name_shard_queues(&mut self) -> Result<(), String> {
+        for (i, pair) in self.buckets.iter_mut().enumerate() {
+            let Some(queue) = pair.events.as_mut() else {
+                continue;
+            };
+            match (self.shard, queue.url.contains(SHARD_PLACEHOLDER)) {
+                (Some(shard), true) => {
+                    queue.url = queue.url.replace(SHARD_PLACEHOLDER, &shard.index.to_string())
+                }
+                (None, false) => {}
+                (Some(shard), false) => return Err(format!(
+                    "buckets[{i}].events is one queue for every shard, and this ferry is shard {}/{}: each shard would delete the others' events. Fan the bucket's events out to one queue per shard (an SNS topic with a queue per shard) and write the URL with {SHARD_PLACEHOLDER} where the shard's index goes, e.g. \"…/ferry-events-{SHARD_PLACEHOLDER}\"",
+                    shard.index, shard.count
+                )),
+                (None, true) => return Err(format!(
+                    "buckets[{i}].events has {SHARD_PLACEHOLDER} in it, but this ferry runs no shard: give --shard I/N (or `shard`), or write the queue's own URL"
+                )),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a shard's index goes in an `events` queue URL.
+pub const SHARD_PLACEHOLDER: &str = "{shard}";
+
 /// Between two full listings of a bucket with `events`, only the keys the
 /// events name are looked at: the listing is the safety net, not the feed.
 pub const DEFAULT_FULL_LISTING_INTERVAL: Duration = Duration::from_secs(24 * 3600);

@@ -346,3 +346,40 @@ fn a_bucket_follows_its_queue_and_a_bad_queue_url_is_named() {
         );
     }
 }
+
+#[test]
+fn each_shard_follows_a_queue_of_its_own() {
+    let with = |url: &str, shard: &str| {
+        GOOD.replace("ledger = ", &format!("{shard}ledger = "))
+            .replace(
+                "source = \"onix\"",
+                &format!("source = \"onix\"\nevents = \"{url}\""),
+            )
+    };
+    let mut c = parse(&with(
+        "https://sqs.eu-central-1.amazonaws.com/1/ferry-{shard}",
+        "shard = \"2/4\"\n",
+    ))
+    .unwrap();
+    c.name_shard_queues().unwrap();
+    assert_eq!(
+        c.buckets[1].events.as_ref().unwrap().url,
+        "https://sqs.eu-central-1.amazonaws.com/1/ferry-2"
+    );
+    let mut c = parse(&with(
+        "https://sqs.eu-central-1.amazonaws.com/1/ferry",
+        "shard = \"2/4\"\n",
+    ))
+    .unwrap();
+    let e = c.name_shard_queues().unwrap_err();
+    assert!(
+        e.contains("buckets[1].events") && e.contains("{shard}"),
+        "{e}"
+    );
+    let mut c = parse(&with(
+        "https://sqs.eu-central-1.amazonaws.com/1/ferry-{shard}",
+        "",
+    ))
+    .unwrap();
+    assert!(c.name_shard_queues().unwrap_err().contains("--shard"));
+}

@@ -513,12 +513,13 @@ fn parse_queue_url(url: &str) -> Option<EventQueue> {
     let (scheme, rest) = url.split_once("://")?;
     let (host, path) = rest.split_once('/')?;
     let (account, queue) = path.trim_end_matches('/').split_once('/')?;
+    let queue = queue.replace(SHARD_PLACEHOLDER, "0");
     let named = |s: &str| {
         !s.is_empty()
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
     };
-    if !matches!(scheme, "https" | "http") || host.is_empty() || !named(account) || !named(queue) {
+    if !matches!(scheme, "https" | "http") || host.is_empty() || !named(account) || !named(&queue) {
         return None;
     }
     Some(EventQueue {

@@ -11,8 +11,13 @@ pub struct Change {
     pub key: String,
     pub removed: bool,
     pub sequencer: Option<String>,
-    /// The event's time, RFC 3339.
+    /// The event's time, RFC 3339 to the millisecond (one form for S3's
+    /// and EventBridge's, so that times compare as text).
     pub event_at: String,
+    /// What the event says the object is, for a created one: taken only
+    /// when the source cannot be asked (the copy's If-Match checks it).
+    pub size: Option<u64>,
+    pub etag: Option<String>,
 }
 
 /// A message, read.
@@ -87,8 +92,21 @@ fn s3_record(record: &Value) -> Result<Option<Change>, String> {
             .pointer("/s3/object/sequencer")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        event_at: text(record, &["eventTime"])?.to_owned(),
+        event_at: time(text(record, &["eventTime"])?)?,
+        size: record.pointer("/s3/object/size").and_then(Value::as_u64),
+        etag: record
+            .pointer("/s3/object/eTag")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned),
     }))
+}
+
+/// An event's time in one form: RFC 3339, milliseconds, UTC.
+fn time(text: &str) -> Result<String, String> {
+    humantime::parse_rfc3339_weak(text.trim())
+        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .map_err(|_| format!("time {text:?} is not RFC 3339"))
 }
 
 /// EventBridge's `Object Created` / `Object Deleted`; its keys are not
@@ -107,7 +125,13 @@ fn eventbridge(value: &Value) -> Result<Option<Change>, String> {
             .pointer("/detail/object/sequencer")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        event_at: text(value, &["time"])?.to_owned(),
+        event_at: time(text(value, &["time"])?)?,
+        size: value.pointer("/detail/object/size").and_then(Value::as_u64),
+        etag: value
+            .pointer("/detail/object/etag")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned),
     }))
 }
 
@@ -144,19 +168,24 @@ mod tests {
             removed: false,
             sequencer: Some("0055AED6DCD90281E5".into()),
             event_at: "2026-12-07T06:24:38.204Z".into(),
+            size: Some(5),
+            etag: Some("5d41402abc4b2a76b9719d911017c592".into()),
         };
         assert_eq!(own, Message::Changes(vec![want.clone()]));
         let sns = serde_json::json!({"Type": "Notification", "MessageId": "m",
             "Message": s3("ObjectCreated:Put", "feeds/a+b%2Bc+%C3%A9.xml", "0055AED6DCD90281E5")});
         assert_eq!(parse(&sns.to_string()).unwrap(), own);
         let bridge = serde_json::json!({"version": "0", "detail-type": "Object Deleted",
-            "source": "aws.s3", "time": "2026-12-07T06:24:38.204Z",
+            "source": "aws.s3", "time": "2026-12-07T06:24:38Z",
             "detail": {"bucket": {"name": "onix"},
                        "object": {"key": "feeds/a b+c é.xml", "sequencer": "0055AED6DCD90281E5"}}});
         assert_eq!(
             parse(&bridge.to_string()).unwrap(),
             Message::Changes(vec![Change {
                 removed: true,
+                event_at: "2026-12-07T06:24:38.000Z".into(),
+                size: None,
+                etag: None,
                 ..want
             }])
         );

@@ -248,11 +248,18 @@ impl Feed {
                 .queue_url(&self.queue.url)
                 .set_entries(Some(done))
                 .send()
-                .await
-                .map_err(|e| self.queue_error(e))?;
-            for failed in answer.failed() {
-                // Delivered again later; recording it again changes nothing.
-                tracing::warn!(queue = %self.queue.url, code = failed.code(), "a message was not deleted; it comes back and changes nothing");
+                .await;
+            // What the messages said is in the ledger: a message not deleted
+            // comes back and changes nothing, so the copy goes on.
+            match answer {
+                Ok(answer) => {
+                    for failed in answer.failed() {
+                        tracing::warn!(queue = %self.queue.url, code = failed.code(), "a message was not deleted; it comes back and changes nothing");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %self.queue_error(e), "the messages read were not deleted; they come back and change nothing (sqs:DeleteMessage)");
+                }
             }
         }
         crate::metrics::events(received.applied, received.stale);
@@ -317,18 +324,40 @@ impl Feed {
             .await;
         let (mut outcomes, mut unasked) = (Vec::new(), Vec::new());
         for (bucket_id, change, at) in asked {
-            let at_source = match at {
-                Ok(at) => at,
-                Err(e) if !e.kind.is_retryable() => {
-                    // Asking again will not help (access, an SSE-C key):
-                    // the next full listing looks at the key instead.
+            let at_source = match (at, &change) {
+                (Ok(at), _) => at,
+                // The source cannot be asked now (throttled, a key it will
+                // not HEAD such as SSE-C, a permission): a created object is
+                // recorded as its event says, and the copy's If-Match checks
+                // that. The ledger holds the retry, not the queue, whose
+                // redrive policy would drop the event after a few tries.
+                (
+                    Err(e),
+                    Change {
+                        removed: false,
+                        size: Some(size),
+                        etag: Some(etag),
+                        ..
+                    },
+                ) => {
                     tracing::warn!(bucket = %change.bucket, key = %change.key, error = %e,
-                        "the source refused to say what an event's key is; the next full listing looks at it");
-                    continue;
+                        "the source could not say what an event's key is; recorded as the event says, the copy checks it");
+                    AtSource::Present(ListedObject {
+                        key: change.key.clone(),
+                        size: *size,
+                        etag: bare_etag(etag).to_owned(),
+                        filtered: pairs[&bucket_id]
+                            .filter
+                            .leaves_out(&change.key, *size, None),
+                        last_modified: None,
+                        storage_class: None,
+                    })
                 }
-                Err(e) => {
+                // A delete is never taken on the event's word: the message
+                // stays, and comes back (the next full listing also sees it).
+                (Err(e), _) => {
                     tracing::warn!(bucket = %change.bucket, key = %change.key, error = %e,
-                        "the source could not say what an event's key is now; the message stays on the queue");
+                        "the source could not confirm an event's key; the message stays on the queue");
                     unasked.push((bucket_id, change.key));
                     continue;
                 }
