@@ -228,7 +228,13 @@ async fn run(config: Config, once: bool) -> ExitCode {
         }
     };
     if !once {
-        ferry::metrics::pass_interval(runner.interval());
+        // Between full listings the daemon follows the queues: a pass is
+        // due after the longer interval then.
+        ferry::metrics::pass_interval(if runner.follows_events() {
+            runner.config().full_listing_interval
+        } else {
+            runner.interval()
+        });
         if runner.follows_events() {
             if let Err(e) = runner.check_queues().await {
                 return fail(&e);

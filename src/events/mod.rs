@@ -24,6 +24,9 @@ use message::{Change, Message};
 /// The longest long poll SQS allows.
 pub const LONGEST_WAIT: Duration = Duration::from_secs(20);
 
+/// What a queue error says when the queue did not answer at all.
+pub const UNREACHABLE: &str = "does not answer";
+
 /// HEADs in flight while one batch of messages is read.
 const HEADS_AT_ONCE: usize = 16;
 
@@ -117,9 +120,16 @@ impl Feed {
         &self,
         e: aws_sdk_sqs::error::SdkError<E, R>,
     ) -> EventsError {
+        use aws_sdk_sqs::error::SdkError;
+        let mut message = crate::store::chain(&e).trim_end_matches('.').to_owned();
+        // The queue said nothing (a timeout, a refused connection): not
+        // the URL's or the permissions' fault, and worth asking again.
+        if matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)) {
+            message = format!("{UNREACHABLE} ({message})");
+        }
         EventsError::Queue {
             queue: self.queue.url.clone(),
-            message: crate::store::chain(&e).trim_end_matches('.').to_owned(),
+            message,
         }
     }
 

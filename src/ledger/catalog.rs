@@ -196,12 +196,14 @@ pub fn proof_totals(conn: &Connection, bucket_ids: &[i64]) -> rusqlite::Result<V
     rows.collect()
 }
 
-/// When the last copy was made or read back: on a frozen source whose
-/// destination is equal, the time it became equal.
-pub fn last_copy_at(conn: &Connection) -> rusqlite::Result<Option<String>> {
+/// When the destination last changed by ferry's hand: a copy made or read
+/// back, or a key removed. On a frozen source whose destination is equal,
+/// the time it became equal.
+pub fn last_change_at(conn: &Connection) -> rusqlite::Result<Option<String>> {
     conn.query_row(
         "SELECT MAX(t) FROM (SELECT MAX(copied_at) AS t FROM copies
-                             UNION ALL SELECT MAX(checked_at) FROM verifications WHERE ok)",
+                             UNION ALL SELECT MAX(checked_at) FROM verifications WHERE ok
+                             UNION ALL SELECT MAX(removed_at) FROM objects INDEXED BY objects_by_state WHERE state = 'removed')",
         [],
         |r| r.get(0),
     )

@@ -22,6 +22,15 @@ pub fn is_archived(storage_class: Option<&str>) -> bool {
     matches!(storage_class, Some("GLACIER" | "DEEP_ARCHIVE"))
 }
 
+/// Whether a listing (or an inventory) of the bucket ever ran to its end.
+pub fn ever_listed(conn: &Connection, bucket_id: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT listed_pass IS NOT NULL FROM buckets WHERE id = ?1",
+        [bucket_id],
+        |r| r.get(0),
+    )
+}
+
 /// Where the listing of a bucket stopped, if it was interrupted.
 pub fn list_cursor(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option<String>> {
     conn.query_row(

@@ -61,6 +61,13 @@ pub fn start_following(conn: &Connection, bucket_id: i64, queue_url: &str) -> ru
     Ok(())
 }
 
+/// A bucket pair that follows no queue any more: its feed is forgotten,
+/// so that its growing silence is not shown as lag.
+pub fn stop_following(conn: &Connection, bucket_id: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM event_feeds WHERE bucket_id = ?1", [bucket_id])?;
+    Ok(())
+}
+
 /// The keys of `keys` whose recorded sequencer is `sequencer` or newer:
 /// their event can be dropped without asking the source.
 pub fn stale_events(
@@ -204,8 +211,10 @@ pub fn record_event_lags(conn: &Connection) -> rusqlite::Result<Vec<(i64, u64)>>
     let lags: Vec<(i64, u64)> = conn
         .prepare_cached(&format!(
             "UPDATE objects SET event_lag_ms = MAX(0, CAST(ROUND((julianday(
-                    COALESCE((SELECT v.checked_at FROM verifications v WHERE v.object_id = objects.id AND v.ok),
-                             (SELECT c.copied_at FROM copies c WHERE c.object_id = objects.id)))
+                    (SELECT COALESCE(v.checked_at, c.copied_at) FROM copies c
+                       LEFT JOIN verifications v ON v.object_id = c.object_id AND v.ok
+                            AND v.checked_at >= c.copied_at
+                      WHERE c.object_id = objects.id))
                     - julianday(event_at)) * 86400000) AS INTEGER))
              WHERE id IN (SELECT id FROM objects INDEXED BY objects_awaiting_event_copy
                           WHERE event_at IS NOT NULL AND event_lag_ms IS NULL)
@@ -269,7 +278,8 @@ pub fn feed_status(conn: &Connection) -> rusqlite::Result<Vec<FeedStatus>> {
                   WHERE o.event_at IS NOT NULL AND o.event_lag_ms IS NULL AND o.bucket_id = f.bucket_id
                     AND o.state IN ({awaited})),
                 b.source || CASE WHEN b.prefix = '' THEN '' ELSE '/' || b.prefix END,
-                f.received_at, (julianday('now') - julianday(f.received_at)) * 86400.0
+                f.received_at,
+                (julianday('now') - julianday(COALESCE(f.received_at, f.following_since))) * 86400.0
          FROM event_feeds f JOIN buckets b ON b.id = f.bucket_id ORDER BY f.bucket_id",
         awaited = State::sql_list(AWAITED),
     ))?;

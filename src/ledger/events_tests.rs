@@ -185,3 +185,28 @@ fn a_queue_not_read_for_minutes_has_a_lag_of_at_least_that() {
         "read now: the last lag"
     );
 }
+
+#[test]
+fn an_overwrite_s_lag_is_not_taken_from_the_last_version_s_read_back() {
+    let (_d, mut conn, b) = fresh();
+    record_events(
+        &mut conn,
+        b,
+        &[present("a.xml", "v2", "02", "2026-12-07T06:00:00.000Z")],
+        2,
+    )
+    .unwrap();
+    let id: i64 = conn
+        .query_row("SELECT id FROM objects WHERE key = 'a.xml'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    conn.execute_batch(&format!(
+        "INSERT INTO verifications (object_id, checked_at, ok) VALUES ({id}, '2026-12-07T05:00:01.000Z', 1);
+         INSERT INTO copies (object_id, source_etag, dest_etag, etag_matches, size, sha256, md5, part_count, copied_at)
+         VALUES ({id}, 'v2', 'v2', 1, 10, 's', 'm', 1, '2026-12-07T06:09:00.000Z');
+         UPDATE objects SET state = 'copied' WHERE id = {id};"
+    ))
+    .unwrap();
+    assert_eq!(record_event_lags(&conn).unwrap(), vec![(b, 540_000)]);
+}

@@ -90,7 +90,10 @@ pub fn record_conflict(conn: &Connection, object_id: i64, reason: &str) -> rusql
 }
 
 pub fn record_removed(conn: &Connection, object_id: i64) -> rusqlite::Result<()> {
-    conn.execute(&State::Removed.move_sql(""), [object_id])?;
+    conn.execute(
+        &State::Removed.move_sql(", removed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"),
+        [object_id],
+    )?;
     Ok(())
 }
 

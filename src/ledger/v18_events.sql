@@ -7,6 +7,9 @@
 ALTER TABLE objects ADD COLUMN event_sequencer TEXT;
 ALTER TABLE objects ADD COLUMN event_at TEXT;
 ALTER TABLE objects ADD COLUMN event_lag_ms INTEGER;
+-- When ferry removed the key at the destination (`delete = true`): the
+-- destination changed then, which cut-over's "equal since" counts.
+ALTER TABLE objects ADD COLUMN removed_at TEXT;
 -- Only the objects an event touched and that are not copied yet: small.
 CREATE INDEX objects_awaiting_event_copy ON objects (id)
     WHERE event_at IS NOT NULL AND event_lag_ms IS NULL;

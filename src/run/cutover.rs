@@ -17,6 +17,8 @@ const DRAIN_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Cutover {
     pub drained_messages: u64,
+    /// Events that came after the listing: the source is not frozen.
+    pub late_events: u64,
     /// Messages ferry could not read, left on their queues.
     pub unreadable: u64,
     pub last_event_at: Option<String>,
@@ -30,7 +32,7 @@ pub struct Cutover {
 impl Cutover {
     /// Every key byte-equal (as copied and read back), nothing failed.
     pub fn signed_off(&self) -> bool {
-        self.reconciliation.is_clean() && self.pass.succeeded()
+        self.reconciliation.is_clean() && self.pass.succeeded() && self.late_events == 0
     }
 
     /// The sign-off, then the reconciliation's tables.
@@ -75,6 +77,14 @@ impl Cutover {
                 "verdict",
                 "every key is at the destination as the source holds it: safe to switch".into(),
             );
+        } else if self.late_events > 0 {
+            row(
+                "verdict",
+                format!(
+                    "NOT FROZEN: {} changes at the source came in during the cut-over; freeze writes at the source, then run cutover again",
+                    self.late_events
+                ),
+            );
         } else {
             let problems = self.reconciliation.problems.len();
             row(
@@ -118,7 +128,24 @@ impl Runner {
                 };
             }
         }
-        let pass = self.pass().await?;
+        self.list_always
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut pass = self.pass().await?;
+        // Byte-equal means read back: copies no run read back (made with
+        // verify_after_copy = false) are read now. (With it on, the pass
+        // read back what an earlier run left.)
+        if !self.config.transfer.verify_after_copy && !self.stop.is_cancelled() {
+            let read = crate::verify::read_back(
+                &self.engine,
+                self.bucket_ids.clone(),
+                ledger::ReadBack::Unread,
+                1.0,
+                &self.stop,
+                self.config.shutdown_grace,
+            )
+            .await?;
+            pass.copy.add(&read);
+        }
         self.record_lags().await?;
         if self.stop.is_cancelled() {
             return Err(RunError::Stopped);
@@ -133,8 +160,23 @@ impl Runner {
             reconcile::ReportError::Ledger(e) => RunError::Ledger(e),
             reconcile::ReportError::Store(e) => RunError::Buckets(vec![e]),
         })?;
+        // A frozen source sends no more events: one now is a write made
+        // during the cut-over, which nothing above may have seen.
+        let mut late_events = 0;
+        for feed in self.feeds(false).await? {
+            let got = feed
+                .receive(
+                    &self.engine.source,
+                    &self.engine.writer,
+                    DRAIN_WAIT,
+                    DELETE_AFTER_PASSES,
+                )
+                .await
+                .map_err(|e| self.events_error(e))?;
+            late_events += got.applied;
+        }
         let writer = &self.engine.writer;
-        let equal_since = writer.call(|c| ledger::last_copy_at(c)).await?;
+        let equal_since = writer.call(|c| ledger::last_change_at(c)).await?;
         let last_event_at = writer
             .call(|c| ledger::feed_status(c))
             .await?
@@ -142,6 +184,7 @@ impl Runner {
             .filter_map(|f| f.last_event_at)
             .max();
         Ok(Cutover {
+            late_events,
             drained_messages: drained,
             unreadable,
             last_event_at,

@@ -62,7 +62,14 @@ impl Runner {
     /// Asks each configured queue once: a wrong URL or a missing permission
     /// is named before the first pass, not after it.
     pub async fn check_queues(&self) -> Result<(), RunError> {
-        self.feeds(true).await.map(|_| ())
+        match self.feeds(true).await {
+            Err(RunError::Events(e)) if e.contains(crate::events::UNREACHABLE) => {
+                // Not a wrong URL or permission: the receives retry it.
+                tracing::warn!(error = %e, "the event queue does not answer now; ferry goes on and asks it again");
+                Ok(())
+            }
+            checked => checked.map(|_| ()),
+        }
     }
 
     /// The feeds of the configured queues, recorded as followed from now in
@@ -118,7 +125,9 @@ impl Runner {
         // A queue that fails now is named by each receive and asked again:
         // the full listings go on whatever the feed does.
         let feeds = self.feeds(false).await?;
-        let bucket_ids: Vec<i64> = feeds.iter().flat_map(|f| f.bucket_ids()).collect();
+        // Every bucket's copies, not only the followed ones: the others'
+        // failed copies and restores are tried again here too.
+        let bucket_ids = self.bucket_ids.clone();
         let received = Arc::new(Notify::new());
         let receiving = CancellationToken::new();
         let report = Arc::new(std::sync::Mutex::new(FollowReport::default()));
@@ -139,7 +148,15 @@ impl Runner {
             received.notify_one();
             results.into_iter().collect::<Result<Vec<()>, RunError>>()
         };
-        let copying = self.copy_what_events_name(&bucket_ids, &receiving, &received, &report);
+        let copying = async {
+            let copied = self
+                .copy_what_events_name(&bucket_ids, &receiving, &received, &report)
+                .await;
+            // A copier that stops (a ledger error) stops the receivers: no
+            // message is taken that nothing would copy.
+            receiving.cancel();
+            copied
+        };
         let (receiving_all, copying) = tokio::join!(receiving_all, copying);
         receiving_all?;
         copying?;
@@ -218,11 +235,29 @@ impl Runner {
         let mut removals_asked = 0;
         loop {
             let last_round = receiving.is_cancelled() || self.stop.is_cancelled();
-            if Instant::now() >= retry_at {
+            // Every `interval`, what a pass would do beside the copy: failed
+            // copies and removals tried again, archived objects' restores
+            // asked and checked, and the ledger's snapshot when due.
+            let periodic = Instant::now() >= retry_at;
+            if periodic && !self.stop.is_cancelled() {
                 self.engine
                     .writer
                     .call(|c| ledger::requeue_failed(c))
                     .await?;
+                crate::copy::restore::step(&self.engine, &self.restorer, bucket_ids, &self.stop)
+                    .await?;
+                if self.config.backup.is_some() {
+                    if let Err(e) = crate::backup::snapshot_if_due(
+                        &self.config,
+                        &self.engine.destination,
+                        false,
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %e, "ledger snapshot failed; tried again when the next is due");
+                        crate::metrics::failed("ledger_snapshot");
+                    }
+                }
                 retry_at = Instant::now() + self.config.interval;
             }
             if !self.stop.is_cancelled() {
@@ -233,7 +268,10 @@ impl Runner {
                 report.lock().unwrap().copy.add(&copied);
                 self.record_lags().await?;
                 let gone = report.lock().unwrap().gone;
-                if self.config.delete && gone > removals_asked && !self.stop.is_cancelled() {
+                if self.config.delete
+                    && (gone > removals_asked || periodic)
+                    && !self.stop.is_cancelled()
+                {
                     removals_asked = gone;
                     let removed = self.remove_deleted().await?;
                     report.lock().unwrap().removed += removed;

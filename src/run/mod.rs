@@ -94,6 +94,8 @@ pub struct Runner {
     pub(crate) bucket_ids: Vec<i64>,
     /// The rate of restore requests, kept across the daemon's passes.
     restorer: Restorer,
+    /// Every pass lists, whatever inventories the buckets name (`cutover`).
+    pub(crate) list_always: std::sync::atomic::AtomicBool,
 }
 
 impl Runner {
@@ -167,11 +169,21 @@ impl Runner {
                     wanted: wanted.unwrap_or_else(|| "all".into()),
                 });
             }
+            if b.events.is_none() {
+                writer.call(move |c| ledger::stop_following(c, id)).await?;
+            }
             let (tier, days) = (b.restore.name(), b.restore_days);
             writer
                 .call(move |c| ledger::set_restore_policy(c, id, tier, days))
                 .await?;
             bucket_ids.push(id);
+        }
+        let followed = config.buckets.iter().filter(|b| b.events.is_some()).count();
+        if followed > 0 && followed < config.buckets.len() {
+            tracing::warn!(
+                full_listing_interval = ?config.full_listing_interval,
+                "some buckets follow an event queue and some do not: the daemon lists every bucket only every full_listing_interval, so the others' changes wait that long; give each bucket its `events`, or run them under a ferry of their own"
+            );
         }
         let restorer = Restorer::new(config.restore_requests_per_second);
         let mut engine = Engine::new(source, destination, writer, config.transfer.clone(), budget);
@@ -184,6 +196,7 @@ impl Runner {
             engine,
             bucket_ids,
             restorer,
+            list_always: Default::default(),
         })
     }
 

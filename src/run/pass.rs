@@ -213,14 +213,31 @@ impl Runner {
         // Buckets are listed side by side, a few at a time.
         let mut listings = stream::iter(self.config.buckets.iter().zip(&self.bucket_ids))
             .map(|(pair, &bucket_id)| async move {
-                let listed = list::list_bucket(
-                    &self.engine.source,
-                    writer,
-                    (bucket_id, pass_id),
-                    pair,
-                    (self.config.shard, self.config.transfer.list_ranges),
-                    &self.stop,
-                )
+                let listed = async {
+                    // The safety net under an event feed, and cut-over's
+                    // last look, must see today's bucket and its deletes:
+                    // a listing, not an inventory of yesterday (which
+                    // calls nothing gone). The first pass may read one.
+                    let mut pair = pair.clone();
+                    if pair.inventory.is_some()
+                        && (self.list_always.load(std::sync::atomic::Ordering::Relaxed)
+                            || (pair.events.is_some()
+                                && writer
+                                    .call(move |c| ledger::ever_listed(c, bucket_id))
+                                    .await?))
+                    {
+                        pair.inventory = None;
+                    }
+                    list::list_bucket(
+                        &self.engine.source,
+                        writer,
+                        (bucket_id, pass_id),
+                        &pair,
+                        (self.config.shard, self.config.transfer.list_ranges),
+                        &self.stop,
+                    )
+                    .await
+                }
                 .await;
                 (pair, bucket_id, listed)
             })
