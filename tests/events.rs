@@ -620,3 +620,53 @@ async fn a_queue_that_does_not_answer_is_named_before_the_first_pass() {
     );
     assert_eq!(w.passes(), 0, "nothing ran on a feed that cannot be read");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_whose_key_the_source_will_not_head_is_recorded_and_not_lost() {
+    // The proxy answers HEAD and GET of `sse/` keys as S3 does for an SSE-C
+    // object asked without its key (400): the HEAD cannot say what the key
+    // is, so the event's own word is recorded and the copy decides.
+    let proxy = FaultProxy::playing(
+        servers().get("FERRY_MOTO_ENDPOINT"),
+        Plays {
+            customer_key: Some("sse/".into()),
+            ..Plays::default()
+        },
+    )
+    .await;
+    let w = world("nohead", "full_listing_interval = \"1h\"", true, None).await;
+    let text = std::fs::read_to_string(&w.fx.config_path).unwrap();
+    let moto = servers().get("FERRY_MOTO_ENDPOINT");
+    let text = text.replacen(
+        &format!("endpoint = \"{moto}\""),
+        &format!("endpoint = \"{}\"", proxy.url()),
+        1,
+    );
+    std::fs::write(&w.fx.config_path, text).unwrap();
+    let daemon = Daemon::start(&w.fx);
+    w.until_following().await;
+    w.put("sse/secret.bin", &bytes(100)).await;
+    let started = Instant::now();
+    loop {
+        let state =
+            w.fx.ledger()
+                .query_row(
+                    "SELECT state FROM objects WHERE key = 'sse/secret.bin'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .unwrap_or_default();
+        if state == "skipped" && w.on_queue().await == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "state {state:?}, {} on the queue\n{}",
+            w.on_queue().await,
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(w.at_destination("sse/secret.bin").await.is_none());
+    drop(daemon);
+}
