@@ -61,31 +61,8 @@ async fn world(name: &str, top: &str, notify: bool, queue_host: Option<&str>) ->
         Some(host) => queue.replacen(&moto, host, 1),
         None => queue.clone(),
     };
-    let text = format!(
-        r#"
-ledger = "state/ferry.sqlite"
-{top}
-[source]
-region = "us-east-1"
-endpoint = "{moto}"
-access_key_id_env = "FERRY_MOTO_ACCESS_KEY_ID"
-secret_access_key_env = "FERRY_MOTO_SECRET_ACCESS_KEY"
-path_style = true
-[destination]
-endpoint = "{dst}"
-region = "fsn1"
-access_key_id_env = "FERRY_DEST_ACCESS_KEY_ID"
-secret_access_key_env = "FERRY_DEST_SECRET_ACCESS_KEY"
-path_style = true
-[transfer]
-concurrency = 4
-[[buckets]]
-source = "{source}"
-destination = "{dest}"
-events = "{events_url}"
-"#,
-        dst = servers().get("FERRY_DEST_ENDPOINT"),
-    );
+    let events = format!("events = \"{events_url}\"");
+    let text = support::moto_source_config(top, &moto, (&source, &dest), &events);
     let fx = Fixture::with_config_text(name, &suffix, &text).await;
     fx.source
         .create_bucket()

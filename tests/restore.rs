@@ -66,31 +66,7 @@ async fn world(
     let proxy = FaultProxy::playing(servers().get("FERRY_MOTO_ENDPOINT"), plays).await;
     let suffix = format!("-{name}-{:06x}", fastrand::u32(..0xffffff));
     let (source, dest) = (format!("arch{suffix}"), format!("hub-arch{suffix}"));
-    let text = format!(
-        r#"
-ledger = "state/ferry.sqlite"
-{top}
-[source]
-region = "us-east-1"
-endpoint = "{moto}"
-access_key_id_env = "FERRY_MOTO_ACCESS_KEY_ID"
-secret_access_key_env = "FERRY_MOTO_SECRET_ACCESS_KEY"
-path_style = true
-[destination]
-endpoint = "{dst}"
-region = "fsn1"
-access_key_id_env = "FERRY_DEST_ACCESS_KEY_ID"
-secret_access_key_env = "FERRY_DEST_SECRET_ACCESS_KEY"
-path_style = true
-[transfer]
-concurrency = 4
-[[buckets]]
-source = "{source}"
-destination = "{dest}"
-"#,
-        moto = proxy.url(),
-        dst = servers().get("FERRY_DEST_ENDPOINT"),
-    );
+    let text = support::moto_source_config(top, &proxy.url(), (&source, &dest), "");
     let fx = Fixture::with_config_text(name, &suffix, &text).await;
     fx.source
         .create_bucket()

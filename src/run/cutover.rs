@@ -102,6 +102,21 @@ impl Cutover {
 }
 
 impl Runner {
+    /// One receive that waits a moment for the queue: the source is frozen.
+    async fn receive_briefly(
+        &self,
+        feed: &crate::events::Feed,
+    ) -> Result<crate::events::Received, RunError> {
+        feed.receive(
+            &self.engine.source,
+            &self.engine.writer,
+            DRAIN_WAIT,
+            DELETE_AFTER_PASSES,
+        )
+        .await
+        .map_err(|e| self.events_error(e))
+    }
+
     /// Drains the queues, runs one more full pass, then reconciles both
     /// stores with the ledger.
     pub async fn cutover(&self) -> Result<Cutover, RunError> {
@@ -109,15 +124,7 @@ impl Runner {
         for feed in self.feeds(true).await? {
             let mut empty_in_a_row = 0;
             while empty_in_a_row < 2 && !self.stop.is_cancelled() {
-                let got = feed
-                    .receive(
-                        &self.engine.source,
-                        &self.engine.writer,
-                        DRAIN_WAIT,
-                        DELETE_AFTER_PASSES,
-                    )
-                    .await
-                    .map_err(|e| self.events_error(e))?;
+                let got = self.receive_briefly(&feed).await?;
                 drained += got.messages;
                 unreadable += got.left;
                 // Only unreadable messages (or none) came: the rest is drained.
@@ -164,15 +171,7 @@ impl Runner {
         // during the cut-over, which nothing above may have seen.
         let mut late_events = 0;
         for feed in self.feeds(false).await? {
-            let got = feed
-                .receive(
-                    &self.engine.source,
-                    &self.engine.writer,
-                    DRAIN_WAIT,
-                    DELETE_AFTER_PASSES,
-                )
-                .await
-                .map_err(|e| self.events_error(e))?;
+            let got = self.receive_briefly(&feed).await?;
             late_events += got.applied;
         }
         let writer = &self.engine.writer;

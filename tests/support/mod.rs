@@ -544,3 +544,39 @@ pub fn sigterm(child: &tokio::process::Child) {
     let sent = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(sent.expect("run kill").success(), "SIGTERM to {pid}");
 }
+
+/// A config whose source is moto at `moto` (itself or a proxy in front of
+/// it), as AWS for what only AWS does, and whose destination is the round's
+/// destination; `bucket` holds the pair's keys after its names.
+pub fn moto_source_config(
+    top: &str,
+    moto: &str,
+    (source, dest): (&str, &str),
+    bucket: &str,
+) -> String {
+    format!(
+        r#"
+ledger = "state/ferry.sqlite"
+{top}
+[source]
+region = "us-east-1"
+endpoint = "{moto}"
+access_key_id_env = "FERRY_MOTO_ACCESS_KEY_ID"
+secret_access_key_env = "FERRY_MOTO_SECRET_ACCESS_KEY"
+path_style = true
+[destination]
+endpoint = "{dst}"
+region = "fsn1"
+access_key_id_env = "FERRY_DEST_ACCESS_KEY_ID"
+secret_access_key_env = "FERRY_DEST_SECRET_ACCESS_KEY"
+path_style = true
+[transfer]
+concurrency = 4
+[[buckets]]
+source = "{source}"
+destination = "{dest}"
+{bucket}
+"#,
+        dst = servers().get("FERRY_DEST_ENDPOINT"),
+    )
+}
