@@ -122,17 +122,29 @@ impl Runner {
     pub async fn cutover(&self) -> Result<Cutover, RunError> {
         let (mut drained, mut unreadable) = (0, 0);
         for feed in self.feeds(true).await? {
-            let mut empty_in_a_row = 0;
-            while empty_in_a_row < 2 && !self.stop.is_cancelled() {
+            let (mut empty_in_a_row, mut asked) = (0, 0);
+            while !self.stop.is_cancelled() {
                 let got = self.receive_briefly(&feed).await?;
-                drained += got.messages;
-                unreadable += got.left;
-                // Only unreadable messages (or none) came: the rest is drained.
+                drained += got.messages - got.left;
+                // Only messages ferry leaves (or none) came.
                 empty_in_a_row = if got.messages == got.left {
                     empty_in_a_row + 1
                 } else {
                     0
                 };
+                if empty_in_a_row < 2 {
+                    continue;
+                }
+                // Two empty receives are one answer; the queue's own count
+                // is the second. What it still holds after a few more
+                // tries is what ferry leaves (unreadable, or unconfirmed).
+                let waiting = feed.backlog().await.map_err(|e| self.events_error(e))?;
+                asked += 1;
+                if waiting == 0 || asked >= 3 {
+                    unreadable += waiting;
+                    break;
+                }
+                empty_in_a_row = 0;
             }
         }
         self.list_always
