@@ -5,10 +5,29 @@
 #
 #   scripts/demo.sh          a fresh demo (server data and ledger reset)
 #   scripts/demo.sh --keep   keep what is there: shows that a second run copies nothing
+#   scripts/demo.sh --events then the events mode (about 30 s more): moto plays AWS's
+#                            S3 and SQS (config/ferry-events.toml); a `ferry run` daemon
+#                            follows the bucket's event notifications and copies each
+#                            write within a second, `ferry status` shows the feed's lag,
+#                            and `ferry cutover` drains, lists, reconciles and signs off.
+#                            Combines with --keep.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [ "${1:-}" != "--keep" ]; then
+keep=0
+events=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep) keep=1 ;;
+    --events) events=1 ;;
+    *)
+      echo "usage: $0 [--keep] [--events]" >&2
+      exit 2
+      ;;
+  esac
+done
+
+if [ $keep -eq 0 ]; then
   scripts/s3-local.sh reset
   rm -rf state
 fi
@@ -38,3 +57,13 @@ echo "== ferry status"
 
 echo "== comparing every object, source against destination"
 target/release/ferry-demo --config "$CONFIG" compare
+
+if [ $events -eq 1 ]; then
+  echo "== events: S3 event notifications through SQS, followed by the daemon (moto plays AWS; config/ferry-events.toml)"
+  if [ -z "${FERRY_MOTO_ENDPOINT:-}" ]; then
+    echo "demo: --events needs moto, which scripts/s3-local.sh starts unless FERRY_MOTO=0" >&2
+    exit 1
+  fi
+  chmod 600 config/ferry-events.toml
+  target/release/ferry-bench --events-demo --events-config config/ferry-events.toml
+fi

@@ -13,6 +13,10 @@ use super::*;
 /// source is frozen; two empty receives in a row end it.
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
+/// How long the drain waits for messages the queue counts but will not
+/// give yet: SQS's default visibility timeout is 30 s.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(45);
+
 /// What `cutover` found.
 #[derive(Debug)]
 pub struct Cutover {
@@ -122,7 +126,7 @@ impl Runner {
     pub async fn cutover(&self) -> Result<Cutover, RunError> {
         let (mut drained, mut unreadable) = (0, 0);
         for feed in self.feeds(true).await? {
-            let (mut empty_in_a_row, mut asked) = (0, 0);
+            let (mut empty_in_a_row, started) = (0, std::time::Instant::now());
             while !self.stop.is_cancelled() {
                 let got = self.receive_briefly(&feed).await?;
                 drained += got.messages - got.left;
@@ -138,9 +142,11 @@ impl Runner {
                 // Two empty receives are one answer; the queue's own count
                 // is the second. What it still holds after a few more
                 // tries is what ferry leaves (unreadable, or unconfirmed).
+                // A message in flight to a receive that is gone (the daemon
+                // just stopped) is invisible until its visibility timeout:
+                // waited for, up to DRAIN_PATIENCE, not found late.
                 let waiting = feed.backlog().await.map_err(|e| self.events_error(e))?;
-                asked += 1;
-                if waiting == 0 || asked >= 3 {
+                if waiting == 0 || started.elapsed() >= DRAIN_PATIENCE {
                     unreadable += waiting;
                     break;
                 }

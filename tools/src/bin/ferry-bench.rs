@@ -8,6 +8,8 @@
 //!
 //! Run it through `scripts/bench.sh`, which installs the peers and starts the
 //! servers; it reads their endpoints and keys from the `FERRY_*` env vars.
+//! `--events` measures the event feed's lag instead (`events_bench`), and
+//! `--events-demo` is `scripts/demo.sh --events`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use sha2::{Digest, Sha256};
 use ferry::config::Config;
 use ferry::store::{self, Side};
 use ferry_tools::demo::{self, DemoObject, Scale};
+use ferry_tools::events_bench;
 
 #[derive(Parser)]
 #[command(about = "ferry against rclone and s3sync, and the servers' ceiling")]
@@ -72,6 +75,39 @@ struct Args {
     /// core (no servers needed), and print GiB/s and CPU-seconds per GiB.
     #[arg(long)]
     hash_speed: bool,
+    /// Instead of the data sets: the event feed's lag. A bucket at moto
+    /// sends its notifications to an SQS queue that a `ferry run` daemon
+    /// follows; objects are PUT at --events-rate a second for
+    /// --events-seconds, and each one's time from its PUT to a verified copy
+    /// is measured, with the requests the feed made against 15-minute passes.
+    /// Needs moto (scripts/s3-local.sh starts it). With --smoke: 20 a second for 5 s.
+    #[arg(long, conflicts_with = "events_demo")]
+    events: bool,
+    /// --events: objects PUT at the source per second.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    events_rate: u32,
+    /// --events: for how many seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    events_seconds: u64,
+    /// --events: where the objects are PUT. moto: its notifications go to
+    /// its SQS (one Python process serves the bucket and the queue, and
+    /// saturates near 100 objects a second on 2 cores). garage: the local
+    /// Garage source, with the bench sending each PUT's event in S3's format
+    /// to moto's SQS, as S3 would.
+    #[arg(long, value_enum, default_value = "moto")]
+    events_source: events_bench::EventsSource,
+    /// --events: each object's size in bytes.
+    #[arg(long, default_value_t = 4096)]
+    events_object_bytes: usize,
+    /// The demo's events mode (`scripts/demo.sh --events`), step by step:
+    /// sets up the bucket, queue and notifications --events-config names at
+    /// moto, runs the daemon, writes, shows `status` and `cutover`'s
+    /// sign-off. Exits 1 unless cutover signs off.
+    #[arg(long)]
+    events_demo: bool,
+    /// The config --events-demo runs with.
+    #[arg(long, default_value = "config/ferry-events.toml")]
+    events_config: PathBuf,
 }
 
 /// Each checksum ferry may compute, over 1 GiB held in memory, one core.
@@ -862,6 +898,42 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if args.hash_speed {
         print!("{}", hash_speed());
+        return Ok(());
+    }
+    if args.events {
+        let (rate, seconds) = if args.smoke {
+            (20, 5)
+        } else {
+            (args.events_rate, args.events_seconds)
+        };
+        let table = events_bench::bench(&events_bench::BenchOptions {
+            ferry: args.ferry.clone(),
+            source: args.events_source,
+            rate,
+            seconds,
+            size: args.events_object_bytes,
+        })
+        .await?;
+        println!("{table}");
+        if let Some(path) = &args.out {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?
+                .write_all(table.as_bytes())?;
+        }
+        return Ok(());
+    }
+    if args.events_demo {
+        let signed_off = events_bench::demo(&events_bench::DemoOptions {
+            ferry: args.ferry.clone(),
+            config: args.events_config.clone(),
+        })
+        .await?;
+        if !signed_off {
+            bail!("the events demo ended without cutover's sign-off");
+        }
         return Ok(());
     }
     let runs = if args.smoke { 1 } else { args.runs.max(1) };
