@@ -60,6 +60,9 @@ pub struct Received {
     /// Messages left on the queue: unreadable, or a key the source could
     /// not be asked about now.
     pub left: u64,
+    /// Of those, the messages ferry could not read (the rest name a key
+    /// the source could not confirm now).
+    pub unreadable: u64,
 }
 
 impl Feed {
@@ -124,7 +127,13 @@ impl Feed {
         let mut message = crate::store::chain(&e).trim_end_matches('.').to_owned();
         // The queue said nothing (a timeout, a refused connection): not
         // the URL's or the permissions' fault, and worth asking again.
-        if matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)) {
+        let timed_out = match &e {
+            SdkError::TimeoutError(_) => true,
+            // Not any failure to send: a mistyped host fails DNS that way.
+            SdkError::DispatchFailure(f) => f.is_timeout(),
+            _ => false,
+        };
+        if timed_out {
             message = format!("{UNREACHABLE} ({message})");
         }
         EventsError::Queue {
@@ -183,7 +192,7 @@ impl Feed {
                     tracing::warn!(queue = %self.queue.url, message = id, reason = %why,
                         "an event message ferry cannot read is left on the queue (its redrive policy takes it after its last try)");
                     crate::metrics::event_unreadable();
-                    received.left += 1;
+                    received.unreadable += 1;
                     read.push(None);
                 }
             }
@@ -356,10 +365,14 @@ impl Feed {
                         key: change.key.clone(),
                         size: *size,
                         etag: bare_etag(etag).to_owned(),
-                        filtered: pairs[&bucket_id]
-                            .filter
-                            .leaves_out(&change.key, *size, None),
-                        last_modified: None,
+                        // The event's time stands in for Last-Modified: the
+                        // filter's dates apply, and no NULL is recorded.
+                        filtered: pairs[&bucket_id].filter.leaves_out(
+                            &change.key,
+                            *size,
+                            Some(&change.event_at),
+                        ),
+                        last_modified: Some(change.event_at.clone()),
                         storage_class: None,
                     })
                 }

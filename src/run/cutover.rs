@@ -17,6 +17,12 @@ const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// give yet: SQS's default visibility timeout is 30 s.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(45);
 
+/// The longest a queue is drained: a source still written to never drains.
+/// A larger backlog (a daemon stopped for long) is covered by the full
+/// listing that follows; what is left then makes the late check refuse to
+/// sign off, and a second `cutover` drains the rest.
+const DRAIN_AT_MOST: Duration = Duration::from_secs(30 * 60);
+
 /// What `cutover` found.
 #[derive(Debug)]
 pub struct Cutover {
@@ -128,6 +134,11 @@ impl Runner {
         for feed in self.feeds(true).await? {
             let (mut empty_in_a_row, started) = (0, std::time::Instant::now());
             while !self.stop.is_cancelled() {
+                // A source that keeps writing never drains: stop, and let
+                // the late check below say the source is not frozen.
+                if started.elapsed() >= DRAIN_AT_MOST {
+                    break;
+                }
                 let got = self.receive_briefly(&feed).await?;
                 drained += got.messages - got.left;
                 // Only messages ferry leaves (or none) came.
@@ -190,7 +201,9 @@ impl Runner {
         let mut late_events = 0;
         for feed in self.feeds(false).await? {
             let got = self.receive_briefly(&feed).await?;
-            late_events += got.applied;
+            // Recorded, or naming a key the source could not confirm now:
+            // either is a change ferry has not copied.
+            late_events += got.applied + (got.left - got.unreadable);
         }
         let writer = &self.engine.writer;
         let equal_since = writer.call(|c| ledger::last_change_at(c)).await?;

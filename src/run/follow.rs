@@ -244,8 +244,6 @@ impl Runner {
                     .writer
                     .call(|c| ledger::requeue_failed(c))
                     .await?;
-                crate::copy::restore::step(&self.engine, &self.restorer, bucket_ids, &self.stop)
-                    .await?;
                 if self.config.backup.is_some() {
                     if let Err(e) = crate::backup::snapshot_if_due(
                         &self.config,
@@ -261,10 +259,29 @@ impl Runner {
                 retry_at = Instant::now() + self.config.interval;
             }
             if !self.stop.is_cancelled() {
-                let copied = self
-                    .engine
-                    .copy_pending(bucket_ids.to_vec(), &self.stop, self.config.shutdown_grace)
-                    .await?;
+                // Restores beside the copy, as a pass has them: a long
+                // step must not hold back the events' copies.
+                let restoring = async {
+                    if !periodic {
+                        return Ok(0);
+                    }
+                    crate::copy::restore::step(&self.engine, &self.restorer, bucket_ids, &self.stop)
+                        .await
+                        .map(|r| r.ready)
+                };
+                let (copied, restored) = tokio::join!(
+                    self.engine.copy_pending(
+                        bucket_ids.to_vec(),
+                        &self.stop,
+                        self.config.shutdown_grace
+                    ),
+                    restoring
+                );
+                let copied = copied?;
+                if restored? > 0 {
+                    // Restores found done: copied in the next round, now.
+                    received.notify_one();
+                }
                 report.lock().unwrap().copy.add(&copied);
                 self.record_lags().await?;
                 let gone = report.lock().unwrap().gone;
