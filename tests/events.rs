@@ -63,19 +63,7 @@ async fn world(name: &str, top: &str, notify: bool, queue_host: Option<&str>) ->
     };
     let events = format!("events = \"{events_url}\"");
     let text = support::moto_source_config(top, &moto, (&source, &dest), &events);
-    let fx = Fixture::with_config_text(name, &suffix, &text).await;
-    fx.source
-        .create_bucket()
-        .bucket(&source)
-        .send()
-        .await
-        .expect("bucket at moto");
-    fx.destination
-        .create_bucket()
-        .bucket(&dest)
-        .send()
-        .await
-        .expect("bucket at the destination");
+    let fx = support::moto_fixture(name, &suffix, &text, (&source, &dest)).await;
     let w = World {
         fx,
         sqs,

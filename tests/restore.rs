@@ -67,19 +67,7 @@ async fn world(
     let suffix = format!("-{name}-{:06x}", fastrand::u32(..0xffffff));
     let (source, dest) = (format!("arch{suffix}"), format!("hub-arch{suffix}"));
     let text = support::moto_source_config(top, &proxy.url(), (&source, &dest), "");
-    let fx = Fixture::with_config_text(name, &suffix, &text).await;
-    fx.source
-        .create_bucket()
-        .bucket(&source)
-        .send()
-        .await
-        .expect("bucket at moto");
-    fx.destination
-        .create_bucket()
-        .bucket(&dest)
-        .send()
-        .await
-        .expect("bucket at Garage");
+    let fx = support::moto_fixture(name, &suffix, &text, (&source, &dest)).await;
     let mut stored = HashMap::new();
     for (key, class, size) in objects {
         let bytes: Vec<u8> = (0..*size).map(|_| fastrand::u8(..)).collect();

@@ -580,3 +580,26 @@ destination = "{dest}"
         dst = servers().get("FERRY_DEST_ENDPOINT"),
     )
 }
+
+/// A fixture over [`moto_source_config`], with its two buckets created.
+pub async fn moto_fixture(
+    name: &str,
+    suffix: &str,
+    text: &str,
+    (source, dest): (&str, &str),
+) -> Fixture {
+    let fx = Fixture::with_config_text(name, suffix, text).await;
+    fx.source
+        .create_bucket()
+        .bucket(source)
+        .send()
+        .await
+        .expect("bucket at moto");
+    fx.destination
+        .create_bucket()
+        .bucket(dest)
+        .send()
+        .await
+        .expect("bucket at the destination");
+    fx
+}
