@@ -442,3 +442,76 @@ async fn head(source: &Client, pair: &BucketPair, key: &str) -> Result<AtSource,
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(bucket: &str, key: &str) -> Change {
+        Change {
+            bucket: bucket.into(),
+            key: key.into(),
+            removed: false,
+            sequencer: Some("01".into()),
+            event_at: "2026-12-07T10:00:00.000Z".into(),
+            size: Some(1),
+            etag: Some("e".into()),
+        }
+    }
+
+    fn feed(shard: Option<Shard>) -> Feed {
+        let pair = |id: i64, source: &str, prefix: &str| {
+            let pair = BucketPair {
+                source: source.into(),
+                destination: format!("hub-{id}"),
+                prefix: prefix.into(),
+                ..BucketPair::default()
+            };
+            (id, pair)
+        };
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .build();
+        Feed::new(
+            EventQueue {
+                url: "http://127.0.0.1:1/queue".into(),
+                endpoint: "http://127.0.0.1:1".into(),
+            },
+            aws_sdk_sqs::Client::from_conf(config),
+            // One queue, three pairs: the whole of `audio`, its `feeds/`
+            // prefix to a second destination, and another bucket.
+            vec![
+                pair(1, "audio", ""),
+                pair(2, "audio", "feeds/"),
+                pair(3, "onix", ""),
+            ],
+            shard,
+        )
+    }
+
+    #[test]
+    fn a_key_goes_to_every_pair_that_holds_it_and_to_no_other() {
+        let feed = feed(None);
+        assert_eq!(feed.pairs_of(&change("audio", "feeds/a.xml")), [1, 2]);
+        assert_eq!(feed.pairs_of(&change("audio", "feedsX/a.xml")), [1]);
+        assert_eq!(feed.pairs_of(&change("onix", "feeds/a.xml")), [3]);
+        // A bucket no pair copies (a queue shared with other teams).
+        assert!(feed
+            .pairs_of(&change("audio-other", "feeds/a.xml"))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_shard_takes_only_its_own_keys_from_a_queue() {
+        let shard = Shard { index: 0, count: 2 };
+        let feed = feed(Some(shard));
+        let keys: Vec<String> = (0..40).map(|i| format!("feeds/{i}.xml")).collect();
+        for key in &keys {
+            let want: &[i64] = if shard.owns(key) { &[1, 2] } else { &[] };
+            assert_eq!(feed.pairs_of(&change("audio", key)), want, "{key}");
+        }
+        // The keys split between the two shards: neither takes them all.
+        let owned = keys.iter().filter(|k| shard.owns(k)).count();
+        assert!(owned > 0 && owned < keys.len(), "{owned} of {}", keys.len());
+    }
+}
