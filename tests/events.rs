@@ -635,3 +635,229 @@ async fn an_event_whose_key_the_source_will_not_head_is_recorded_and_not_lost() 
     assert!(w.at_destination("sse/secret.bin").await.is_none());
     drop(daemon);
 }
+
+/// One record of S3's event format without a `sequencer`, as moto sends
+/// them: what the feed cannot order, only confirm. The key is form-encoded
+/// as S3 does (space as `+`, the rest percent-encoded).
+fn unsequenced_event(bucket: &str, name: &str, key: &str, etag: &str) -> String {
+    let key: String = key
+        .split(' ')
+        .map(|part| {
+            percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("+");
+    format!(
+        r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventTime":"{time}","eventName":"{name}","s3":{{"s3SchemaVersion":"1.0","bucket":{{"name":"{bucket}","arn":"arn:aws:s3:::{bucket}"}},"object":{{"key":"{key}","size":1,"eTag":"{etag}"}}}}}}]}}"#,
+        time = humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+    )
+}
+
+/// The keys a feed schedule changes: odd ones among them.
+const FEED_KEYS: [&str; 6] = [
+    "feeds/a b+c.xml",
+    "audio/100%.mp3",
+    "plain.bin",
+    "é/ü ß.xml",
+    "packages/2026/delivery.zip",
+    "empty-or-not",
+];
+
+/// One seeded schedule against a daemon that follows the queue: writes,
+/// overwrites in quick succession, deletes, repeated and out-of-order
+/// (unsequenced) events, events naming keys that are gone or changed since,
+/// unreadable messages, and kill -9s of the daemon. The last third runs
+/// with no restart, so no full listing can stand in for the feed there.
+/// Returns how many steps it took.
+async fn feed_schedule(seed: u64) -> usize {
+    use std::collections::BTreeMap;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let w = world(
+        &format!("feed{seed}"),
+        "delete = true\nfull_listing_interval = \"1h\"\ninterval = \"1h\"",
+        true,
+        None,
+    )
+    .await;
+    // Objects of 5 MiB and more go as multipart uploads: copies that last
+    // long enough for the next version's event to arrive meanwhile.
+    let text = std::fs::read_to_string(&w.fx.config_path).unwrap();
+    let multipart = "[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\n";
+    std::fs::write(
+        &w.fx.config_path,
+        text.replacen("[transfer]\n", multipart, 1),
+    )
+    .unwrap();
+    let mut source: BTreeMap<&str, (Vec<u8>, String)> = BTreeMap::new();
+    let mut log: Vec<String> = Vec::new();
+    let sizes = [0usize, 1, 1000, 70_000, 300_000, 11 << 20];
+    for key in &FEED_KEYS[..2] {
+        let body = bytes(sizes[rng.usize(..sizes.len())]);
+        let etag = w.put(key, &body).await;
+        source.insert(key, (body, etag));
+    }
+    let mut daemon = Daemon::start(&w.fx);
+    w.until_following().await;
+    let steps = 30;
+    let mut unreadable = 0u64;
+    let mut passes_after_last_start = w.passes();
+    for step in 0..steps {
+        let key = FEED_KEYS[rng.usize(..FEED_KEYS.len())];
+        let roll = rng.u32(..100);
+        match roll {
+            0..=39 => {
+                // A write, and sometimes another right behind it: two
+                // versions whose events and copies overlap.
+                let again = rng.u32(..100) < 30;
+                for _ in 0..1 + usize::from(again) {
+                    let body = bytes(sizes[rng.usize(..sizes.len())]);
+                    let etag = w.put(key, &body).await;
+                    log.push(format!("{step}: put {key:?} ({} bytes)", body.len()));
+                    source.insert(key, (body, etag));
+                }
+            }
+            40..=54 => {
+                if source.remove(key).is_some() {
+                    w.delete(key).await;
+                    log.push(format!("{step}: delete {key:?}"));
+                }
+            }
+            55..=69 => {
+                // The event of an older state, again and late: a create
+                // for a key since deleted or overwritten, a delete for a
+                // key written since.
+                let (name, etag) = match source.get(key) {
+                    Some((_, etag)) if rng.bool() => ("ObjectCreated:Put", etag.clone()),
+                    Some(_) => ("ObjectRemoved:Delete", String::new()),
+                    None => ("ObjectCreated:Put", format!("{:032x}", rng.u128(..))),
+                };
+                let copies = 1 + rng.usize(..3);
+                let body = unsequenced_event(&w.source, name, key, &etag);
+                w.send(&vec![body; copies]).await;
+                log.push(format!("{step}: {copies} × late {name} for {key:?}"));
+            }
+            70..=74 => {
+                w.send(&[format!("not an event {step}")]).await;
+                unreadable += 1;
+                log.push(format!("{step}: an unreadable message"));
+            }
+            75..=84 if step < steps * 2 / 3 => {
+                let pause = Duration::from_millis(rng.u64(..400));
+                tokio::time::sleep(pause).await;
+                daemon.child.start_kill().unwrap();
+                daemon.child.wait().await.unwrap();
+                log.push(format!("{step}: kill -9 after {pause:?}, restarted"));
+                // A daemon lists every bucket once as it starts, then follows.
+                let finished = "SELECT COUNT(*) FROM passes WHERE finished_at IS NOT NULL";
+                let before = w.fx.count(finished);
+                daemon = Daemon::start(&w.fx);
+                let started = Instant::now();
+                while w.fx.count(finished) == before {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "{}",
+                        daemon.log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                passes_after_last_start = w.passes();
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(..250))).await;
+    }
+    let schedule = || format!("seed {seed}:\n{}", log.join("\n"));
+
+    // Every key ends as the source holds it, with no listing since the
+    // daemon last started: the feed alone brought the last third across.
+    let started = Instant::now();
+    for key in FEED_KEYS {
+        let want = source.get(key).map(|(b, _)| &b[..]);
+        loop {
+            if w.at_destination(key).await.as_deref() == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{key:?} at the destination is not the source's ({}) after 60 s\n{}\n{}",
+                want.map_or("gone".into(), |b| format!("{} bytes", b.len())),
+                schedule(),
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(
+        w.passes(),
+        passes_after_last_start,
+        "no listing ran after the daemon last started\n{}",
+        schedule()
+    );
+    // Nothing extra at the destination, and the ledger says what is there.
+    let listed =
+        w.fx.destination
+            .list_objects_v2()
+            .bucket(&w.dest)
+            .send()
+            .await
+            .unwrap();
+    let mut there: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    there.sort();
+    let want: Vec<&str> = source.keys().copied().collect();
+    assert_eq!(there, want, "{}", schedule());
+    let started = Instant::now();
+    loop {
+        let states: Vec<(String, String)> = {
+            let ledger = w.fx.ledger();
+            let mut rows = ledger
+                .prepare("SELECT key, state FROM objects ORDER BY key")
+                .unwrap();
+            rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let settled = states.iter().all(|(key, state)| {
+            let present = source.contains_key(key.as_str());
+            // Gone: `removed` from the destination, or `deleted` when no
+            // copy was ever made.
+            (present && state == "verified")
+                || (!present && (state == "removed" || state == "deleted"))
+        }) && states.len() >= source.len();
+        // Only the unreadable messages stay on the queue, for its redrive policy.
+        if settled && w.on_queue().await == unreadable {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ledger {states:?}, {} on the queue (unreadable {unreadable})\n{}\n{}",
+            w.on_queue().await,
+            schedule(),
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(daemon);
+    steps
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seeded_feed_schedules_end_with_every_key_as_the_source_holds_it() {
+    // FERRY_FEED_SEEDS=7 replays one schedule; =1-40 runs a range.
+    let seeds: Vec<u64> = match std::env::var("FERRY_FEED_SEEDS") {
+        Ok(text) => match text.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect(),
+            None => vec![text.parse().expect("FERRY_FEED_SEEDS: a seed or a range")],
+        },
+        Err(_) => vec![1, 2, 3],
+    };
+    for seed in seeds {
+        let started = Instant::now();
+        let steps = feed_schedule(seed).await;
+        eprintln!(
+            "feed schedule: seed {seed} passed, {steps} steps in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
