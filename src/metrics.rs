@@ -69,7 +69,7 @@ pub async fn serve(
     ] {
         gauge!(name).set(0.0);
     }
-    for outcome in ["applied", "stale", "unreadable"] {
+    for outcome in ["applied", "stale", "unreadable", "damaged"] {
         counter!("ferry_events_total", "outcome" => outcome).absolute(0);
     }
     counter!("ferry_feed_missed_keys_total").absolute(0);
@@ -150,6 +150,11 @@ pub fn events(applied: u64, stale: u64) {
 /// A message ferry could not read, left on its queue for the redrive policy.
 pub fn event_unreadable() {
     counter!("ferry_events_total", "outcome" => "unreadable").increment(1);
+}
+
+/// A message whose body was not the one SQS sent, left on its queue.
+pub fn event_damaged() {
+    counter!("ferry_events_total", "outcome" => "damaged").increment(1);
 }
 
 /// Keys a full listing found changed that the feed never told.

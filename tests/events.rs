@@ -636,6 +636,55 @@ async fn an_event_whose_key_the_source_will_not_head_is_recorded_and_not_lost() 
     drop(daemon);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_damaged_on_the_way_is_not_read_and_is_applied_when_it_comes_back() {
+    // The proxy in front of moto's SQS changes one byte of the first answer
+    // that carries the bucket's name: the event then names a bucket no pair
+    // copies, and only the MD5 SQS sent with the body tells.
+    let proxy = FaultProxy::playing(
+        servers().get("FERRY_MOTO_ENDPOINT"),
+        Plays {
+            damage_queue_message: Some("ev-damaged-".into()),
+            ..Plays::default()
+        },
+    )
+    .await;
+    // No notifications: moto's own test event would carry the name first.
+    let w = world(
+        "damaged",
+        "full_listing_interval = \"1h\"",
+        false,
+        Some(&proxy.url()),
+    )
+    .await;
+    let daemon = Daemon::start(&w.fx);
+    w.until_following().await;
+    let passes = w.passes();
+    let body = bytes(4000);
+    let etag = w.put("books/late.mp3", &body).await;
+    w.send(&[s3_event(
+        &w.source,
+        "ObjectCreated:Put",
+        "books/late.mp3",
+        &etag,
+        "01",
+    )])
+    .await;
+    // Left on the queue, it comes back whole after its visibility timeout.
+    w.until_destination("books/late.mp3", Some(&body), Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        proxy
+            .injected
+            .queue_messages_damaged
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(daemon.log().contains("arrived damaged"), "{}", daemon.log());
+    assert_eq!(w.passes(), passes, "the feed copied it, not a listing");
+    drop(daemon);
+}
+
 /// One record of S3's event format without a `sequencer`, as moto sends
 /// them: what the feed cannot order, only confirm. The key is form-encoded
 /// as S3 does (space as `+`, the rest percent-encoded).

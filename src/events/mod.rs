@@ -61,8 +61,11 @@ pub struct Received {
     /// not be asked about now.
     pub left: u64,
     /// Of those, the messages ferry could not read (the rest name a key
-    /// the source could not confirm now).
+    /// the source could not confirm now, or arrived damaged).
     pub unreadable: u64,
+    /// Of those, the messages whose body is not the one SQS sent (its
+    /// MD5): read again when they come back.
+    pub damaged: u64,
 }
 
 impl Feed {
@@ -177,7 +180,19 @@ impl Feed {
         let mut read: Vec<Option<Vec<(i64, Change)>>> = Vec::new();
         for m in messages {
             let id = m.message_id().unwrap_or("?");
-            match message::parse(m.body().unwrap_or_default()) {
+            let body = m.body().unwrap_or_default();
+            // SQS sends each body's MD5, which this SDK (unlike AWS's
+            // others) does not check. A body damaged on the way could name
+            // another bucket, key or event: it is not read, and comes back.
+            if m.md5_of_body().is_some_and(|sent| !md5_is(body, sent)) {
+                tracing::warn!(queue = %self.queue.url, message = id,
+                    "an event message arrived damaged (its MD5 is not the one SQS sent); left on the queue, it comes back whole");
+                crate::metrics::event_damaged();
+                received.damaged += 1;
+                read.push(None);
+                continue;
+            }
+            match message::parse(body) {
                 Ok(Message::Test) => {
                     tracing::info!(queue = %self.queue.url, message = id, "s3:TestEvent received: the notification reaches the queue");
                     read.push(Some(Vec::new()));
@@ -399,6 +414,12 @@ impl Feed {
     }
 }
 
+/// Whether `body` has the MD5 (hex) that SQS computed of it.
+fn md5_is(body: &str, sent: &str) -> bool {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(body.as_bytes())).eq_ignore_ascii_case(sent)
+}
+
 /// Whether `a` comes after `b`, two events of one key: by sequencer when
 /// both have one, else by time.
 fn is_newer(a: &Change, b: &Change) -> bool {
@@ -487,6 +508,13 @@ mod tests {
             ],
             shard,
         )
+    }
+
+    #[test]
+    fn a_body_is_read_only_with_the_md5_sqs_sent() {
+        assert!(md5_is("hello", "5d41402abc4b2a76b9719d911017c592"));
+        assert!(md5_is("hello", "5D41402ABC4B2A76B9719D911017C592"));
+        assert!(!md5_is("hellp", "5d41402abc4b2a76b9719d911017c592"));
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub struct Plays {
     /// counted in `Injected::queue_deletes_held`: a ferry killed meanwhile
     /// has committed its events but not deleted their messages.
     pub hold_queue_deletes: bool,
+    /// The first SQS ReceiveMessage answer that holds this text has its
+    /// first byte changed (once), and the message's MD5 left as SQS sent
+    /// it: a message damaged on the way, which names another bucket.
+    pub damage_queue_message: Option<String>,
     /// The first PUT of a key ending with this is done by the store, but
     /// ferry hears SlowDown instead of the answer: a lost acknowledgement.
     pub lose_put_answer: Option<String>,
@@ -167,6 +171,8 @@ pub struct Injected {
     pub puts_if_absent: AtomicU64,
     /// `Plays::hold_queue_deletes`: SQS deletes held so far.
     pub queue_deletes_held: AtomicU64,
+    /// `Plays::damage_queue_message`: SQS answers damaged so far.
+    pub queue_messages_damaged: AtomicU64,
     /// `Plays::hold_put`: told when the PUT is held, and when to let it go.
     pub holding: tokio::sync::Notify,
     pub release: tokio::sync::Notify,
@@ -827,6 +833,26 @@ async fn handle(
         && !counts.answer_lost.swap(true, Ordering::SeqCst)
     {
         return Ok(slow_down());
+    }
+    let receive = target.is_some_and(|t| t == "AmazonSQS.ReceiveMessage");
+    if let (Some(text), true) = (&plays.damage_queue_message, receive) {
+        let json = body.collect().await.map_err(io)?.to_bytes();
+        let mut answer = String::from_utf8_lossy(&json).into_owned();
+        if answer.contains(text.as_str())
+            && counts.queue_messages_damaged.load(Ordering::SeqCst) == 0
+        {
+            count(&counts.queue_messages_damaged);
+            let mut damaged = text.clone().into_bytes();
+            damaged[0] ^= 1;
+            answer = answer.replacen(text.as_str(), &String::from_utf8(damaged).unwrap(), 1);
+        }
+        head.headers.remove(hyper::header::CONTENT_LENGTH);
+        return Ok(Response::from_parts(
+            head,
+            Full::new(Bytes::from(answer))
+                .map_err(|e| match e {})
+                .boxed(),
+        ));
     }
     if let (Some(prefix), true) = (&plays.unlisted, is_listing) {
         let xml = body.collect().await.map_err(io)?.to_bytes();
