@@ -11,6 +11,7 @@ use ferry::store::Side;
 use ferry_tools::demo::DemoObject;
 use md5::Digest as _;
 use support::faults::{FaultProxy, Plays};
+use support::inventory::Checksum;
 use support::{servers, Fixture};
 
 /// Keys in an inventory are URL-encoded, spaces as `+`.
@@ -83,6 +84,8 @@ struct Shape<'a> {
     created_ms: u128,
     /// Replaces the last file's true MD5 in the manifest.
     md5: Option<&'a str>,
+    /// What `manifest.checksum` says.
+    checksum: Checksum<'a>,
 }
 
 impl Default for Shape<'_> {
@@ -93,6 +96,7 @@ impl Default for Shape<'_> {
             row: full_row,
             created_ms: now_ms(),
             md5: None,
+            checksum: Checksum::True,
         }
     }
 }
@@ -132,9 +136,10 @@ async fn write_inventory(
         "fileSchema": shape.schema,
         "files": listed,
     });
-    bodies.push((
-        format!("{dated}manifest.json"),
-        manifest.to_string().into_bytes(),
+    bodies.extend(support::inventory::manifest_files(
+        dated,
+        &manifest,
+        shape.checksum,
     ));
     for (key, body) in bodies {
         fx.source
@@ -391,6 +396,54 @@ async fn an_inventory_without_the_fields_ferry_needs_is_refused_before_a_row_is_
     support::assert_all_copied_byte_equal(&fx, &set).await;
 }
 
+/// A manifest is read only when `manifest.checksum` beside it (its MD5, as
+/// AWS writes it) agrees: one damaged, or read between the two writes,
+/// would name other files or another time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_is_read_only_when_its_checksum_file_agrees() {
+    let fx = Fixture::new("inventory-checksum", "").await;
+    let onix = format!("onix{}", fx.suffix);
+    let set: Vec<DemoObject> = (0..4)
+        .map(|i| DemoObject::new(&onix, format!("feeds/{i}.xml"), 500 + i, "application/xml"))
+        .collect();
+    fx.fill(&set).await;
+    let inv = inventory_bucket(&fx).await;
+    for (dated, checksum, words) in [
+        (
+            "2026-11-29T01-00Z",
+            Checksum::Says("0123456789abcdef0123456789abcdef"),
+            "is damaged or was replaced while read",
+        ),
+        ("2026-11-30T01-00Z", Checksum::Missing, "is not there"),
+    ] {
+        let dated = format!("reports/{onix}/daily/{dated}/");
+        let shape = Shape {
+            checksum,
+            ..Shape::default()
+        };
+        write_inventory(&fx, (&inv, &dated), (&set, 1), shape).await;
+        use_inventory(&fx, &onix, &format!("s3://{inv}/{dated}manifest.json"));
+        let refused = fx.ferry(&["run", "--once"]);
+        assert_eq!(refused.code, 1, "{refused:?}");
+        assert!(refused.stdout.contains("manifest.checksum"), "{refused:?}");
+        assert!(refused.stdout.contains(words), "{words}: {refused:?}");
+        assert_eq!(
+            fx.count("SELECT COUNT(*) FROM objects"),
+            0,
+            "no row recorded"
+        );
+    }
+    // The same inventory with its true checksum is read, and copied whole.
+    let dated = format!("reports/{onix}/daily/2026-12-01T01-00Z/");
+    write_inventory(&fx, (&inv, &dated), (&set, 1), Shape::default()).await;
+    use_inventory(&fx, &onix, &format!("s3://{inv}/{dated}manifest.json"));
+    let read = fx.ferry(&["run", "--once"]);
+    assert_eq!(read.code, 0, "{read:?}");
+    assert!(read.stderr.contains("reading the S3 Inventory"), "{read:?}");
+    assert_eq!(fx.status_total("verified"), 4);
+    support::assert_all_copied_byte_equal(&fx, &set).await;
+}
+
 /// Issue 24, item 3: two buckets read from inventories in one run each read
 /// their own files, and both reads complete.
 #[tokio::test(flavor = "multi_thread")]
@@ -511,8 +564,8 @@ async fn a_manifest_older_than_the_last_listing_brings_back_nothing() {
             .injected
             .object_gets
             .load(std::sync::atomic::Ordering::Relaxed),
-        1,
-        "only the manifest is read: no object is copied again, no deleted key asked for"
+        2,
+        "only the manifest and its manifest.checksum are read: no object is copied again, no deleted key asked for"
     );
     assert_eq!(state_of(&fx, &removed.key), "removed");
     // Missing for a second listing: removed at the destination as well.

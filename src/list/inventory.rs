@@ -73,6 +73,7 @@ pub async fn manifest(
         .await
         .map_err(|e| StoreError::new(Side::Source, FailureKind::Unreachable, &what, e.to_string()))?
         .into_bytes();
+    check_manifest(client, &at.bucket, &key, &bytes).await?;
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
         StoreError::new(
             Side::Source,
@@ -93,6 +94,58 @@ pub async fn manifest(
         ));
     }
     Ok((key, manifest))
+}
+
+/// AWS writes `manifest.checksum`, the MD5 of `manifest.json`, beside it:
+/// a manifest is used only when the two agree. One damaged on the way, or
+/// read while it was being replaced, would name other files or another time.
+async fn check_manifest(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    manifest: &[u8],
+) -> Result<(), StoreError> {
+    let checksum_key = format!(
+        "{}manifest.checksum",
+        key.strip_suffix("manifest.json").unwrap_or(key)
+    );
+    let what = format!("GetObject {bucket}/{checksum_key} (the inventory manifest's MD5)");
+    let refused = |kind, why: String| StoreError::new(Side::Source, kind, &what, why);
+    let got = match client
+        .get_object()
+        .bucket(bucket)
+        .key(&checksum_key)
+        .send()
+        .await
+    {
+        Ok(got) => got,
+        Err(e) => {
+            let e = StoreError::from_sdk(Side::Source, &what, e);
+            if e.kind != FailureKind::NoSuchKey {
+                return Err(e);
+            }
+            return Err(refused(
+                FailureKind::Other,
+                format!("is not there, so {key} cannot be checked: AWS writes it just after the manifest, and the next pass reads both. An inventory written by another tool needs it too: the MD5 of manifest.json, in hex"),
+            ));
+        }
+    };
+    let text = got
+        .body
+        .collect()
+        .await
+        .map_err(|e| refused(FailureKind::Unreachable, e.to_string()))?
+        .into_bytes();
+    let said = String::from_utf8_lossy(&text);
+    let said = said.split_whitespace().next().unwrap_or_default();
+    let is = hex::encode(Md5::digest(manifest));
+    if !is.eq_ignore_ascii_case(said) {
+        return Err(refused(
+            FailureKind::Corrupt,
+            format!("says {said:?}, but {key} has the MD5 {is}: the manifest is damaged or was replaced while read; nothing of it was used, and the next pass reads it again"),
+        ));
+    }
+    Ok(())
 }
 
 /// The newest `manifest.json` under the location's prefix, by LastModified.

@@ -53,6 +53,41 @@ pub struct Report<'a> {
     pub md5: Option<&'a str>,
 }
 
+/// What `manifest.checksum` says of the manifest beside it.
+#[derive(Clone, Copy)]
+pub enum Checksum<'a> {
+    /// The manifest's MD5, in hex, as AWS writes it.
+    True,
+    /// Something else.
+    Says(&'a str),
+    /// No `manifest.checksum` (not written yet).
+    Missing,
+}
+
+/// `manifest.json` under `dated`, then its `manifest.checksum`: the keys
+/// and bodies to write, in AWS's order.
+pub fn manifest_files(
+    dated: &str,
+    manifest: &serde_json::Value,
+    checksum: Checksum,
+) -> Vec<(String, Vec<u8>)> {
+    let body = manifest.to_string().into_bytes();
+    let md5 = hex::encode(md5::Md5::digest(&body));
+    let mut files = vec![(format!("{dated}manifest.json"), body)];
+    let says = match checksum {
+        Checksum::True => Some(md5.as_str()),
+        Checksum::Says(text) => Some(text),
+        Checksum::Missing => None,
+    };
+    if let Some(says) = says {
+        files.push((
+            format!("{dated}manifest.checksum"),
+            format!("{says}\n").into_bytes(),
+        ));
+    }
+    files
+}
+
 /// Keys in an inventory are URL-encoded, spaces as `+`.
 pub fn encode(key: &str) -> String {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -126,10 +161,7 @@ pub async fn write(client: &Client, report: Report<'_>, lines: &[Line]) {
         "fileSchema": report.schema.join(", "),
         "files": listed,
     });
-    bodies.push((
-        format!("{dated}manifest.json"),
-        manifest.to_string().into_bytes(),
-    ));
+    bodies.extend(manifest_files(dated, &manifest, Checksum::True));
     for (key, body) in bodies {
         client
             .put_object()
