@@ -114,9 +114,14 @@ impl PageSource for BucketPages<'_> {
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403)
                 && request.get_optional_object_attributes().is_some() =>
             {
-                RESTORE_STATUS_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(bucket = %self.bucket, "ListObjectsV2 with OptionalObjectAttributes=RestoreStatus was refused (403): listing without it; restores are asked about with HEADs");
-                request.set_optional_object_attributes(None).send().await
+                let without = request.set_optional_object_attributes(None).send().await;
+                // Only a listing that then succeeds says the attribute was
+                // what was refused (bucket by bucket: policies differ).
+                if without.is_ok() {
+                    restore_status_refused(self.side, self.bucket);
+                    tracing::warn!(bucket = %self.bucket, "ListObjectsV2 with OptionalObjectAttributes=RestoreStatus was refused (403): listing without it; restores are asked about with HEADs");
+                }
+                without
             }
             other => other,
         }
@@ -169,10 +174,25 @@ impl PageSource for BucketPages<'_> {
     }
 }
 
-/// Set once a listing with `OptionalObjectAttributes=RestoreStatus` was
-/// refused (403): later listings leave it out.
-static RESTORE_STATUS_REFUSED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// The buckets (of either store) whose listing with
+/// `OptionalObjectAttributes=RestoreStatus` was refused (403) while one
+/// without it was not: their later listings leave it out.
+static RESTORE_STATUS_REFUSED: std::sync::Mutex<std::collections::BTreeSet<(bool, String)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn restore_status_refused(side: Side, bucket: &str) {
+    let mut refused = RESTORE_STATUS_REFUSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    refused.insert((side == Side::Source, bucket.to_owned()));
+}
+
+fn restore_status_allowed(side: Side, bucket: &str) -> bool {
+    let refused = RESTORE_STATUS_REFUSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    !refused.contains(&(side == Side::Source, bucket.to_owned()))
+}
 
 /// Empty pages that say the listing goes on that a probe follows.
 const EMPTY_PAGES_FOLLOWED: usize = 10;
@@ -194,7 +214,7 @@ impl BucketPages<'_> {
         // How archived objects' restores go, with no HEAD each (AWS; Garage
         // and Ceph RGW accept it and answer none, moto ignores it). Not for
         // a probe of one key.
-        if max_keys > 1 && !RESTORE_STATUS_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+        if max_keys > 1 && restore_status_allowed(self.side, self.bucket) {
             request.optional_object_attributes(OptionalObjectAttributes::RestoreStatus)
         } else {
             request
