@@ -49,11 +49,11 @@ pub struct ManifestFile {
 }
 
 /// The manifest to read: the one named, or the newest under the prefix.
-/// Returns its key and its contents.
+/// Returns its key, its contents and its bytes (for `check_manifest`).
 pub async fn manifest(
     client: &Client,
     at: &InventoryLocation,
-) -> Result<(String, Manifest), StoreError> {
+) -> Result<(String, Manifest, Vec<u8>), StoreError> {
     let key = if at.path.ends_with("manifest.json") {
         at.path.clone()
     } else {
@@ -73,7 +73,6 @@ pub async fn manifest(
         .await
         .map_err(|e| StoreError::new(Side::Source, FailureKind::Unreachable, &what, e.to_string()))?
         .into_bytes();
-    check_manifest(client, &at.bucket, &key, &bytes).await?;
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
         StoreError::new(
             Side::Source,
@@ -93,24 +92,24 @@ pub async fn manifest(
             ),
         ));
     }
-    Ok((key, manifest))
+    Ok((key, manifest, bytes.to_vec()))
 }
 
 /// AWS writes `manifest.checksum`, the MD5 of `manifest.json`, beside it:
-/// a manifest is used only when the two agree. One damaged on the way, or
-/// read while it was being replaced, would name other files or another time.
+/// a manifest is read only when the two agree. One damaged on the way, or
+/// read while it was being replaced, would name other files or another
+/// time. Returns why not, when they do not agree or there is no checksum.
 async fn check_manifest(
     client: &Client,
     bucket: &str,
     key: &str,
     manifest: &[u8],
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     let checksum_key = format!(
         "{}manifest.checksum",
         key.strip_suffix("manifest.json").unwrap_or(key)
     );
     let what = format!("GetObject {bucket}/{checksum_key} (the inventory manifest's MD5)");
-    let refused = |kind, why: String| StoreError::new(Side::Source, kind, &what, why);
     let got = match client
         .get_object()
         .bucket(bucket)
@@ -124,28 +123,26 @@ async fn check_manifest(
             if e.kind != FailureKind::NoSuchKey {
                 return Err(e);
             }
-            return Err(refused(
-                FailureKind::Other,
-                format!("is not there, so {key} cannot be checked: AWS writes it just after the manifest, and the next pass reads both. An inventory written by another tool needs it too: the MD5 of manifest.json, in hex"),
-            ));
+            return Ok(Some(format!(
+                "{checksum_key} is not there (AWS writes it just after the manifest; an inventory written by another tool needs it too: the MD5 of manifest.json, in hex)"
+            )));
         }
     };
     let text = got
         .body
         .collect()
         .await
-        .map_err(|e| refused(FailureKind::Unreachable, e.to_string()))?
+        .map_err(|e| StoreError::new(Side::Source, FailureKind::Unreachable, &what, e.to_string()))?
         .into_bytes();
     let said = String::from_utf8_lossy(&text);
     let said = said.split_whitespace().next().unwrap_or_default();
     let is = hex::encode(Md5::digest(manifest));
     if !is.eq_ignore_ascii_case(said) {
-        return Err(refused(
-            FailureKind::Corrupt,
-            format!("says {said:?}, but {key} has the MD5 {is}: the manifest is damaged or was replaced while read; nothing of it was used, and the next pass reads it again"),
-        ));
+        return Ok(Some(format!(
+            "{checksum_key} says {said:?}, but the manifest's MD5 is {is}: it is damaged or was replaced while read"
+        )));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The newest `manifest.json` under the location's prefix, by LastModified.
@@ -279,7 +276,7 @@ pub async fn list_from_inventory(
     shard: Option<Shard>,
     stop: &CancellationToken,
 ) -> Result<Option<Listed>, ListError> {
-    let (manifest_key, manifest) = manifest(client, at).await?;
+    let (manifest_key, manifest, manifest_bytes) = manifest(client, at).await?;
     let used = writer
         .call(move |c| ledger::inventory_manifest(c, bucket_id))
         .await?;
@@ -326,6 +323,13 @@ pub async fn list_from_inventory(
     {
         tracing::info!(bucket = %pair.source, manifest = %manifest_key, listed_as_of = %known,
             "the inventory is older than the bucket's last complete listing; listing instead");
+        return Ok(None);
+    }
+    // Checked only for a manifest whose rows are to be read: one that
+    // cannot be is not read, and a listing (always right) stands in.
+    if let Some(why) = check_manifest(client, &at.bucket, &manifest_key, &manifest_bytes).await? {
+        tracing::warn!(bucket = %pair.source, manifest = %manifest_key, reason = %why,
+            "the inventory's manifest is not read: it does not agree with its manifest.checksum; listing instead");
         return Ok(None);
     }
     tracing::info!(bucket = %pair.source, manifest = %manifest_key, files = manifest.files.len(),

@@ -31,6 +31,9 @@ pub struct Cutover {
     pub late_events: u64,
     /// Messages ferry could not read, left on their queues.
     pub unreadable: u64,
+    /// Messages of the late check whose body was not the one SQS sent:
+    /// whether they tell of a change cannot be known.
+    pub damaged: u64,
     pub last_event_at: Option<String>,
     pub pass: PassReport,
     pub reconciliation: Reconciliation,
@@ -42,7 +45,10 @@ pub struct Cutover {
 impl Cutover {
     /// Every key byte-equal (as copied and read back), nothing failed.
     pub fn signed_off(&self) -> bool {
-        self.reconciliation.is_clean() && self.pass.succeeded() && self.late_events == 0
+        self.reconciliation.is_clean()
+            && self.pass.succeeded()
+            && self.late_events == 0
+            && self.damaged == 0
     }
 
     /// The sign-off, then the reconciliation's tables.
@@ -93,6 +99,14 @@ impl Cutover {
                 format!(
                     "NOT FROZEN: {} changes at the source came in during the cut-over; freeze writes at the source, then run cutover again",
                     self.late_events
+                ),
+            );
+        } else if self.damaged > 0 {
+            row(
+                "verdict",
+                format!(
+                    "CANNOT TELL: {} event messages arrived damaged (their MD5 is not the one SQS sent), so whether the source is frozen is not known; the log names them. Run cutover again",
+                    self.damaged
                 ),
             );
         } else {
@@ -198,12 +212,14 @@ impl Runner {
         })?;
         // A frozen source sends no more events: one now is a write made
         // during the cut-over, which nothing above may have seen.
-        let mut late_events = 0;
+        let (mut late_events, mut damaged) = (0, 0);
         for feed in self.feeds(false).await? {
             let got = self.receive_briefly(&feed).await?;
             // Recorded, or naming a key the source could not confirm now:
-            // either is a change ferry has not copied.
-            late_events += got.applied + (got.left - got.unreadable);
+            // either is a change ferry has not copied. A damaged message
+            // may be one; it is not known which.
+            late_events += got.applied + (got.left - got.unreadable - got.damaged);
+            damaged += got.damaged;
         }
         let writer = &self.engine.writer;
         let equal_since = writer.call(|c| ledger::last_change_at(c)).await?;
@@ -217,11 +233,56 @@ impl Runner {
             late_events,
             drained_messages: drained,
             unreadable,
+            damaged,
             last_event_at,
             pass,
             reconciliation,
             equal_since,
             checked_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cutover(late_events: u64, damaged: u64) -> Cutover {
+        Cutover {
+            drained_messages: 3,
+            late_events,
+            unreadable: 0,
+            damaged,
+            last_event_at: None,
+            pass: PassReport::default(),
+            reconciliation: Reconciliation::default(),
+            equal_since: None,
+            checked_at: "2026-12-07T11:00:00Z".into(),
+        }
+    }
+
+    fn verdict(cut: &Cutover) -> String {
+        let sign_off = &cut.tables()[0];
+        let row = sign_off
+            .rows
+            .iter()
+            .find(|r| matches!(&r[0], Cell::Text(w) if w == "verdict"))
+            .expect("a verdict row");
+        match &row[1] {
+            Cell::Text(v) => v.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_damaged_message_at_the_late_check_is_no_sign_off_and_says_why() {
+        let clean = cutover(0, 0);
+        assert!(clean.signed_off());
+        assert!(verdict(&clean).contains("safe to switch"));
+        let damaged = cutover(0, 2);
+        assert!(!damaged.signed_off());
+        assert!(verdict(&damaged).starts_with("CANNOT TELL: 2 event messages"));
+        // A late event says more than a damaged message: the source is written to.
+        assert!(verdict(&cutover(1, 2)).starts_with("NOT FROZEN"));
     }
 }

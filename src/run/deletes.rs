@@ -1,4 +1,4 @@
-//! `delete = true`: keys gone from the source for two complete listings (or, under an event feed, found gone by a HEAD after their delete event) removed at the destination, when what is there is ferry's own copy.
+//! `delete = true`: keys gone from the source for two complete listings (or, under an event feed, found gone by a HEAD after an event) removed at the destination, when what is there is ferry's own copy.
 //! It must not delete on one listing's word, nor a key ferry did not write last.
 
 use crate::config::OnConflict;
@@ -153,7 +153,7 @@ impl Runner {
                     e,
                 )])
             })?;
-        tracing::info!(bucket = %bucket, key = %key, "removed at the destination: gone at the source (missing from two listings, or found gone by a HEAD after its delete event)");
+        tracing::info!(bucket = %bucket, key = %key, "removed at the destination: gone at the source (missing from two listings, or found gone by a HEAD after an event)");
         writer.call(move |c| ledger::record_removed(c, id)).await?;
         Ok(true)
     }
