@@ -16,6 +16,18 @@ use support::faults::{FaultProxy, Plays};
 use support::{servers, Fixture};
 use tokio::io::AsyncBufReadExt;
 
+/// moto is one Python process: the seeded schedules load it enough to
+/// stretch the other tests' few-second waits, so they run alone.
+static MOTO: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn moto_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    MOTO.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn moto_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MOTO.write().unwrap_or_else(|e| e.into_inner())
+}
+
 struct World {
     fx: Fixture,
     sqs: aws_sdk_sqs::Client,
@@ -274,6 +286,7 @@ fn bytes(n: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_with_events_copies_each_change_within_seconds_without_a_listing_and_the_next_full_listing_catches_a_gap(
 ) {
+    let _moto = moto_shared();
     // The gap must be older than the feed's delivery allowance (60 s) when
     // the next full listing looks: it comes 90 s after the first.
     let w = world(
@@ -367,6 +380,7 @@ async fn a_daemon_with_events_copies_each_change_within_seconds_without_a_listin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_twice_and_out_of_order_end_the_same_and_an_unreadable_message_stays_on_the_queue() {
+    let _moto = moto_shared();
     let w = world("order", "full_listing_interval = \"1h\"", false, None).await;
     let v1 = bytes(1000);
     let e1 = w.put("feeds/a b+c.xml", &v1).await;
@@ -450,6 +464,7 @@ async fn events_twice_and_out_of_order_end_the_same_and_an_unreadable_message_st
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_9_between_the_ledger_commit_and_the_message_delete_loses_nothing_and_copies_nothing_twice(
 ) {
+    let _moto = moto_shared();
     let proxy = FaultProxy::playing(
         servers().get("FERRY_MOTO_ENDPOINT"),
         Plays {
@@ -534,6 +549,7 @@ async fn a_kill_9_between_the_ledger_commit_and_the_message_delete_loses_nothing
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cutover_on_a_frozen_source_exits_0_with_the_time_and_names_a_key_still_different() {
+    let _moto = moto_shared();
     let w = world("cutover", "full_listing_interval = \"1h\"", true, None).await;
     let a = bytes(4000);
     w.put("feeds/a.xml", &a).await;
@@ -571,6 +587,7 @@ async fn cutover_on_a_frozen_source_exits_0_with_the_time_and_names_a_key_still_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queue_that_does_not_answer_is_named_before_the_first_pass() {
+    let _moto = moto_shared();
     let w = world("noqueue", "", false, None).await;
     let text = std::fs::read_to_string(&w.fx.config_path).unwrap();
     let missing = w.queue.replace("/q-noqueue", "/no-such-queue-noqueue");
@@ -588,6 +605,7 @@ async fn a_queue_that_does_not_answer_is_named_before_the_first_pass() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_whose_key_the_source_will_not_head_is_recorded_and_not_lost() {
+    let _moto = moto_shared();
     // The proxy answers HEAD and GET of `sse/` keys as S3 does for an SSE-C
     // object asked without its key (400): the HEAD cannot say what the key
     // is, so the event's own word is recorded and the copy decides.
@@ -638,6 +656,7 @@ async fn an_event_whose_key_the_source_will_not_head_is_recorded_and_not_lost() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_damaged_on_the_way_is_not_read_and_is_applied_when_it_comes_back() {
+    let _moto = moto_shared();
     // The proxy in front of moto's SQS changes one byte of the first answer
     // that carries the bucket's name: the event then names a bucket no pair
     // copies, and only the MD5 SQS sent with the body tells.
@@ -893,6 +912,7 @@ async fn feed_schedule(seed: u64) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seeded_feed_schedules_end_with_every_key_as_the_source_holds_it() {
+    let _moto = moto_alone();
     // FERRY_FEED_SEEDS=7 replays one schedule; =1-40 runs a range.
     let seeds: Vec<u64> = match std::env::var("FERRY_FEED_SEEDS") {
         Ok(text) => match text.split_once('-') {
