@@ -121,7 +121,23 @@ async fn kill_9_at_random_moments_loses_nothing_and_resends_little() {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1300))).await;
+        if kills % 2 == 1 {
+            // Every other kill waits for a part of a multipart upload to
+            // land in this run, so that several kills hit one however fast
+            // the store is (Ceph once let only one of eight random kills
+            // do so); the others come at random moments.
+            let parts = fx.count("SELECT COUNT(*) FROM parts");
+            let waited = std::time::Instant::now();
+            while fx.count("SELECT COUNT(*) FROM parts") == parts
+                && waited.elapsed() < Duration::from_secs(20)
+                && child.try_wait().unwrap().is_none()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..200))).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1300))).await;
+        }
         if child.try_wait().unwrap().is_some() {
             panic!("ferry finished before the 8th kill ({kills} so far): slow the proxy down");
         }
