@@ -60,19 +60,7 @@ pub async fn manifest(
         newest_manifest(client, at).await?
     };
     let what = format!("GetObject {}/{key} (inventory manifest)", at.bucket);
-    let got = client
-        .get_object()
-        .bucket(&at.bucket)
-        .key(&key)
-        .send()
-        .await
-        .map_err(|e| StoreError::from_sdk(Side::Source, &what, e))?;
-    let bytes = got
-        .body
-        .collect()
-        .await
-        .map_err(|e| StoreError::new(Side::Source, FailureKind::Unreachable, &what, e.to_string()))?
-        .into_bytes();
+    let bytes = whole_object(client, &at.bucket, &key, &what).await?;
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
         StoreError::new(
             Side::Source,
@@ -95,6 +83,29 @@ pub async fn manifest(
     Ok((key, manifest, bytes.to_vec()))
 }
 
+/// A small object of the inventory's bucket, read whole (a manifest or
+/// its checksum; the data files are streamed to disk instead).
+async fn whole_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    what: &str,
+) -> Result<bytes::Bytes, StoreError> {
+    let got = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(Side::Source, what, e))?;
+    Ok(got
+        .body
+        .collect()
+        .await
+        .map_err(|e| StoreError::new(Side::Source, FailureKind::Unreachable, what, e.to_string()))?
+        .into_bytes())
+}
+
 /// AWS writes `manifest.checksum`, the MD5 of `manifest.json`, beside it:
 /// a manifest is read only when the two agree. One damaged on the way, or
 /// read while it was being replaced, would name other files or another
@@ -110,30 +121,15 @@ async fn check_manifest(
         key.strip_suffix("manifest.json").unwrap_or(key)
     );
     let what = format!("GetObject {bucket}/{checksum_key} (the inventory manifest's MD5)");
-    let got = match client
-        .get_object()
-        .bucket(bucket)
-        .key(&checksum_key)
-        .send()
-        .await
-    {
-        Ok(got) => got,
-        Err(e) => {
-            let e = StoreError::from_sdk(Side::Source, &what, e);
-            if e.kind != FailureKind::NoSuchKey {
-                return Err(e);
-            }
+    let text = match whole_object(client, bucket, &checksum_key, &what).await {
+        Ok(text) => text,
+        Err(e) if e.kind == FailureKind::NoSuchKey => {
             return Ok(Some(format!(
                 "{checksum_key} is not there (AWS writes it just after the manifest; an inventory written by another tool needs it too: the MD5 of manifest.json, in hex)"
             )));
         }
+        Err(e) => return Err(e),
     };
-    let text = got
-        .body
-        .collect()
-        .await
-        .map_err(|e| StoreError::new(Side::Source, FailureKind::Unreachable, &what, e.to_string()))?
-        .into_bytes();
     let said = String::from_utf8_lossy(&text);
     let said = said.split_whitespace().next().unwrap_or_default();
     let is = hex::encode(Md5::digest(manifest));
